@@ -1,0 +1,38 @@
+"""rmda_jax: RMDA (Regularized Modernized Dual Averaging) for structured training in JAX.
+
+The public API; see the README for a quickstart.
+"""
+
+from rmda_jax._rmda import RMDAState
+from rmda_jax._rmda import rmda
+from rmda_jax._rmda import rmda_multistep
+from rmda_jax._rmda import structured_params
+from rmda_jax.metrics import group_sparsity
+from rmda_jax.metrics import group_support
+from rmda_jax.metrics import sparsity
+from rmda_jax.metrics import sparsity_report
+from rmda_jax.metrics import support_changes
+from rmda_jax.regularizers import GroupLasso
+from rmda_jax.regularizers import L1
+from rmda_jax.regularizers import Regularizer
+from rmda_jax.regularizers import group_lasso
+from rmda_jax.regularizers import l1
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RMDAState",
+    "rmda",
+    "rmda_multistep",
+    "structured_params",
+    "Regularizer",
+    "L1",
+    "GroupLasso",
+    "l1",
+    "group_lasso",
+    "sparsity",
+    "group_sparsity",
+    "group_support",
+    "support_changes",
+    "sparsity_report",
+]

@@ -1,0 +1,251 @@
+"""Models of the RMDA paper's experiments, in flax.nnx.
+
+Each model has the same parameter count as its PyTorch original (the
+authors' code) for the canonical input shape; only the layouts differ:
+convolution kernels are HWIO, dense kernels (in, out), activations NHWC.
+So the input-unit groups of group LASSO sit on kernel axis -2 everywhere.
+
+BatchNorm layers keep their running statistics in ``nnx.BatchStat``
+variables (not ``nnx.Param``), so ``nnx.split(model, nnx.Param, nnx.BatchStat)``
+separates what the optimizer trains from what the forward pass updates.
+``model.train()`` / ``model.eval()`` switch BatchNorm between batch and
+running statistics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+__all__ = [
+    "LogisticRegression",
+    "MLP",
+    "LeNet5Small",
+    "LeNet5Large",
+    "VGG19BN",
+    "ResNet50",
+    "MODELS",
+    "get_model",
+    "count_params",
+]
+
+
+def _bn(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
+  # torch BatchNorm2d defaults: momentum 0.1 (flax: 1 - 0.1), eps 1e-5.
+  return nnx.BatchNorm(features, momentum=0.9, epsilon=1e-5, rngs=rngs)
+
+
+def _pool(x: jax.Array) -> jax.Array:
+  return nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+
+
+def _flatten(x: jax.Array) -> jax.Array:
+  return x.reshape(x.shape[0], -1)
+
+
+def _require(cond: bool, model: str, input_shape, minimum: str) -> None:
+  if not cond:
+    raise ValueError(
+        f"{model} needs inputs of at least {minimum}; got input_shape={tuple(input_shape)}"
+    )
+
+
+class LogisticRegression(nnx.Module):
+  """Multinomial logistic regression (Linear in -> classes), zero-initialised."""
+
+  def __init__(self, num_classes: int = 10, *, rngs: nnx.Rngs, input_shape=(28, 28, 1)):
+    self.fc = nnx.Linear(
+        math.prod(input_shape), num_classes,
+        kernel_init=nnx.initializers.zeros, rngs=rngs,
+    )
+
+  def __call__(self, x):
+    return self.fc(_flatten(x))
+
+
+class MLP(nnx.Module):
+  """784-512-256-128-64-32-16-10 with ReLU (widths after the input configurable)."""
+
+  def __init__(
+      self, num_classes: int = 10, *, rngs: nnx.Rngs, input_shape=(28, 28, 1),
+      widths: Sequence[int] = (512, 256, 128, 64, 32, 16),
+  ):
+    sizes = [math.prod(input_shape), *widths]
+    self.hidden = nnx.List(
+        [nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])]
+    )
+    self.out = nnx.Linear(sizes[-1], num_classes, rngs=rngs)
+
+  def __call__(self, x):
+    x = _flatten(x)
+    for layer in self.hidden:
+      x = jax.nn.relu(layer(x))
+    return self.out(x)
+
+
+class LeNet5Small(nnx.Module):
+  """conv 1->6 5x5 pad 2, pool, conv 6->16 5x5, pool, fc 400-120-84-10."""
+
+  def __init__(self, num_classes: int = 10, *, rngs: nnx.Rngs, input_shape=(28, 28, 1)):
+    h, w, c = input_shape
+    h2, w2 = (h // 2 - 4) // 2, (w // 2 - 4) // 2
+    _require(h2 >= 1 and w2 >= 1, "lenet5_small", input_shape, "12x12")
+    self.conv1 = nnx.Conv(c, 6, (5, 5), padding=((2, 2), (2, 2)), rngs=rngs)
+    self.conv2 = nnx.Conv(6, 16, (5, 5), padding="VALID", rngs=rngs)
+    self.fc1 = nnx.Linear(16 * h2 * w2, 120, rngs=rngs)
+    self.fc2 = nnx.Linear(120, 84, rngs=rngs)
+    self.fc3 = nnx.Linear(84, num_classes, rngs=rngs)
+
+  def __call__(self, x):
+    x = _pool(jax.nn.relu(self.conv1(x)))
+    x = _pool(jax.nn.relu(self.conv2(x)))
+    x = _flatten(x)
+    x = jax.nn.relu(self.fc1(x))
+    x = jax.nn.relu(self.fc2(x))
+    return self.fc3(x)
+
+
+class LeNet5Large(nnx.Module):
+  """conv 1->20 5x5, pool, conv 20->50 5x5, pool, fc 800-500-10."""
+
+  def __init__(self, num_classes: int = 10, *, rngs: nnx.Rngs, input_shape=(28, 28, 1)):
+    h, w, c = input_shape
+    h2, w2 = ((h - 4) // 2 - 4) // 2, ((w - 4) // 2 - 4) // 2
+    _require(h2 >= 1 and w2 >= 1, "lenet5_large", input_shape, "16x16")
+    self.conv1 = nnx.Conv(c, 20, (5, 5), padding="VALID", rngs=rngs)
+    self.conv2 = nnx.Conv(20, 50, (5, 5), padding="VALID", rngs=rngs)
+    self.fc1 = nnx.Linear(50 * h2 * w2, 500, rngs=rngs)
+    self.fc2 = nnx.Linear(500, num_classes, rngs=rngs)
+
+  def __call__(self, x):
+    x = _pool(jax.nn.relu(self.conv1(x)))
+    x = _pool(jax.nn.relu(self.conv2(x)))
+    x = jax.nn.relu(self.fc1(_flatten(x)))
+    return self.fc2(x)
+
+
+VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+             512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+
+
+class ConvBNReLU(nnx.Module):
+
+  def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs):
+    # torch: Conv2d(cin, cout, 3, padding=1) keeps its bias even before BN.
+    self.conv = nnx.Conv(cin, cout, (3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
+    self.bn = _bn(cout, rngs)
+
+  def __call__(self, x):
+    return jax.nn.relu(self.bn(self.conv(x)))
+
+
+class VGG19BN(nnx.Module):
+  """VGG19 with BatchNorm for 32x32 inputs: 16 conv layers, classifier Linear(512, classes)."""
+
+  def __init__(self, num_classes: int = 10, *, rngs: nnx.Rngs, input_shape=(32, 32, 3)):
+    h, w, c = input_shape
+    _require(h >= 32 and w >= 32, "vgg19_bn", input_shape, "32x32")
+    layers = []
+    for v in VGG19_CFG:
+      if v == "M":
+        layers.append("M")
+      else:
+        layers.append(ConvBNReLU(c, v, rngs=rngs))
+        c = v
+    self.features = nnx.List([l for l in layers if l != "M"])
+    self._plan = tuple(l == "M" for l in layers)  # static: True = max-pool
+    self.classifier = nnx.Linear(512 * (h // 32) * (w // 32), num_classes, rngs=rngs)
+
+  def __call__(self, x):
+    blocks = iter(self.features)
+    for is_pool in self._plan:
+      x = _pool(x) if is_pool else next(blocks)(x)
+    return self.classifier(_flatten(x))
+
+
+class Bottleneck(nnx.Module):
+  expansion = 4
+
+  def __init__(self, cin: int, planes: int, stride: int, *, rngs: nnx.Rngs):
+    cout = planes * self.expansion
+    self.conv1 = nnx.Conv(cin, planes, (1, 1), use_bias=False, rngs=rngs)
+    self.bn1 = _bn(planes, rngs)
+    self.conv2 = nnx.Conv(planes, planes, (3, 3), strides=stride,
+                          padding=((1, 1), (1, 1)), use_bias=False, rngs=rngs)
+    self.bn2 = _bn(planes, rngs)
+    self.conv3 = nnx.Conv(planes, cout, (1, 1), use_bias=False, rngs=rngs)
+    self.bn3 = _bn(cout, rngs)
+    if stride != 1 or cin != cout:
+      self.short_conv = nnx.Conv(cin, cout, (1, 1), strides=stride, use_bias=False, rngs=rngs)
+      self.short_bn = _bn(cout, rngs)
+    else:
+      self.short_conv = None
+      self.short_bn = None
+
+  def __call__(self, x):
+    y = jax.nn.relu(self.bn1(self.conv1(x)))
+    y = jax.nn.relu(self.bn2(self.conv2(y)))
+    y = self.bn3(self.conv3(y))
+    s = x if self.short_conv is None else self.short_bn(self.short_conv(x))
+    return jax.nn.relu(y + s)
+
+
+class ResNet50(nnx.Module):
+  """ResNet50 for CIFAR: 3x3 stride-1 stem, no max-pool, bottlenecks [3, 4, 6, 3]."""
+
+  def __init__(self, num_classes: int = 10, *, rngs: nnx.Rngs, input_shape=(32, 32, 3),
+               num_blocks: Sequence[int] = (3, 4, 6, 3)):
+    c = input_shape[-1]
+    self.conv1 = nnx.Conv(c, 64, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, rngs=rngs)
+    self.bn1 = _bn(64, rngs)
+    blocks = []
+    cin = 64
+    for i, (planes, n) in enumerate(zip((64, 128, 256, 512), num_blocks)):
+      for j in range(n):
+        stride = 2 if (i > 0 and j == 0) else 1
+        blocks.append(Bottleneck(cin, planes, stride, rngs=rngs))
+        cin = planes * Bottleneck.expansion
+    self.blocks = nnx.List(blocks)
+    self.fc = nnx.Linear(cin, num_classes, rngs=rngs)
+
+  def __call__(self, x):
+    x = jax.nn.relu(self.bn1(self.conv1(x)))
+    for b in self.blocks:
+      x = b(x)
+    x = jnp.mean(x, axis=(1, 2))  # = torch avg_pool2d(4) on 32x32 inputs
+    return self.fc(x)
+
+
+MODELS: dict[str, Callable[..., nnx.Module]] = {
+    "logreg": LogisticRegression,
+    "mlp": MLP,
+    "lenet5_small": LeNet5Small,
+    "lenet5_large": LeNet5Large,
+    "vgg19_bn": VGG19BN,
+    "resnet50": ResNet50,
+}
+
+# Whether the model reads images (so small images must be padded up) or flat vectors.
+CONVOLUTIONAL = {"lenet5_small", "lenet5_large", "vgg19_bn", "resnet50"}
+
+
+def get_model(name: str, num_classes: int = 10, rngs: nnx.Rngs | None = None,
+              input_shape: Sequence[int] = (28, 28, 1)) -> nnx.Module:
+  """Builds a registered model: ``get_model("lenet5_small", 10, nnx.Rngs(0), (28, 28, 1))``."""
+  try:
+    cls = MODELS[name]
+  except KeyError:
+    raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}") from None
+  if rngs is None:
+    rngs = nnx.Rngs(0)
+  return cls(num_classes, rngs=rngs, input_shape=tuple(input_shape))
+
+
+def count_params(model: nnx.Module) -> int:
+  """Number of trainable parameters (``nnx.Param``; BatchNorm running stats excluded)."""
+  state = nnx.state(model, nnx.Param)
+  return sum(int(x.size) for x in jax.tree.leaves(state))
