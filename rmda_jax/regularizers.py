@@ -243,9 +243,9 @@ class L1(Regularizer):
     return jnp.sum(jnp.abs(x.astype(jnp.promote_types(x.dtype, jnp.float32))))
 
   def prox_leaf(self, x, threshold):
-    """Soft thresholding: ``sign(x) * max(|x| - threshold, 0)``."""
+    """Soft thresholding: ``sign(x) * max(|x| - threshold, 0)`` (+0.0 below it)."""
     t = jnp.asarray(threshold, x.dtype)
-    return jnp.sign(x) * jnp.maximum(jnp.abs(x) - t, 0)
+    return x - jnp.clip(x, -t, t)
 
 
 _GROUP_AXES = {"input": -2, "output": -1}
