@@ -1,0 +1,66 @@
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rmda_jax as rj
+
+
+def _params():
+  dense = np.ones((4, 3), np.float32)
+  dense[[0, 2]] = 0  # input features 0 and 2 removed: 2 of 4 groups, size 3
+  conv = np.ones((2, 2, 3, 5), np.float32)
+  conv[:, :, 0, :] = 0  # input channel 0 removed: 1 of 3 groups, size 20
+  conv[0, 0, 1, 0] = 0  # a stray zero does not make a group
+  bias = np.array([0.0, 1.0, 0.0, 2.0, 3.0], np.float32)
+  return {"dense": jnp.asarray(dense), "conv": jnp.asarray(conv),
+          "bias": jnp.asarray(bias)}
+
+
+def test_sparsity_counts_every_leaf():
+  p = _params()
+  zeros = 6 + 21 + 2
+  assert rj.sparsity(p) == pytest.approx(zeros / (12 + 60 + 5))
+  assert rj.sparsity({}) == 0.0
+
+
+def test_group_sparsity_plain_and_weighted():
+  p = _params()
+  reg = rj.group_lasso(1e-3)
+  assert rj.group_sparsity(p, reg) == pytest.approx(3 / 7)
+  assert rj.group_sparsity(p, reg, weighted=True) == pytest.approx((6 + 20) / 72)
+  out = rj.group_lasso(1e-3, groups="output")
+  # Output grouping: dense columns are never all zero; conv filters neither.
+  assert rj.group_sparsity(p, out) == 0.0
+  # L1: every regularized entry is a group.
+  assert rj.group_sparsity(p, rj.l1(1e-3)) == pytest.approx((6 + 21) / 72)
+
+
+def test_support_and_changes():
+  p = _params()
+  reg = rj.group_lasso(1e-3)
+  s1 = rj.group_support(p, reg)
+  assert s1["bias"] is None
+  np.testing.assert_array_equal(s1["dense"], [False, True, False, True])
+  q = dict(p, dense=p["dense"].at[0].set(1.0).at[1].set(0.0))
+  assert rj.support_changes(s1, rj.group_support(q, reg)) == 2
+  assert rj.support_changes(s1, s1) == 0
+
+
+def test_sparsity_report_rows_and_table():
+  p = _params()
+  reg = rj.group_lasso(1e-3)
+  report = rj.sparsity_report(p, reg)
+  rows = {r.path: r for r in report.rows}
+  assert rows["['dense']"].groups == 4 and rows["['dense']"].zero_groups == 2
+  assert rows["['conv']"].shape == (2, 2, 3, 5)
+  assert rows["['conv']"].zero_entries == 21
+  assert not rows["['bias']"].regularized and rows["['bias']"].groups == 0
+  assert report.group_sparsity == pytest.approx(rj.group_sparsity(p, reg))
+  assert report.sparsity == pytest.approx(rj.sparsity(p))
+  text = str(report)
+  lines = text.splitlines()
+  assert lines[0].split()[0] == "leaf" and "zero groups" in lines[0]
+  assert any(line.startswith("['dense']") and "2/4" in line for line in lines)
+  assert lines[-1].startswith("total") and "4/7" in lines[-1]
+  assert len({len(line) for line in lines}) <= 2  # aligned columns
+  assert report.to_dicts()[0]["shape"] == [5]

@@ -1,0 +1,185 @@
+"""Each prox checked by its optimality conditions, plus values, masks and errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rmda_jax as rj
+import reference
+
+SHAPES = [(7, 5), (3, 3, 4, 6), (2, 5, 3)]
+
+
+def _groups(x, axis):
+  """Yields (index, group) pairs, one per index of `axis`."""
+  axis = axis % x.ndim
+  for i in range(x.shape[axis]):
+    idx = [slice(None)] * x.ndim
+    idx[axis] = i
+    yield tuple(idx), x[tuple(idx)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("groups,axis", [("input", -2), ("output", -1), (0, 0)])
+def test_group_lasso_prox_optimality(shape, groups, axis):
+  """u = prox(x): u_g - x_g + t w u_g/||u_g|| = 0 if u_g != 0, ||x_g|| <= t w else."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape) * rng.permutation(np.linspace(0.02, 1.5, shape[axis])).reshape(
+        [-1 if a == axis % len(shape) else 1 for a in range(len(shape))])
+    lam, scale = 0.3, 0.7
+    t = lam * scale
+    reg = rj.group_lasso(lam, groups=groups)
+    u = np.asarray(reg.prox({"k": jnp.asarray(x)}, scale)["k"])
+    w = np.sqrt(x.size / x.shape[axis])
+    n_zero = n_nonzero = 0
+    for idx, xg in _groups(x, axis):
+      ug = u[idx]
+      if np.all(ug == 0):
+        n_zero += 1
+        assert np.linalg.norm(xg) <= t * w + 1e-12
+      else:
+        n_nonzero += 1
+        assert np.all(ug != 0)
+        residual = ug - xg + t * w * ug / np.linalg.norm(ug)
+        np.testing.assert_allclose(residual, 0, atol=1e-12)
+    assert n_zero > 0 and n_nonzero > 0  # both conditions were exercised
+    np.testing.assert_allclose(u, reference.group_lasso_prox(x, t, axis), atol=1e-12)
+
+
+def test_l1_prox_optimality():
+  with jax.enable_x64(True):
+    x = np.random.default_rng(1).normal(size=(6, 9))
+    t = 0.4
+    u = np.asarray(rj.l1(0.8).prox({"k": jnp.asarray(x)}, 0.5)["k"])
+    zero = u == 0
+    assert zero.any() and (~zero).any()
+    assert np.all(np.abs(x[zero]) <= t)
+    np.testing.assert_allclose(u[~zero] - x[~zero] + t * np.sign(u[~zero]), 0,
+                               atol=1e-14)
+    assert not np.any(np.signbit(u[zero]))  # +0.0, not -0.0
+
+
+@pytest.mark.parametrize("reg", [rj.l1(0.2), rj.group_lasso(0.2),
+                                 rj.group_lasso(0.2, groups="output")])
+def test_prox_shrinks_and_is_nonexpansive(reg):
+  rng = np.random.default_rng(2)
+  x = {"k": jnp.asarray(rng.normal(size=(4, 4, 3, 8)), jnp.float32)}
+  y = {"k": jnp.asarray(rng.normal(size=(4, 4, 3, 8)), jnp.float32)}
+  px, py = reg.prox(x, 0.5)["k"], reg.prox(y, 0.5)["k"]
+  # Shrinkage: every entry moves towards 0 and keeps its sign.
+  assert np.all(np.abs(px) <= np.abs(x["k"]) + 1e-7)
+  assert np.all(px * x["k"] >= 0)
+  # Firm nonexpansiveness implies nonexpansiveness.
+  assert jnp.linalg.norm(px - py) <= jnp.linalg.norm(x["k"] - y["k"]) + 1e-5
+  assert reg(reg.prox(x, 0.5)) <= reg(x)
+
+
+@pytest.mark.parametrize("reg", [rj.l1(0.5), rj.group_lasso(0.5)])
+def test_prox_with_zero_threshold_is_identity(reg):
+  x = {"k": jax.random.normal(jax.random.key(0), (3, 3, 2, 4)),
+       "b": jnp.arange(4.0)}
+  for got, want in zip(jax.tree.leaves(reg.prox(x, 0.0)), jax.tree.leaves(x)):
+    np.testing.assert_array_equal(got, want)
+  zero_strength = type(reg)(0.0)
+  for got, want in zip(jax.tree.leaves(zero_strength.prox(x, 3.0)),
+                       jax.tree.leaves(x)):
+    np.testing.assert_array_equal(got, want)
+
+
+def test_values_match_the_formula():
+  rng = np.random.default_rng(3)
+  params = {"conv": rng.normal(size=(3, 3, 4, 5)), "dense": rng.normal(size=(6, 2)),
+            "bias": rng.normal(size=(5,))}
+  jparams = jax.tree.map(jnp.asarray, params)
+  want_gl = sum(reference.group_lasso_value(params[n], 0.1, -2)
+                for n in ("conv", "dense"))
+  np.testing.assert_allclose(rj.group_lasso(0.1)(jparams), want_gl, rtol=1e-5)
+  want_l1 = 0.1 * (np.abs(params["conv"]).sum() + np.abs(params["dense"]).sum())
+  np.testing.assert_allclose(rj.l1(0.1)(jparams), want_l1, rtol=1e-5)
+  # An explicit mask that includes the bias: groups="output" works on 1-D.
+  reg = rj.group_lasso(0.1, groups="output",
+                       mask={"conv": True, "dense": False, "bias": True})
+  want = (reference.group_lasso_value(params["conv"], 0.1, -1)
+          + reference.group_lasso_value(params["bias"], 0.1, -1))
+  np.testing.assert_allclose(reg(jparams), want, rtol=1e-5)
+
+
+def test_default_mask_leaves_biases_alone():
+  params = {"kernel": jnp.ones((3, 4)), "bias": jnp.full((4,), 1e-3),
+            "scale": jnp.full((4,), 1e-3)}
+  out = rj.group_lasso(10.0).prox(params, 1.0)
+  assert np.all(out["kernel"] == 0)  # strongly shrunk to zero
+  np.testing.assert_array_equal(out["bias"], params["bias"])
+  np.testing.assert_array_equal(out["scale"], params["scale"])
+
+
+def test_mask_as_function_and_as_prefix():
+  params = {"a": {"kernel": jnp.ones((2, 3))}, "b": {"kernel": jnp.ones((2, 3))}}
+  by_fn = rj.l1(10.0, mask=lambda p: {"a": {"kernel": True}, "b": {"kernel": False}})
+  by_prefix = rj.l1(10.0, mask={"a": True, "b": False})
+  for reg in (by_fn, by_prefix):
+    out = reg.prox(params, 1.0)
+    assert np.all(out["a"]["kernel"] == 0)
+    assert np.all(out["b"]["kernel"] == 1)
+
+
+@pytest.mark.parametrize("reg", [rj.l1(1.0), rj.group_lasso(1.0),
+                                 rj.group_lasso(1.0, groups="output")])
+def test_no_nan_at_zero(reg):
+  params = {"k": jnp.zeros((3, 3, 2, 4)), "d": jnp.zeros((5, 2))}
+  grads = jax.grad(reg)(params)
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+  assert np.isfinite(reg(params)) and reg(params) == 0
+  out = reg.prox(params, 1.0)
+  assert all(np.all(o == 0) for o in jax.tree.leaves(out))
+  # Gradient away from zero is the usual one: lam * sqrt(|g|) * x_g / ||x_g||.
+  x = {"k": jnp.zeros((3, 2)).at[1].set(jnp.array([3.0, 4.0]))}
+  if isinstance(reg, rj.GroupLasso) and reg.groups == "input":
+    g = jax.grad(reg)(x)["k"]
+    np.testing.assert_allclose(g[1], np.sqrt(2) * np.array([0.6, 0.8]), rtol=1e-6)
+    np.testing.assert_array_equal(g[0], 0)
+
+
+def test_bfloat16_prox_keeps_dtype():
+  x = {"k": jnp.ones((4, 3), jnp.bfloat16)}
+  out = rj.group_lasso(0.1).prox(x, 1.0)
+  assert out["k"].dtype == jnp.bfloat16
+
+
+def test_bad_arguments():
+  with pytest.raises(ValueError, match="strength"):
+    rj.group_lasso(-1e-4)
+  with pytest.raises(ValueError, match="strength"):
+    rj.l1(float("nan"))
+  with pytest.raises(TypeError, match="strength"):
+    rj.l1("0.1")
+  with pytest.raises(ValueError, match="groups"):
+    rj.group_lasso(0.1, groups="filters")
+  with pytest.raises(ValueError, match="groups"):
+    rj.group_lasso(0.1, groups=1.5)
+  with pytest.raises(TypeError, match="mask"):
+    rj.l1(0.1, mask={"a": 1})
+
+
+def test_missing_group_axis_names_the_path():
+  reg = rj.group_lasso(0.1, groups=3)
+  params = {"conv": {"kernel": jnp.ones((3, 3, 2, 4))},
+            "dense": {"kernel": jnp.ones((4, 2))}}
+  with pytest.raises(ValueError, match=r"\['dense'\]\['kernel'\].*\(4, 2\)"):
+    reg.prox(params, 1.0)
+  with pytest.raises(ValueError, match=r"\['dense'\]\['kernel'\]"):
+    reg(params)
+
+
+def test_non_float_leaf_names_the_path():
+  params = {"emb": jnp.ones((4, 3), jnp.int32)}
+  with pytest.raises(TypeError, match=r"\['emb'\].*int32"):
+    rj.l1(0.1).prox(params, 1.0)
+
+
+def test_mask_structure_mismatch_is_an_error():
+  reg = rj.l1(0.1, mask={"a": True, "zzz": False})
+  with pytest.raises(ValueError, match="mask does not match"):
+    reg({"a": jnp.ones((2, 2)), "b": jnp.ones((2, 2))})
