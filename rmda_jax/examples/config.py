@@ -1,0 +1,202 @@
+"""Command-line configuration of ``rmda-train``: the flags, their checks, defaults.
+
+Bad values are refused by argparse itself (exit status 2, one line on stderr).
+The defaults are a short run that finishes in minutes on a laptop CPU:
+LeNet5 (small) on MNIST, group LASSO on input units, RMDA with the authors'
+stage-wise schedule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+
+from rmda_jax.examples.data import DATASETS
+from rmda_jax.examples.models import MODELS
+
+OPTIMIZERS = ("rmda", "prox_sgd", "prox_adam", "prox_ssi", "sgd", "madgrad")
+REGULARIZERS = ("group_lasso", "l1", "none")
+
+# Per-optimizer defaults used where the flag is not given (None).
+DEFAULT_LR = {"rmda": 0.1, "prox_sgd": 0.1, "prox_adam": 1e-3, "prox_ssi": 1e-3,
+              "sgd": 0.1, "madgrad": 1e-2}
+DEFAULT_MOMENTUM = {"rmda": 0.1, "prox_sgd": None, "prox_adam": None, "prox_ssi": None,
+                    "sgd": 0.9, "madgrad": 0.9}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  model: str = "lenet5_small"
+  dataset: str = "mnist"
+  data_dir: str | None = None
+  optimizer: str = "rmda"
+  regularizer: str = "group_lasso"
+  strength: float = 1e-3
+  groups: str = "input"
+  lr: float | None = None
+  momentum: float | None = None
+  epochs: int = 6
+  milestones: tuple[int, ...] = (3, 5)
+  gamma: float = 0.1
+  batch_size: int = 128
+  seed: int = 0
+  output_dir: str = "runs/default"
+  weight_decay: float = 0.0
+  plot: bool = False
+  resume: bool = False
+  progress: bool = True
+
+  @property
+  def learning_rate(self) -> float:
+    return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+
+  @property
+  def momentum_value(self) -> float | None:
+    return DEFAULT_MOMENTUM[self.optimizer] if self.momentum is None else self.momentum
+
+  def fingerprint_fields(self) -> dict:
+    """What determines the checkpointed state (epochs may grow on resume)."""
+    return {
+        "model": self.model, "dataset": self.dataset, "optimizer": self.optimizer,
+        "regularizer": self.regularizer, "strength": self.strength, "groups": self.groups,
+        "lr": self.learning_rate, "momentum": self.momentum_value,
+        "milestones": list(self.milestones), "gamma": self.gamma,
+        "batch_size": self.batch_size, "seed": self.seed, "weight_decay": self.weight_decay,
+    }
+
+  def fingerprint(self) -> str:
+    blob = json.dumps(self.fingerprint_fields(), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------
+# argparse value checks: each raises ArgumentTypeError -> one-line usage error.
+
+
+def _number(kind, text, what):
+  try:
+    v = kind(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+  if isinstance(v, float) and not math.isfinite(v):
+    raise argparse.ArgumentTypeError(f"{what} must be finite, got {text!r}")
+  return v
+
+
+def positive_float(text):
+  v = _number(float, text, "value")
+  if v <= 0:
+    raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+  return v
+
+
+def nonneg_float(text):
+  v = _number(float, text, "value")
+  if v < 0:
+    raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+  return v
+
+
+def positive_int(text):
+  v = _number(int, text, "value")
+  if v <= 0:
+    raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+  return v
+
+
+def nonneg_int(text):
+  v = _number(int, text, "value")
+  if v < 0:
+    raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+  return v
+
+
+def unit_interval(text):
+  v = _number(float, text, "value")
+  if not 0 <= v <= 1:
+    raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
+  return v
+
+
+def milestone_list(text):
+  """``"3,5"`` -> (3, 5); ``""`` or ``"none"`` -> ()."""
+  if text.strip().lower() in ("", "none"):
+    return ()
+  try:
+    ms = tuple(int(t) for t in text.replace(" ", "").split(","))
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"milestones are comma-separated epochs like 3,5; got {text!r}") from None
+  if any(m <= 0 for m in ms) or list(ms) != sorted(set(ms)):
+    raise argparse.ArgumentTypeError(f"milestones must be increasing positive epochs, got {text!r}")
+  return ms
+
+
+def groups_value(text):
+  if text in ("input", "output"):
+    return text
+  try:
+    return str(int(text))
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"groups must be 'input', 'output' or a kernel axis, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+  d = Config()
+  p = argparse.ArgumentParser(
+      prog="rmda-train",
+      description="Train a structured-sparse network with RMDA (or a baseline) in JAX.",
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  p.add_argument("--model", choices=sorted(MODELS), default=d.model)
+  p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
+  p.add_argument("--data-dir", default=d.data_dir,
+                 help="where the dataset files are (MNIST: IDX files or mnist.npz; "
+                      "CIFAR: the python .tar.gz or its extracted folder)")
+  p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+  p.add_argument("--regularizer", choices=REGULARIZERS, default=d.regularizer)
+  p.add_argument("--strength", type=nonneg_float, default=d.strength,
+                 help="lambda of the regularizer")
+  p.add_argument("--groups", type=groups_value, default=d.groups,
+                 help="group LASSO groups: input (kernel axis -2), output (-1) or an axis")
+  p.add_argument("--lr", type=positive_float, default=None,
+                 help=f"learning rate (default per optimizer: {DEFAULT_LR})")
+  p.add_argument("--momentum", type=unit_interval, default=None,
+                 help="rmda: the averaging weight c in (0, 1]; others: momentum in [0, 1) "
+                      f"(default per optimizer: {DEFAULT_MOMENTUM})")
+  p.add_argument("--epochs", type=positive_int, default=d.epochs)
+  p.add_argument("--milestones", type=milestone_list, default=d.milestones,
+                 help="comma-separated epochs at which lr *= gamma (rmda also restarts "
+                      "and sets c = min(c / gamma, 1)); 'none' for a constant schedule")
+  p.add_argument("--gamma", type=positive_float, default=d.gamma)
+  p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
+  p.add_argument("--seed", type=nonneg_int, default=d.seed)
+  p.add_argument("--output-dir", default=d.output_dir)
+  p.add_argument("--weight-decay", type=nonneg_float, default=d.weight_decay,
+                 help="decoupled L2 added to the gradient (optax.add_decayed_weights)")
+  p.add_argument("--plot", action="store_true", help="write training_curves.png")
+  p.add_argument("--resume", action="store_true",
+                 help="continue from the last checkpoint in --output-dir")
+  p.add_argument("--no-progress", dest="progress", action="store_false",
+                 help="no per-step progress bar")
+  return p
+
+
+def parse_args(argv=None) -> Config:
+  parser = build_parser()
+  ns = parser.parse_args(argv)
+  cfg = Config(**vars(ns))
+  m = cfg.momentum
+  if m is not None:
+    if cfg.optimizer == "rmda" and not 0 < m <= 1:
+      parser.error(f"argument --momentum: rmda needs c in (0, 1], got {m}")
+    if cfg.optimizer != "rmda" and not 0 <= m < 1:
+      parser.error(f"argument --momentum: {cfg.optimizer} needs momentum in [0, 1), got {m}")
+  if cfg.optimizer in ("prox_adam", "prox_ssi") and m is not None:  # Adam-type: no such knob
+    parser.error(f"argument --momentum: {cfg.optimizer} takes no momentum")
+  if cfg.regularizer != "none" and cfg.strength == 0:
+    parser.error("argument --strength: must be > 0 (use --regularizer none for no regularizer)")
+  return cfg
