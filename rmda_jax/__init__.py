@@ -3,6 +3,9 @@
 The public API; see the README for a quickstart.
 """
 
+from rmda_jax._baselines import prox_adam
+from rmda_jax._baselines import prox_sgd
+from rmda_jax._baselines import prox_ssi
 from rmda_jax._rmda import RMDAState
 from rmda_jax._rmda import rmda
 from rmda_jax._rmda import rmda_multistep
@@ -25,6 +28,9 @@ __all__ = [
     "rmda",
     "rmda_multistep",
     "structured_params",
+    "prox_sgd",
+    "prox_adam",
+    "prox_ssi",
     "Regularizer",
     "L1",
     "GroupLasso",
