@@ -377,16 +377,18 @@ def structured_params(opt_state: Any, regularizer: Optional[Regularizer],
     return zs[0]
 
   is_masked = lambda x: isinstance(x, optax.MaskedNode)
-
-  def pick(p, *candidates):
-    for z in candidates:
-      if not is_masked(z):
-        return jnp.asarray(z).astype(p.dtype)
-    return p
-
-  try:
-    return jax.tree.map(pick, params, *zs, is_leaf=is_masked)
-  except ValueError as e:
-    raise ValueError(
-        f"structured_params: params do not match the optimizer state: {e}"
-    ) from None
+  # Leaf-wise, so that containers of another node type (e.g. flax.nnx's
+  # OptVariable in the optimizer state vs Param in the model) still line up.
+  p_leaves, treedef = jax.tree.flatten(params, is_leaf=is_masked)
+  z_leaves = [jax.tree.leaves(z, is_leaf=is_masked) for z in zs]
+  for zl in z_leaves:
+    if len(zl) != len(p_leaves):
+      raise ValueError(
+          f"structured_params: params have {len(p_leaves)} leaves but the "
+          f"RMDA state holds {len(zl)}; pass the params the optimizer updates.")
+  out = []
+  for i, p in enumerate(p_leaves):
+    owned = [zl[i] for zl in z_leaves if not is_masked(zl[i])]
+    out.append(p if not owned or is_masked(p)
+               else jnp.asarray(owned[0]).astype(p.dtype))
+  return jax.tree.unflatten(treedef, out)

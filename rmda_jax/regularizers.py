@@ -53,6 +53,7 @@ __all__ = [
 def path_str(path) -> str:
   """Readable pytree path, e.g. ``['conv1']['kernel']`` (``<root>`` if empty)."""
   s = jax.tree_util.keystr(tuple(path))
+  s = s[: -len(".value")] if s.endswith(".value") else s  # flax.nnx Variables
   return s if s else "<root>"
 
 
