@@ -243,6 +243,10 @@ def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
     fd2, tmp2 = tempfile.mkstemp(dir=path.parent, prefix=".mnist-", suffix=".sha256")
     with os.fdopen(fd2, "w") as f:
       f.write(digest + "\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a cache is an ordinary file
+    os.chmod(tmp2, 0o666 & ~umask)
     # The data goes first: a crash between the two replaces leaves a sidecar
     # that does not match, which reads as "corrupt" and triggers a re-fetch.
     os.replace(tmp, path)
