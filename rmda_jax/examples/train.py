@@ -181,7 +181,10 @@ class Trainer:
     import jax.numpy as jnp
     params = jax.tree.map(jnp.asarray, self.init_params)
     stats = jax.tree.map(jnp.asarray, self.init_stats)
-    return TrainState(params, stats, self.tx.init(params))
+    # Fresh buffers: some states start as the params themselves (madgrad's x0,
+    # rmda's W0), and a buffer cannot be donated twice in one call.
+    opt_state = jax.tree.map(lambda x: jnp.array(x, copy=True), self.tx.init(params))
+    return TrainState(params, stats, opt_state)
 
   def evaluate(self, params, stats, x, y) -> tuple[float, float]:
     """(mean loss, accuracy) over device arrays ``x, y``, in eval mode."""

@@ -1,0 +1,198 @@
+"""rmda-train end to end on sklearn digits: files, resume equality, refusals, flag checks."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from rmda_jax.examples import config, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A tiny run: digits (1438 train images, padded to 28x28 for LeNet5), 3 epochs,
+# RMDA restarting at epoch 2 with c = 1 from then on.
+def tiny(epochs=3):
+  return ["--dataset", "digits", "--model", "lenet5_small", "--batch-size", "32",
+          "--epochs", str(epochs), "--milestones", "2", "--lr", "1.0", "--strength", "1e-3",
+          "--no-progress"]
+
+
+TINY = tiny()
+
+
+def run_cli(*args, env_extra=None):
+  env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  env.update(env_extra or {})
+  return subprocess.run([sys.executable, "-m", "rmda_jax.examples.train", *args],
+                        capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+
+
+def final_state(out_dir, argv):
+  """Restores the last checkpoint of a run as a flat list of numpy arrays."""
+  cfg = config.parse_args(argv + ["--output-dir", str(out_dir)])
+  ds = train.prepare_data(cfg)
+  trainer = train.Trainer(cfg, ds, len(ds.y_train) // cfg.batch_size)
+  ckpt = train.Checkpointer(Path(out_dir) / "checkpoints")
+  epoch = ckpt.latest_epoch()
+  state, key = ckpt.restore(epoch, trainer.init_state(), np.zeros(2, np.uint32))
+  ckpt.close()
+  return epoch, [np.asarray(x) for x in jax.tree.leaves(state)] + [key]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  out = tmp_path_factory.mktemp("tiny")
+  rc = train.main(TINY + ["--output-dir", str(out), "--plot"])
+  return rc, out
+
+
+def test_cli_end_to_end_files(tiny_run):
+  rc, out = tiny_run
+  assert rc == 0
+  rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+  assert [r["epoch"] for r in rows] == [1, 2, 3]
+  for r in rows:
+    for key in ("train_loss", "objective", "psi", "test_accuracy", "group_sparsity",
+                "weighted_group_sparsity", "sparsity", "support_changes", "test_accuracy_w"):
+      assert key in r
+    assert 0.0 <= r["test_accuracy"] <= 1.0
+    assert 0.0 <= r["group_sparsity"] <= 1.0
+    assert r["objective"] == pytest.approx(r["train_loss"] + r["psi"])
+    assert isinstance(r["support_changes"], int) and r["support_changes"] >= 0
+  summary = json.loads((out / "summary.json").read_text())
+  for key in ("test_accuracy", "objective", "group_sparsity", "weighted_group_sparsity",
+              "sparsity", "groups_kept", "reported_point", "wall_time_s", "config"):
+    assert key in summary
+  assert summary["test_accuracy"] == rows[-1]["test_accuracy"]
+  assert summary["group_sparsity"] == rows[-1]["group_sparsity"]
+  assert "structured_params" in summary["reported_point"]
+  assert set(summary["groups_kept"]) == {"['conv1']['kernel']", "['conv2']['kernel']",
+                                         "['fc1']['kernel']", "['fc2']['kernel']",
+                                         "['fc3']['kernel']"}
+  png = (out / "training_curves.png").read_bytes()
+  assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_tiny_run_learns_and_sparsifies(tiny_run):
+  _, out = tiny_run
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["test_accuracy"] > 0.5          # chance is 0.1
+  assert summary["group_sparsity"] > 0.0         # group LASSO zeroed whole input units
+  # groups_kept agrees with the reported group sparsity
+  kept = [tuple(map(int, v.split("/"))) for v in summary["groups_kept"].values()]
+  frac_zero = 1 - sum(k for k, _ in kept) / sum(t for _, t in kept)
+  assert frac_zero == pytest.approx(summary["group_sparsity"])
+
+
+def test_resume_reproduces_uninterrupted_run_bitwise(tiny_run, tmp_path):
+  _, full = tiny_run
+  part = tmp_path / "part"
+  assert train.main(tiny(epochs=1) + ["--output-dir", str(part)]) == 0
+  assert train.main(tiny(epochs=2) + ["--output-dir", str(part), "--resume"]) == 0
+  assert train.main(TINY + ["--output-dir", str(part), "--resume"]) == 0
+  e_full, s_full = final_state(full, TINY)
+  e_part, s_part = final_state(part, TINY)
+  assert e_full == e_part == 3
+  assert len(s_full) == len(s_part)
+  for a, b in zip(s_full, s_part):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    assert a.tobytes() == b.tobytes()
+  rows_full = (full / "metrics.jsonl").read_text().splitlines()
+  rows_part = (part / "metrics.jsonl").read_text().splitlines()
+  strip = lambda r: {k: v for k, v in json.loads(r).items() if not k.endswith("time_s")}
+  assert [strip(r) for r in rows_full] == [strip(r) for r in rows_part]
+
+
+def test_resume_refuses_other_configuration(tiny_run, capsys):
+  _, out = tiny_run
+  rc = train.main(TINY[:-1] + ["--optimizer", "prox_sgd", "--output-dir", str(out), "--resume"])
+  err = capsys.readouterr().err
+  assert rc == 1
+  assert "different configuration" in err and "optimizer" in err
+  other_model = [("mlp" if a == "lenet5_small" else a) for a in TINY]
+  rc = train.main(other_model + ["--output-dir", str(out), "--resume"])
+  assert rc == 1 and "model" in capsys.readouterr().err
+
+
+def test_existing_checkpoints_need_resume(tiny_run, capsys):
+  _, out = tiny_run
+  assert train.main(TINY + ["--output-dir", str(out)]) == 1
+  assert "--resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("optimizer,regularizer", [("sgd", "none"), ("madgrad", "group_lasso"),
+                                                   ("rmda", "l1")])
+def test_other_optimizers_run(tmp_path, optimizer, regularizer):
+  argv = ["--dataset", "digits", "--model", "mlp", "--epochs", "1", "--batch-size", "128",
+          "--optimizer", optimizer, "--regularizer", regularizer, "--strength", "1e-4",
+          "--milestones", "none", "--no-progress", "--output-dir", str(tmp_path)]
+  cfg = config.parse_args(argv)
+  summary = train.train(cfg, log=lambda *_: None)
+  assert 0.0 <= summary["test_accuracy"] <= 1.0
+  assert np.isfinite(summary["objective"])
+  if regularizer == "none":
+    assert json.loads((tmp_path / "metrics.jsonl").read_text())["psi"] == 0.0
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--lr", "-0.1"], "--lr"),
+    (["--model", "alexnet"], "--model"),
+    (["--momentum", "0"], "--momentum"),
+    (["--momentum", "1.5"], "--momentum"),
+    (["--optimizer", "sgd", "--momentum", "1"], "--momentum"),
+    (["--epochs", "0"], "--epochs"),
+    (["--milestones", "5,3"], "--milestones"),
+    (["--strength", "-1"], "--strength"),
+    (["--groups", "rows"], "--groups"),
+    (["--batch-size", "abc"], "--batch-size"),
+    (["--dataset", "imagenet"], "--dataset"),
+])
+def test_bad_flags_exit_2(flags, needle, capsys):
+  with pytest.raises(SystemExit) as e:
+    config.parse_args(flags)
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1].startswith("rmda-train: error:") and needle in err[-1]
+
+
+def test_bad_flag_from_the_command_line():
+  p = run_cli("--lr", "-1")
+  assert p.returncode == 2
+  assert "error: argument --lr" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_missing_dataset_one_line_no_traceback(tmp_path):
+  p = run_cli("--dataset", "cifar10", "--model", "vgg19_bn", "--data-dir", str(tmp_path),
+              "--output-dir", str(tmp_path / "out"))
+  assert p.returncode == 1
+  lines = p.stderr.strip().splitlines()
+  assert len(lines) == 1 and "cifar-10-python.tar.gz" in lines[0]
+  assert "Traceback" not in p.stderr
+
+
+def test_milestones_are_converted_to_updates():
+  # Momentum-free SGD: each update is -lr * g, so the updates read out the schedule.
+  steps_per_epoch = 10
+  cfg = config.parse_args(["--optimizer", "sgd", "--lr", "0.5", "--milestones", "2,3",
+                           "--gamma", "0.1", "--momentum", "0"])
+  tx = train.build_optimizer(cfg, None, steps_per_epoch)
+  params = {"w": np.ones(3, np.float32)}
+  grads = {"w": np.ones(3, np.float32)}
+  state = tx.init(params)
+  lrs = []
+  for _ in range(35):
+    upd, state = tx.update(grads, state, params)
+    lrs.append(float(-upd["w"][0]))
+  np.testing.assert_allclose(lrs[:20], 0.5, rtol=1e-6)
+  np.testing.assert_allclose(lrs[20:30], 0.05, rtol=1e-6)
+  np.testing.assert_allclose(lrs[30:], 0.005, rtol=1e-6)
+
+
+def test_python_dash_m_help():
+  p = run_cli("--help")
+  assert p.returncode == 0 and "--milestones" in p.stdout and "rmda-train" in p.stdout
