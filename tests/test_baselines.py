@@ -250,8 +250,10 @@ def test_group_solvers_float32():
   y, d, tau, axes = random_subproblem(rng, (3, 3, 16, 8))
   y32, d32 = jnp.float32(y), jnp.float32(d)
   u_pg, _ = bl._group_prox_pg(y32, d32, tau, axes, max_steps=500, tol=1e-8)
-  u_nt, _ = bl._group_prox_newton(y32, d32, tau, axes)
+  u_nt, steps = bl._group_prox_newton(y32, d32, tau, axes)
   assert u_pg.dtype == u_nt.dtype == jnp.float32
+  # 1e-7 is below float32's resolution: Newton must still stop early.
+  assert int(steps) < 15
   np_check_group_optimality(u_nt, y, d, tau, axes, 1e-5)
   np_check_group_optimality(u_pg, y, d, tau, axes, 1e-4)
 
@@ -372,6 +374,21 @@ def test_adaptive_unregularized_is_optax_adam(which):
   noises = [jax.tree.map(jnp.float32, random_tree(rng, 0.05)) for _ in range(20)]
   eps = 1e-8 if which == "prox_adam" else 1e-6
   got = run_rj(getattr(rj, which)(1e-2), params, target, noises)
+  want = run_rj(optax.adam(1e-2, eps=eps), params, target, noises)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-6), got, want)
+
+
+@pytest.mark.parametrize("which", ["prox_adam", "prox_ssi"])
+def test_adaptive_zero_strength_is_optax_adam(which):
+  # lambda = 0: the subproblem's solution is the Adam step itself.
+  rng = np.random.default_rng(14)
+  params = jax.tree.map(jnp.float32, random_tree(rng))
+  target = jax.tree.map(jnp.float32, target_tree(rng))
+  noises = [jax.tree.map(jnp.float32, random_tree(rng, 0.05)) for _ in range(10)]
+  eps = 1e-8 if which == "prox_adam" else 1e-6
+  got = run_rj(getattr(rj, which)(1e-2, regularizer=rj.group_lasso(0.0)),
+               params, target, noises)
   want = run_rj(optax.adam(1e-2, eps=eps), params, target, noises)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
                                                        atol=1e-6), got, want)

@@ -1,0 +1,139 @@
+"""Cost of one optimizer step: the proximal baselines and RMDA against optax.
+
+Times the jitted, donated ``update + apply_updates`` step on a parameter
+pytree shaped like ResNet50 for CIFAR (23.5M parameters, Flax layouts) for
+
+* references: ``optax.sgd(momentum=0.9)``, ``optax.adam``,
+  ``optax.contrib.madgrad``;
+* ``rj.rmda`` with no regularizer, L1 and group LASSO;
+* ``rj.prox_sgd``, ``rj.prox_adam`` (ProxGen) and ``rj.prox_ssi``, with L1
+  and group LASSO,
+
+all interleaved in one run (see ``step_harness.time_steps``), and prints
+ms/step and the ratio to ``optax.sgd`` measured in the same run. The memory
+bandwidth is measured in the same run too; ``passes`` is the step time over
+the time to stream one float32 parameter-sized array at that bandwidth.
+
+Usage:
+  python benchmarks/bench_baselines_cost.py --quick   # a smoke run, ~1 min
+  python benchmarks/bench_baselines_cost.py           # writes results/*.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import optax
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import step_harness as h  # noqa: E402
+
+import rmda_jax as rj  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_OUT = os.path.join(HERE, "results", "baselines_cost.json")
+
+# Strengths and rates of the papers' CIFAR runs (rmda.md sections 4-5).
+L1_STRENGTH = 1e-5
+GL_STRENGTH = 5e-5
+
+
+def optimizers():
+  l1, gl = rj.l1(L1_STRENGTH), rj.group_lasso(GL_STRENGTH)
+  return {
+      "optax.sgd(momentum=0.9)": optax.sgd(0.1, momentum=0.9),
+      "optax.adam": optax.adam(1e-3),
+      "optax.contrib.madgrad": optax.contrib.madgrad(1e-2),
+      "rmda (none)": rj.rmda(0.1, 0.1),
+      "rmda (l1)": rj.rmda(0.1, 0.1, l1),
+      "rmda (group_lasso)": rj.rmda(0.1, 0.1, gl),
+      "prox_sgd (l1)": rj.prox_sgd(0.1, 0.9, l1),
+      "prox_sgd (group_lasso)": rj.prox_sgd(0.1, 0.9, gl),
+      "prox_adam (l1)": rj.prox_adam(1e-3, regularizer=l1),
+      "prox_adam (group_lasso)": rj.prox_adam(1e-3, regularizer=gl),
+      "prox_ssi (l1)": rj.prox_ssi(1e-3, regularizer=l1),
+      "prox_ssi (group_lasso)": rj.prox_ssi(1e-3, regularizer=gl),
+  }
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true",
+                      help="few repeats, no JSON unless --out is given")
+  parser.add_argument("--model", default="resnet50", choices=sorted(h.MODELS))
+  parser.add_argument("--repeats", type=int, default=None)
+  parser.add_argument("--warmup", type=int, default=None)
+  parser.add_argument("--only", default=None,
+                      help="comma-separated substrings of optimizer names "
+                           "(the optax.sgd reference is always kept)")
+  parser.add_argument("--out", default=None)
+  args = parser.parse_args(argv)
+  repeats = args.repeats or (3 if args.quick else 10)
+  warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+  out_path = args.out or (None if args.quick else DEFAULT_OUT)
+
+  shapes = h.MODELS[args.model]()
+  n = h.num_params(shapes)
+  params = h.make_params(shapes, seed=0)
+  grads = h.make_params(shapes, seed=1, scale=1e-2)
+  opts = optimizers()
+  if args.only:
+    keys = [k.strip() for k in args.only.split(",")]
+    opts = {name: tx for name, tx in opts.items()
+            if name.startswith("optax.sgd") or any(k in name for k in keys)}
+
+  info = h.machine_info()
+  print(f"{args.model}: {n / 1e6:.2f}M parameters, "
+        f"{len(jax.tree.leaves(params))} leaves; {info['cpu']} x "
+        f"{info['cpu_count']}, jax {info['jax']} ({info['jax_backend']}), "
+        f"optax {info['optax']}")
+  bw_before = h.memory_bandwidth()
+  results = h.time_steps(opts, params, grads, repeats=repeats, warmup=warmup)
+  bw_after = h.memory_bandwidth()
+  bandwidth = (bw_before + bw_after) / 2
+  pass_ms = 1e3 * 4 * n / bandwidth  # stream one float32 param-sized array
+
+  ref = results["optax.sgd(momentum=0.9)"]["median_ms"]
+  print(f"\nmemory bandwidth {bandwidth / 1e9:.2f} GB/s "
+        f"(before {bw_before / 1e9:.2f}, after {bw_after / 1e9:.2f}); "
+        f"one parameter-sized pass = {pass_ms:.1f} ms")
+  print(f"median of {repeats} interleaved rounds after {warmup} warm-up\n")
+  print(f"{'optimizer':<28s} {'ms/step':>9s} {'min':>8s} {'max':>8s} "
+        f"{'x sgd':>7s} {'passes':>7s}")
+  for name, r in results.items():
+    r["ratio_to_sgd"] = r["median_ms"] / ref
+    r["passes"] = r["median_ms"] / pass_ms
+    print(f"{name:<28s} {r['median_ms']:9.1f} {r['min_ms']:8.1f} "
+          f"{r['max_ms']:8.1f} {r['ratio_to_sgd']:7.2f} {r['passes']:7.1f}")
+
+  if out_path:
+    record = {
+        "machine": info,
+        "model": args.model,
+        "num_params": n,
+        "num_leaves": len(jax.tree.leaves(params)),
+        "dtype": "float32",
+        "repeats": repeats,
+        "warmup": warmup,
+        "memory_bandwidth_GBps": bandwidth / 1e9,
+        "param_pass_ms": pass_ms,
+        "settings": {"l1_strength": L1_STRENGTH, "gl_strength": GL_STRENGTH,
+                     "prox_adam": "lr 1e-3, max_inner_steps 100, "
+                                  "inner_tol 1e-8",
+                     "prox_ssi": "lr 1e-3", "prox_sgd": "lr 0.1, momentum 0.9",
+                     "rmda": "lr 0.1, momentum 0.1"},
+        "results": results,
+    }
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    with open(out_path, "w") as f:
+      json.dump(record, f, indent=2)
+    print(f"\nwrote {out_path}")
+
+
+if __name__ == "__main__":
+  main()
