@@ -11,8 +11,10 @@ pytree shaped like ResNet50 for CIFAR (23.5M parameters, Flax layouts) for
 
 all interleaved in one run (see ``step_harness.time_steps``), and prints
 ms/step and the ratio to ``optax.sgd`` measured in the same run. The memory
-bandwidth is measured in the same run too; ``passes`` is the step time over
-the time to stream one float32 parameter-sized array at that bandwidth.
+bandwidth is measured in the same run too (output donated, like the step);
+``passes`` is the step time over the time to stream one float32
+parameter-sized array at that bandwidth. The load average is recorded: on a
+shared machine, other processes inflate every number (the ratios less).
 
 Usage:
   python benchmarks/bench_baselines_cost.py --quick   # a smoke run, ~1 min
@@ -91,16 +93,19 @@ def main(argv=None):
   print(f"{args.model}: {n / 1e6:.2f}M parameters, "
         f"{len(jax.tree.leaves(params))} leaves; {info['cpu']} x "
         f"{info['cpu_count']}, jax {info['jax']} ({info['jax_backend']}), "
-        f"optax {info['optax']}")
+        f"optax {info['optax']}; load average "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
   bw_before = h.memory_bandwidth()
   results = h.time_steps(opts, params, grads, repeats=repeats, warmup=warmup)
   bw_after = h.memory_bandwidth()
+  bw_fresh = h.memory_bandwidth(donate=False)
   bandwidth = (bw_before + bw_after) / 2
   pass_ms = 1e3 * 4 * n / bandwidth  # stream one float32 param-sized array
 
   ref = results["optax.sgd(momentum=0.9)"]["median_ms"]
-  print(f"\nmemory bandwidth {bandwidth / 1e9:.2f} GB/s "
-        f"(before {bw_before / 1e9:.2f}, after {bw_after / 1e9:.2f}); "
+  print(f"\nmemory bandwidth {bandwidth / 1e9:.2f} GB/s, output donated "
+        f"(before {bw_before / 1e9:.2f}, after {bw_after / 1e9:.2f}; "
+        f"{bw_fresh / 1e9:.2f} into a fresh buffer); "
         f"one parameter-sized pass = {pass_ms:.1f} ms")
   print(f"median of {repeats} interleaved rounds after {warmup} warm-up\n")
   print(f"{'optimizer':<28s} {'ms/step':>9s} {'min':>8s} {'max':>8s} "
@@ -121,6 +126,10 @@ def main(argv=None):
         "repeats": repeats,
         "warmup": warmup,
         "memory_bandwidth_GBps": bandwidth / 1e9,
+        "memory_bandwidth_GBps_before_after": [bw_before / 1e9,
+                                               bw_after / 1e9],
+        "memory_bandwidth_fresh_output_GBps": bw_fresh / 1e9,
+        "load_average": list(os.getloadavg()),
         "param_pass_ms": pass_ms,
         "settings": {"l1_strength": L1_STRENGTH, "gl_strength": GL_STRENGTH,
                      "prox_adam": "lr 1e-3, max_inner_steps 100, "
