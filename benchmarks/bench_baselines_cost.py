@@ -29,7 +29,6 @@ import os
 import sys
 
 import jax
-import jax.numpy as jnp
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

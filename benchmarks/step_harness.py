@@ -226,7 +226,6 @@ def memory_bandwidth(nbytes: int = 256 * 2**20, repeats: int = 10,
 
 
 def machine_info() -> Dict[str, Any]:
-  import optax as _optax  # noqa: F401  (version below)
   cpu = platform.processor()
   try:
     with open("/proc/cpuinfo") as f:

@@ -78,7 +78,14 @@ def _check_fraction(name: str, value) -> None:
     return
   v = float(value)
   if not 0 <= v < 1:
-    raise ValueError(f"{name} must lie in [0, 1), got {v}.")
+    hint = ""
+    dtype = getattr(value, "dtype", None)
+    if (dtype is not None and jnp.issubdtype(dtype, jnp.floating)
+        and jnp.finfo(dtype).bits < 32):
+      hint = (f" ({name} is a {dtype} array: 0.999 rounds to 1 in 16 bits; "
+              "with optax.inject_hyperparams pass "
+              "hyperparam_dtype=jnp.float32)")
+    raise ValueError(f"{name} must lie in [0, 1), got {v}{hint}.")
 
 
 def _check_positive(name: str, value) -> None:
@@ -279,7 +286,7 @@ def _group_prox_newton(y, d, tau, axes, *, max_steps=_NEWTON_MAX_STEPS,
 
 def _preconditioned_prox_leaf(regularizer, y, d, t, solver, max_steps=None,
                               tol=None):
-  """Dispatches one regularized leaf to its subproblem solver (t = lr * lambda)."""
+  """One regularized leaf to its subproblem solver (``t = lr * lambda``)."""
   if isinstance(regularizer, L1):
     return _l1_prox_diag(y, d, t)
   axes = regularizer.group_axes(y)
@@ -330,8 +337,8 @@ def prox_sgd(
     strength :math:`\lambda` is therefore exactly this function with
     ``learning_rate = rho * lr_bar``, ``momentum = 1 - rho`` and strength
     ``lambda / rho`` (the prox threshold :math:`\bar\eta \lambda` must not
-    change): lr 0.1, rho 0.1, lambda  becomes lr 0.01, momentum 0.9,
-    strength ``10 * lambda``.
+    change). The follow-up's setting (lr 0.1, rho 0.1, lambda) is
+    ``rj.prox_sgd(0.01, 0.9, rj.group_lasso(10 * lambda))``.
 
   Args:
     learning_rate: :math:`\eta`, a float >= 0 or an optax schedule of the
@@ -412,7 +419,7 @@ def prox_sgd(
 # ------------------------------------------------------ prox_adam / prox_ssi
 def _preconditioned_adam(learning_rate, b1, b2, eps, regularizer, solver,
                          max_inner_steps=None, inner_tol=None):
-  """Adam moments, then the D-weighted prox of ``solver`` on regularized leaves."""
+  """Adam moments, then the D-weighted prox (``solver``) on regularized leaves."""
 
   def init_fn(params):
     _checks.check_float_leaves(params)

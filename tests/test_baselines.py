@@ -93,6 +93,10 @@ def flat(tree):
           for path, x in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+def f32_noises(rng, n):
+  return [jax.tree.map(jnp.float32, random_tree(rng, 0.05)) for _ in range(n)]
+
+
 def lr_schedule(count):
   return 0.05 * 0.5 ** (count // 100)
 
@@ -191,7 +195,7 @@ def test_prox_sgd_unregularized_is_optax_sgd():
   rng = np.random.default_rng(2)
   params = jax.tree.map(jnp.float32, random_tree(rng))
   target = jax.tree.map(jnp.float32, target_tree(rng))
-  noises = [jax.tree.map(jnp.float32, random_tree(rng, 0.05)) for _ in range(20)]
+  noises = f32_noises(rng, 20)
   for nesterov in (False, True):
     got = run_rj(rj.prox_sgd(0.1, 0.9, nesterov=nesterov), params, target,
                  noises)
@@ -371,7 +375,7 @@ def test_adaptive_unregularized_is_optax_adam(which):
   rng = np.random.default_rng(9)
   params = jax.tree.map(jnp.float32, random_tree(rng))
   target = jax.tree.map(jnp.float32, target_tree(rng))
-  noises = [jax.tree.map(jnp.float32, random_tree(rng, 0.05)) for _ in range(20)]
+  noises = f32_noises(rng, 20)
   eps = 1e-8 if which == "prox_adam" else 1e-6
   got = run_rj(getattr(rj, which)(1e-2), params, target, noises)
   want = run_rj(optax.adam(1e-2, eps=eps), params, target, noises)
@@ -385,7 +389,7 @@ def test_adaptive_zero_strength_is_optax_adam(which):
   rng = np.random.default_rng(14)
   params = jax.tree.map(jnp.float32, random_tree(rng))
   target = jax.tree.map(jnp.float32, target_tree(rng))
-  noises = [jax.tree.map(jnp.float32, random_tree(rng, 0.05)) for _ in range(10)]
+  noises = f32_noises(rng, 10)
   eps = 1e-8 if which == "prox_adam" else 1e-6
   got = run_rj(getattr(rj, which)(1e-2, regularizer=rj.group_lasso(0.0)),
                params, target, noises)
@@ -399,7 +403,7 @@ def test_adaptive_biases_take_the_adam_step(which):
   rng = np.random.default_rng(10)
   params = jax.tree.map(jnp.float32, random_tree(rng))
   target = jax.tree.map(jnp.float32, target_tree(rng))
-  noises = [jax.tree.map(jnp.float32, random_tree(rng, 0.05)) for _ in range(10)]
+  noises = f32_noises(rng, 10)
   reg = rj.group_lasso(0.05)
   tx = getattr(rj, which)(1e-2, regularizer=reg)
   # Gradients of the biases do not depend on the kernels here, so the bias
@@ -456,7 +460,7 @@ def test_inject_hyperparams_in_chain_equals_plain(which):
   rng = np.random.default_rng(12)
   params = jax.tree.map(jnp.float32, random_tree(rng, 0.05))
   target = jax.tree.map(jnp.float32, target_tree(rng))
-  noises = [jax.tree.map(jnp.float32, random_tree(rng, 0.05)) for _ in range(15)]
+  noises = f32_noises(rng, 15)
   reg = rj.group_lasso(2.0)
   lr = 0.05 if which == "prox_sgd" else 0.01
   fn = getattr(rj, which)
@@ -569,6 +573,22 @@ def test_bad_hyperparameters_raise(make, name):
     make()
 
 
+def test_bfloat16_injected_b2_is_refused_with_a_hint():
+  # inject_hyperparams casts hyperparameters to the params' dtype: 0.999 -> 1.
+  params = {"w": jnp.ones((3, 2), jnp.bfloat16)}
+  tx = optax.inject_hyperparams(rj.prox_adam, static_args="regularizer")(
+      learning_rate=1e-3, regularizer=rj.l1(0.1))
+  with pytest.raises(ValueError, match="b2 .*hyperparam_dtype"):
+    tx.init(params)
+  tx = optax.inject_hyperparams(rj.prox_adam, static_args="regularizer",
+                                hyperparam_dtype=jnp.float32)(
+      learning_rate=1e-3, regularizer=rj.l1(0.1))
+  state = tx.init(params)
+  updates, _ = tx.update(params, state, params)
+  assert updates["w"].dtype == jnp.bfloat16
+  assert np.all(np.isfinite(np.asarray(updates["w"], np.float32)))
+
+
 class _OtherReg(rj.Regularizer):
   def group_axes(self, x):
     return ()
@@ -589,7 +609,8 @@ def test_unsupported_regularizer_raises(which):
 def test_bad_trees_raise(which):
   tx = ALL[which](0.01, rj.group_lasso(0.1))
   with pytest.raises(TypeError, match=re.escape("['layer']['step']")):
-    tx.init({"layer": {"w": jnp.ones((2, 2)), "step": jnp.zeros((), jnp.int32)}})
+    tx.init({"layer": {"w": jnp.ones((2, 2)),
+                       "step": jnp.zeros((), jnp.int32)}})
   params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
   state = tx.init(params)
   with pytest.raises(ValueError, match=re.escape(NO_PARAMS_MSG)):
