@@ -32,15 +32,18 @@ class RMDAState(NamedTuple):
     alpha: sum of the step weights ``s_i = lr_i * sqrt(i + 1)`` since the last
       (re)start.
     initial_params: ``W0``, the point of the last (re)start.
-    grad_sum: ``V``, the weighted gradient sum ``sum_i s_i g_i`` since the
-      last (re)start.
+    dual_point: ``Y = W0 - V / sqrt(k)``, the point the prox is applied to,
+      with ``V = sum_i s_i g_i`` the weighted gradient sum of the stage
+      (``V = sqrt(k) * (W0 - Y)``). Keeping ``Y`` rather than ``V`` lets the
+      prox read a buffer that is written anyway, with no parameter-sized
+      temporary.
   """
 
   count: jax.Array
   stage_count: jax.Array
   alpha: jax.Array
   initial_params: base.Params
-  grad_sum: base.Updates
+  dual_point: base.Params
 
 
 def _check_restart_at(restart_at) -> tuple[int, ...]:
@@ -172,7 +175,8 @@ def rmda(
         alpha=jnp.zeros([], _scalar_dtype()),
         initial_params=jax.tree.map(
             lambda p: jnp.array(p, dtype=acc_dtype(p), copy=True), params),
-        grad_sum=jax.tree.map(lambda p: jnp.zeros_like(p, acc_dtype(p)), params),
+        dual_point=jax.tree.map(
+            lambda p: jnp.array(p, dtype=acc_dtype(p), copy=True), params),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -183,27 +187,31 @@ def rmda(
     c = _checks.value_at(momentum, count)
 
     k, alpha = state.stage_count, state.alpha
-    w0, v = state.initial_params, state.grad_sum
+    w0, y = state.initial_params, state.dual_point
     if restarts:
       restart = jnp.any(count == jnp.asarray(restarts, count.dtype))
       k = jnp.where(restart, 0, k)
       alpha = jnp.where(restart, 0, alpha)
       # lax.cond keeps the common no-restart path free of extra writes.
-      w0, v = jax.lax.cond(
+      w0, y = jax.lax.cond(
           restart,
-          lambda w0, v, p: (jax.tree.map(lambda a, b: b.astype(a.dtype), w0, p),
-                            jax.tree.map(jnp.zeros_like, v)),
-          lambda w0, v, p: (w0, v),
-          w0, v, params)
+          lambda w0, y, p: (jax.tree.map(lambda a, b: b.astype(a.dtype), w0, p),
+                            jax.tree.map(lambda a, b: b.astype(a.dtype), y, p)),
+          lambda w0, y, p: (w0, y),
+          w0, y, params)
 
-    beta = jnp.sqrt((k + 1).astype(alpha.dtype))
-    step = jnp.asarray(lr, alpha.dtype) * beta
-    alpha = alpha + step
-
-    v = jax.tree.map(lambda v, g: v + step.astype(v.dtype) * g.astype(v.dtype),
-                     v, updates)
+    # With beta = sqrt(k + 1) and s = lr * beta:
+    #   V' = V + s g,  Y' = W0 - V' / beta = r Y + (1 - r) W0 - lr g,
+    # where r = sqrt(k) / sqrt(k + 1) and V = sqrt(k) (W0 - Y).
+    k_float = k.astype(alpha.dtype)
+    beta = jnp.sqrt(k_float + 1)
+    lr = jnp.asarray(lr, alpha.dtype)
+    alpha = alpha + lr * beta
+    r = jnp.sqrt(k_float) / beta
     y = jax.tree.map(
-        lambda w0, v: w0 - v / beta.astype(v.dtype), w0, v)
+        lambda y, w0, g: (r.astype(y.dtype) * y + (1 - r).astype(y.dtype) * w0
+                          - lr.astype(y.dtype) * g.astype(y.dtype)),
+        y, w0, updates)
     z = y if regularizer is None else regularizer.prox(y, alpha / beta)
     new_updates = jax.tree.map(
         lambda z, p: (jnp.asarray(c, z.dtype) * (z - p.astype(z.dtype))
@@ -214,7 +222,7 @@ def rmda(
         stage_count=numerics.safe_increment(k),
         alpha=alpha,
         initial_params=w0,
-        grad_sum=v,
+        dual_point=y,
     )
     return new_updates, new_state
 
@@ -329,11 +337,10 @@ def _is_rmda_state(x) -> bool:
 
 
 def _z_of(state: RMDAState, regularizer: Optional[Regularizer]):
-  k = jnp.maximum(state.stage_count, 1).astype(state.alpha.dtype)
-  beta = jnp.sqrt(k)
-  y = jax.tree.map(lambda w0, v: w0 - v / beta.astype(v.dtype),
-                   state.initial_params, state.grad_sum)
-  return y if regularizer is None else regularizer.prox(y, state.alpha / beta)
+  beta = jnp.sqrt(jnp.maximum(state.stage_count, 1).astype(state.alpha.dtype))
+  if regularizer is None:
+    return state.dual_point
+  return regularizer.prox(state.dual_point, state.alpha / beta)
 
 
 def structured_params(opt_state: Any, regularizer: Optional[Regularizer],

@@ -179,7 +179,7 @@ def test_restart_resets_the_stage():
   upd_fresh, s_fresh = fresh.update(g, fresh.init(before_restart), before_restart)
   _assert_close(upd_restart, upd_fresh, rtol=1e-6, atol=1e-7)
   _assert_close(s_restart.initial_params, before_restart, rtol=0, atol=0)
-  _assert_close(s_restart.grad_sum, s_fresh.grad_sum, rtol=1e-6, atol=1e-7)
+  _assert_close(s_restart.dual_point, s_fresh.dual_point, rtol=1e-6, atol=1e-7)
   assert int(s_restart.stage_count) == 1 and int(s_restart.count) == 5
 
 
@@ -187,7 +187,7 @@ def test_restart_resets_the_stage():
 def test_dtypes_are_kept(dtype):
   params, state = _run(rj.rmda(0.3, 0.5, REG), _params(dtype), 5)
   assert all(p.dtype == dtype for p in jax.tree.leaves(params))
-  assert all(v.dtype == dtype for v in jax.tree.leaves(state.grad_sum))
+  assert all(v.dtype == dtype for v in jax.tree.leaves(state.dual_point))
 
 
 def test_float64_is_kept():
@@ -202,7 +202,7 @@ def test_bfloat16_params_with_float32_accumulators():
   start = jax.tree.map(lambda p: p.astype(jnp.bfloat16), _params())
   params, state = _run(tx, start, 20)
   assert all(p.dtype == jnp.bfloat16 for p in jax.tree.leaves(params))
-  assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(state.grad_sum))
+  assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(state.dual_point))
   assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(state.initial_params))
   z = rj.structured_params(state, REG)
   for p, zz in zip(jax.tree.leaves(params), jax.tree.leaves(z)):

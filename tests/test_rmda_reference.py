@@ -94,7 +94,7 @@ def test_rmda_matches_reference_with_schedules_and_restarts(reg_name):
       z = {k: np.asarray(v) for k, v in rj.structured_params(states[t], reg).items()}
       _assert_trees_match(z, ref_zs[t], f"Z after update {t}")
     assert all(v.dtype == jnp.float64 for v in jax.tree.leaves(states[-1]
-                                                               .grad_sum))
+                                                               .dual_point))
   if reg_name == "group_lasso":
     # The problem is built so that the small groups are cut: the test of
     # zero patterns above compares non-trivial structure.
