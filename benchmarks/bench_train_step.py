@@ -1,0 +1,197 @@
+"""Side-by-side training throughput: LeNet5 (small) on MNIST-shaped data, batch 128.
+
+Measures, in one process and interleaved round by round (so that machine
+load hits all of them alike):
+
+  * jax+rmda   the exact step ``rmda-train`` runs (Trainer.train_step: gather
+               from device-resident data, forward, backward, rmda_multistep
+               with group LASSO, donated buffers), one jit call per step;
+  * jax+sgd    the same step with ``optax.sgd(lr, momentum=0.9)``;
+  * torch+sgd  (and torch+sgd/1t, one intra-op thread) the same model in PyTorch with ``torch.optim.SGD(momentum=0.9)``,
+               batches indexed from in-memory tensors (no DataLoader overhead).
+
+Each round runs one epoch-worth of steps (60000 // 128 = 468) per variant.
+Prints samples/s (median over rounds) and the ratios, and writes
+benchmarks/results/train_step.json.
+
+    python benchmarks/bench_train_step.py [--rounds 3] [--steps 468]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+N_TRAIN, BATCH = 60000, 128
+
+
+def synthetic_mnist(seed=0):
+  from rmda_jax.examples.data import Dataset
+  rng = np.random.default_rng(seed)
+  return Dataset(
+      "mnist", rng.random((N_TRAIN, 28, 28, 1), dtype=np.float32),
+      rng.integers(0, 10, N_TRAIN).astype(np.int32),
+      rng.random((1000, 28, 28, 1), dtype=np.float32),
+      rng.integers(0, 10, 1000).astype(np.int32),
+      num_classes=10, mean=(0.1307,), std=(0.3081,))
+
+
+class JaxVariant:
+
+  def __init__(self, optimizer: str, steps: int):
+    import jax
+    from rmda_jax.examples import config, train
+    self.jax = jax
+    argv = ["--optimizer", optimizer, "--batch-size", str(BATCH)]
+    if optimizer == "sgd":
+      argv += ["--regularizer", "none"]
+    cfg = config.parse_args(argv)
+    ds = synthetic_mnist()
+    self.trainer = train.Trainer(cfg, ds, N_TRAIN // BATCH)
+    self.state = self.trainer.init_state()
+    self.x = jax.device_put(ds.x_train)
+    self.y = jax.device_put(ds.y_train)
+    self.key = jax.random.key(0)
+    self.epoch = 0
+    self.steps = steps
+    self.run(3)  # compile
+
+  def run(self, steps=None):
+    import jax.numpy as jnp
+    from rmda_jax.examples.train import epoch_permutation
+    steps = steps or self.steps
+    perm = epoch_permutation(np.array([0, 0], np.uint32), self.epoch, N_TRAIN, BATCH)
+    self.epoch += 1
+    loss = jnp.zeros((), jnp.float32)
+    t = time.perf_counter()
+    for i in range(steps):
+      self.state, loss = self.trainer.train_step(self.state, loss, self.x, self.y, perm[i],
+                                                 self.key, np.int32(i))
+    float(loss)  # wait for the device
+    return time.perf_counter() - t
+
+
+class TorchVariant:
+
+  def __init__(self, steps: int, threads: int | None = None):
+    import torch
+    import torch.nn.functional as F
+    self.threads = threads or torch.get_num_threads()
+    self.torch, self.F = torch, F
+    torch.manual_seed(0)
+
+    class LeNet5(torch.nn.Module):
+      def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 6, 5, padding=2)
+        self.conv2 = torch.nn.Conv2d(6, 16, 5)
+        self.fc1 = torch.nn.Linear(400, 120)
+        self.fc2 = torch.nn.Linear(120, 84)
+        self.fc3 = torch.nn.Linear(84, 10)
+
+      def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = x.flatten(1)
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+    ds = synthetic_mnist()
+    self.model = LeNet5()
+    self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9)
+    self.x = torch.from_numpy(ds.x_train).permute(0, 3, 1, 2).contiguous()
+    self.y = torch.from_numpy(ds.y_train).long()
+    self.steps = steps
+    self.epoch = 0
+    self.run(3)
+
+  def run(self, steps=None):
+    torch, F = self.torch, self.F
+    torch.set_num_threads(self.threads)
+    steps = steps or self.steps
+    g = torch.Generator().manual_seed(self.epoch)
+    self.epoch += 1
+    perm = torch.randperm(N_TRAIN, generator=g)
+    t = time.perf_counter()
+    for i in range(steps):
+      idx = perm[i * BATCH:(i + 1) * BATCH]
+      x, y = self.x[idx], self.y[idx]
+      self.opt.zero_grad(set_to_none=True)
+      loss = F.cross_entropy(self.model(x), y)
+      loss.backward()
+      self.opt.step()
+    float(loss)
+    return time.perf_counter() - t
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--rounds", type=int, default=3)
+  p.add_argument("--steps", type=int, default=N_TRAIN // BATCH)
+  p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_step.json"))
+  args = p.parse_args()
+
+  import jax
+  import torch
+
+  variants = {
+      "jax+rmda": JaxVariant("rmda", args.steps),
+      "jax+sgd": JaxVariant("sgd", args.steps),
+      "torch+sgd": TorchVariant(args.steps),
+      # One thread: immune to OpenMP spin-wait collapse when the machine is busy.
+      "torch+sgd/1t": TorchVariant(args.steps, threads=1),
+  }
+  times = {k: [] for k in variants}
+  load_before = os.getloadavg()
+  for r in range(args.rounds):
+    for name, v in variants.items():
+      times[name].append(v.run())
+    print(f"round {r + 1}: " + "  ".join(
+        f"{k} {args.steps * BATCH / t[-1]:.0f}/s" for k, t in times.items()), flush=True)
+  load_after = os.getloadavg()
+
+  sps = {k: args.steps * BATCH / statistics.median(t) for k, t in times.items()}
+  epoch_s = {k: N_TRAIN // BATCH * BATCH / s for k, s in sps.items()}
+  ratios = {
+      "torch+sgd / jax+rmda (epoch-time ratio, JAX slower if > 1)": sps["torch+sgd"] / sps["jax+rmda"],
+      "torch+sgd / jax+sgd": sps["torch+sgd"] / sps["jax+sgd"],
+      "torch+sgd/1t / jax+rmda": sps["torch+sgd/1t"] / sps["jax+rmda"],
+      "jax+sgd / jax+rmda": sps["jax+sgd"] / sps["jax+rmda"],
+  }
+  print()
+  print(f"{'variant':<13} {'samples/s':>10} {'epoch (s)':>10}")
+  for k in variants:
+    print(f"{k:<13} {sps[k]:>10.0f} {epoch_s[k]:>10.2f}")
+  for k, v in ratios.items():
+    print(f"{k}: {v:.2f}")
+  print(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} "
+        f"on {os.cpu_count()} CPUs")
+
+  result = {
+      "model": "lenet5_small", "batch_size": BATCH, "steps_per_round": args.steps,
+      "rounds": args.rounds, "samples_per_s_median": sps, "epoch_s_median": epoch_s,
+      "round_times_s": times, "ratios": ratios,
+      "loadavg_1min_before_after": [load_before[0], load_after[0]],
+      "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                  "python": platform.python_version()},
+      "versions": {"jax": jax.__version__, "torch": torch.__version__},
+      "torch_threads": variants["torch+sgd"].threads,
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+  }
+  Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+  Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+  print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()
