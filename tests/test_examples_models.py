@@ -183,3 +183,44 @@ def test_lenet_adapts_to_other_input_sizes():
   m = abstract_model("lenet5_small", 10, (16, 16, 1))
   assert m.fc1.kernel.shape == (16 * 2 * 2, 120)
   assert abstract_logits(m, (16, 16, 1)).shape == (3, 10)
+
+
+# ----------------------------------------------------------------------------
+# The CPU fast paths must compute exactly what the plain lax ops compute.
+
+
+@pytest.mark.parametrize("padding", [((2, 2), (2, 2)), "VALID", "SAME", ((1, 0), (0, 3))])
+def test_single_channel_conv_matches_lax(padding):
+  kx, kk, kg = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(kx, (3, 12, 11, 1))
+  k = jax.random.normal(kk, (5, 5, 1, 4))
+  dn = jax.lax.conv_dimension_numbers(x.shape, k.shape, ("NHWC", "HWIO", "NHWC"))
+  fast = lambda x, k: models.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=dn)
+  ref = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=dn)
+  np.testing.assert_allclose(fast(x, k), ref(x, k), rtol=1e-5, atol=1e-5)
+  g = jax.random.normal(kg, ref(x, k).shape)
+  loss = lambda f: (lambda x, k: jnp.sum(f(x, k) * g))
+  for a, b in zip(jax.grad(loss(fast), (0, 1))(x, k), jax.grad(loss(ref), (0, 1))(x, k)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_multi_channel_conv_goes_to_lax():
+  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
+  k = jax.random.normal(jax.random.key(1), (3, 3, 3, 5))
+  dn = jax.lax.conv_dimension_numbers(x.shape, k.shape, ("NHWC", "HWIO", "NHWC"))
+  for strides in [(1, 1), (2, 2)]:
+    a = models.conv_general_dilated(x, k, strides, "SAME", dimension_numbers=dn)
+    b = jax.lax.conv_general_dilated(x, k, strides, "SAME", dimension_numbers=dn)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (7, 9)])
+def test_pool_matches_reduce_window(hw):
+  x = jax.random.normal(jax.random.key(2), (2, *hw, 3))
+  ref = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+  np.testing.assert_array_equal(models._pool(x), ref)
+  # gradient of relu -> pool, as used in the models, matches too
+  g = jax.random.normal(jax.random.key(3), ref.shape)
+  f = lambda p: (lambda x: jnp.sum(p(jax.nn.relu(x)) * g))
+  rw = lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+  np.testing.assert_allclose(jax.grad(f(models._pool))(x), jax.grad(f(rw))(x), rtol=1e-6)
