@@ -17,8 +17,11 @@ uninterrupted run bit for bit.
 
 Reported sparsity: for RMDA the point ``Z`` of the last update
 (``rmda_jax.structured_params``), which is exactly structured even while
-``c < 1``; for the other optimizers the iterate itself. Test accuracy and the
-objective are measured at the same reported point.
+``c < 1``; for the other optimizers the iterate itself. Test accuracy and psi
+are measured at the reported point (for RMDA the accuracy at ``W`` is logged
+too, as ``test_accuracy_w``). The objective is the mean of the epoch's
+minibatch losses (taken at the iterates during the epoch, no extra pass over
+the training set) plus psi at the reported point.
 """
 
 from __future__ import annotations
@@ -345,6 +348,8 @@ def train(cfg: Config, *, log=print) -> dict:
         rows = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()]
         rows = [r for r in rows if r["epoch"] <= last]
       log(f"resumed from epoch {last} of {out / 'checkpoints'}")
+      if last >= cfg.epochs:
+        log(f"the checkpoint is already at epoch {last} >= --epochs {cfg.epochs}: nothing to train")
   elif ckpt.latest_epoch() is not None:
     raise ResumeError(f"{out / 'checkpoints'} already holds checkpoints: pass --resume "
                       f"to continue that run, or choose another --output-dir")
@@ -446,7 +451,7 @@ def train(cfg: Config, *, log=print) -> dict:
   if summary["test_accuracy_w"] is not None:
     table.append(("test accuracy at W", _fmt_pct(summary["test_accuracy_w"])))
   table += [
-      ("objective (mean train loss + psi)", f"{summary['objective']:.4f}"),
+      ("objective (epoch-mean train loss + psi)", f"{summary['objective']:.4f}"),
       ("group sparsity", _fmt_pct(summary["group_sparsity"])),
       ("weighted group sparsity", _fmt_pct(summary["weighted_group_sparsity"])),
       ("unstructured sparsity", _fmt_pct(summary["sparsity"])),
