@@ -190,9 +190,9 @@ def main(argv=None) -> int:
   epochs = args.epochs or (2 if q else 3)
   train_subset = args.train_subset or (1024 if q else 12800)
   test_subset = args.test_subset or (1000 if q else None)
-  lam = args.lam if args.lam is not None else 1e-3
+  lam = args.lam if args.lam is not None else 3e-3
   sweep_lams = args.sweep_lams if args.sweep_lams is not None else (
-      [] if q else [1e-4, 3e-4, 3e-3, 1e-2])
+      [] if q else [1e-3, 6e-3, 1e-2])
   stem = args.name or ("sparsity_accuracy_quick" if q else "sparsity_accuracy")
   args.out.mkdir(parents=True, exist_ok=True)
   json_path, png_path = args.out / f"{stem}.json", args.out / f"{stem}.png"
