@@ -17,6 +17,7 @@ from rmda_jax.metrics import sparsity_report
 from rmda_jax.metrics import support_changes
 from rmda_jax.regularizers import GroupLasso
 from rmda_jax.regularizers import L1
+from rmda_jax.regularizers import default_mask
 from rmda_jax.regularizers import Regularizer
 from rmda_jax.regularizers import group_lasso
 from rmda_jax.regularizers import l1
@@ -34,6 +35,7 @@ __all__ = [
     "Regularizer",
     "L1",
     "GroupLasso",
+    "default_mask",
     "l1",
     "group_lasso",
     "sparsity",

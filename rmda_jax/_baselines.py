@@ -18,7 +18,6 @@ unregularized references are plain optax: ``optax.sgd(lr, momentum=0.9)``
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -72,42 +71,6 @@ class ProxAdamState(NamedTuple):
 
 
 # --------------------------------------------------------------- validation
-def _check_fraction(name: str, value) -> None:
-  """ValueError if a constant ``value`` lies outside [0, 1)."""
-  if callable(value) or not _checks.is_static_number(value):
-    return
-  v = float(value)
-  if not 0 <= v < 1:
-    hint = ""
-    dtype = getattr(value, "dtype", None)
-    if (dtype is not None and jnp.issubdtype(dtype, jnp.floating)
-        and jnp.finfo(dtype).bits < 32):
-      hint = (f" ({name} is a {dtype} array: 0.999 rounds to 1 in 16 bits; "
-              "with optax.inject_hyperparams pass "
-              "hyperparam_dtype=jnp.float32)")
-    raise ValueError(f"{name} must lie in [0, 1), got {v}{hint}.")
-
-
-def _check_positive(name: str, value) -> None:
-  """ValueError if a constant ``value`` is not a finite number > 0."""
-  if callable(value) or not _checks.is_static_number(value):
-    return
-  v = float(value)
-  if not (math.isfinite(v) and v > 0):
-    raise ValueError(f"{name} must be finite and > 0, got {v}.")
-
-
-def _check_max_steps(name: str, value) -> None:
-  """ValueError unless a constant ``value`` is an integer >= 1."""
-  if not _checks.is_static_number(value):
-    if isinstance(value, jax.core.Tracer):
-      return  # injected hyperparameter under jit: checked at init
-    raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-  v = float(value)
-  if not (math.isfinite(v) and v == int(v) and v >= 1):
-    raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-
-
 def _check_preconditioned_regularizer(regularizer, who: str) -> None:
   _checks.check_regularizer(regularizer)
   if regularizer is not None and not isinstance(regularizer, (L1, GroupLasso)):
@@ -375,7 +338,7 @@ def prox_sgd(
     ICLR 2022.
   """
   _checks.check_nonnegative("learning_rate", learning_rate)
-  _check_fraction("momentum", momentum)
+  _checks.check_fraction("momentum", momentum)
   _checks.check_regularizer(regularizer)
   accumulator_dtype = utils.canonicalize_dtype(accumulator_dtype)
 
@@ -545,10 +508,10 @@ def prox_adam(
     Network <https://arxiv.org/abs/2403.14398>`_, NeurIPS 2024.
   """
   _checks.check_nonnegative("learning_rate", learning_rate)
-  _check_fraction("b1", b1)
-  _check_fraction("b2", b2)
-  _check_positive("eps", eps)
-  _check_max_steps("max_inner_steps", max_inner_steps)
+  _checks.check_fraction("b1", b1)
+  _checks.check_fraction("b2", b2)
+  _checks.check_positive("eps", eps)
+  _checks.check_max_steps("max_inner_steps", max_inner_steps)
   _checks.check_nonnegative("inner_tol", inner_tol)
   _check_preconditioned_regularizer(regularizer, "prox_adam")
   return _preconditioned_adam(learning_rate, b1, b2, eps, regularizer, "pg",
@@ -620,8 +583,8 @@ def prox_ssi(
     <https://doi.org/10.1137/0904038>`_, 1983.
   """
   _checks.check_nonnegative("learning_rate", learning_rate)
-  _check_fraction("b1", b1)
-  _check_fraction("b2", b2)
-  _check_positive("eps", eps)
+  _checks.check_fraction("b1", b1)
+  _checks.check_fraction("b2", b2)
+  _checks.check_positive("eps", eps)
   _check_preconditioned_regularizer(regularizer, "prox_ssi")
   return _preconditioned_adam(learning_rate, b1, b2, eps, regularizer, "newton")

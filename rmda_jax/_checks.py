@@ -47,6 +47,42 @@ def check_unit_interval(name: str, value) -> None:
       raise ValueError(f"{name} must lie in (0, 1], got {v}.")
 
 
+def check_fraction(name: str, value) -> None:
+  """ValueError if a constant ``value`` lies outside [0, 1)."""
+  if callable(value) or not is_static_number(value):
+    return
+  v = float(value)
+  if not 0 <= v < 1:
+    hint = ""
+    dtype = getattr(value, "dtype", None)
+    if (dtype is not None and jnp.issubdtype(dtype, jnp.floating)
+        and jnp.finfo(dtype).bits < 32):
+      hint = (f" ({name} is a {dtype} array: 0.999 rounds to 1 in 16 bits; "
+              "with optax.inject_hyperparams pass "
+              "hyperparam_dtype=jnp.float32)")
+    raise ValueError(f"{name} must lie in [0, 1), got {v}{hint}.")
+
+
+def check_positive(name: str, value) -> None:
+  """ValueError if a constant ``value`` is not a finite number > 0."""
+  if callable(value) or not is_static_number(value):
+    return
+  v = float(value)
+  if not (math.isfinite(v) and v > 0):
+    raise ValueError(f"{name} must be finite and > 0, got {v}.")
+
+
+def check_max_steps(name: str, value) -> None:
+  """ValueError unless a constant ``value`` is an integer >= 1."""
+  if not is_static_number(value):
+    if isinstance(value, jax.core.Tracer):
+      return  # injected hyperparameter under jit: checked at init
+    raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+  v = float(value)
+  if not (math.isfinite(v) and v == int(v) and v >= 1):
+    raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+
+
 def check_regularizer(regularizer) -> None:
   if regularizer is not None and not isinstance(regularizer, Regularizer):
     raise TypeError(

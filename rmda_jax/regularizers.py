@@ -57,11 +57,22 @@ def path_str(path) -> str:
   return s if s else "<root>"
 
 
+_EMBEDDING_NAMES = ("embedding",)
+
+
+def _key_name(key) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
 def default_mask(params: PyTree) -> PyTree:
-  """Regularize kernels only: leaves with ``ndim >= 2``.
+  """Regularize kernels only: leaves with ``ndim >= 2``, embeddings excepted.
 
   Biases, normalization scales and offsets (1-D) and scalars are optimized but
-  never shrunk, as in the authors' code.
+  never shrunk, as in the authors' code; so are embedding tables (leaves
+  named ``embedding``, as in Flax's ``Embed``), which are 2-D but not kernels.
 
   Args:
     params: a pytree of arrays.
@@ -69,7 +80,14 @@ def default_mask(params: PyTree) -> PyTree:
   Returns:
     A pytree of Python bools with the structure of ``params``.
   """
-  return jax.tree.map(lambda x: bool(jnp.ndim(x) >= 2), params)
+  def is_kernel(path, x):
+    names = [_key_name(k) for k in path]
+    while names and names[-1] == "value":  # flax.nnx Variable
+      names.pop()
+    if names and names[-1] in _EMBEDDING_NAMES:
+      return False
+    return bool(jnp.ndim(x) >= 2)
+  return jax.tree_util.tree_map_with_path(is_kernel, params)
 
 
 def _check_strength(strength) -> float:

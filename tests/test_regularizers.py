@@ -183,3 +183,21 @@ def test_mask_structure_mismatch_is_an_error():
   reg = rj.l1(0.1, mask={"a": True, "zzz": False})
   with pytest.raises(ValueError, match="mask does not match"):
     reg({"a": jnp.ones((2, 2)), "b": jnp.ones((2, 2))})
+
+
+def test_default_mask_skips_embedding_tables():
+  nnx = pytest.importorskip("flax.nnx")
+
+  class Tiny(nnx.Module):
+    def __init__(self, rngs):
+      self.embed = nnx.Embed(10, 4, rngs=rngs)
+      self.dense = nnx.Linear(4, 3, rngs=rngs)
+
+  params = nnx.state(Tiny(nnx.Rngs(0)), nnx.Param)
+  mask = rj.group_lasso(0.1).mask_tree(params)
+  leaf = lambda m: jax.tree.leaves(m)[0]  # unwrap nnx.Param
+  assert leaf(mask["embed"]["embedding"]) is False
+  assert leaf(mask["dense"]["kernel"]) is True
+  assert leaf(mask["dense"]["bias"]) is False
+  plain = {"embedding": jnp.ones((10, 4)), "kernel": jnp.ones((4, 3))}
+  assert rj.default_mask(plain) == {"embedding": False, "kernel": True}
