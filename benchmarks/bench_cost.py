@@ -1,0 +1,133 @@
+"""Section 4: cost per optimizer step and its memory-bandwidth limit.
+
+For parameter pytrees shaped like LeNet5, VGG19-BN and ResNet50 (CIFAR, Flax
+layouts; benchmarks/step_harness.py), times the jitted, donated
+``update + apply_updates`` step of every optimizer of
+``bench_baselines_cost.optimizers()`` (RMDA with no regularizer, L1 and group
+LASSO, ProxSGD, ProxGen, ProxSSI, optax.sgd(momentum=0.9), optax.adam,
+optax.contrib.madgrad), interleaved in one run, as ratios to optax.sgd.
+
+Next to each time: the parameter-sized float32 arrays the step must move at
+the least (``MIN_PASSES``, counted for a step fused with ``apply_updates``),
+the machine's streaming bandwidth measured in the same run, and so the
+bandwidth bound ``passes * 4 * n_params / bandwidth`` and the fraction of it
+the step reaches (1.0 = bandwidth-bound).
+
+Usage:
+  python benchmarks/bench_cost.py --quick --out /tmp/cost   # < 2 minutes
+  python benchmarks/bench_cost.py                           # results/cost.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import jax
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_baselines_cost  # noqa: E402
+import step_harness as h  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+# Parameter-sized arrays read + written by one step fused with apply_updates:
+#   sgd        g, m, W read; m, W written                              5
+#   adam       g, mu, nu, W read; mu, nu, W written                    7
+#   madgrad    g, G, s, x0, W read; G, s, W written                    8
+#   rmda       g, W0, Y, W read; Y, W written                          6
+#   rmda+GL    one more read of Y for the group norms                  7
+#   prox_sgd   as sgd; +GL: the group norms re-read W and m            5 / 7
+#   prox_adam  as adam; +GL: norms re-read (W, mu, nu), then >= 1
+#              inner pass per proximal-gradient step                   7 / >= 10
+#   prox_ssi   as adam; +GL: norms and Newton passes                   7 / >= 10
+MIN_PASSES = {
+    "optax.sgd(momentum=0.9)": 5,
+    "optax.adam": 7,
+    "optax.contrib.madgrad": 8,
+    "rmda (none)": 6,
+    "rmda (l1)": 6,
+    "rmda (group_lasso)": 7,
+    "prox_sgd (l1)": 5,
+    "prox_sgd (group_lasso)": 7,
+    "prox_adam (l1)": 7,
+    "prox_adam (group_lasso)": 10,
+    "prox_ssi (l1)": 7,
+    "prox_ssi (group_lasso)": 10,
+}
+
+
+def run_model(model, opts, repeats, warmup):
+  shapes = h.MODELS[model]()
+  n = h.num_params(shapes)
+  params = h.make_params(shapes, seed=0)
+  grads = h.make_params(shapes, seed=1, scale=1e-2)
+  print(f"\n{model}: {n / 1e6:.2f}M parameters, {len(jax.tree.leaves(params))} leaves",
+        flush=True)
+  bw_before = h.memory_bandwidth()
+  results = h.time_steps(opts, params, grads, repeats=repeats, warmup=warmup)
+  bw_after = h.memory_bandwidth()
+  bandwidth = (bw_before + bw_after) / 2
+  pass_ms = 1e3 * 4 * n / bandwidth
+  ref = results["optax.sgd(momentum=0.9)"]["median_ms"]
+  print(f"bandwidth {bandwidth / 1e9:.1f} GB/s; one parameter pass {pass_ms:.2f} ms")
+  print(f"{'optimizer':<26s} {'ms/step':>9s} {'x sgd':>7s} {'passes':>7s} "
+        f"{'bound ms':>9s} {'of bound':>9s}")
+  for name, r in results.items():
+    r["ratio_to_sgd"] = r["median_ms"] / ref
+    r["min_passes"] = MIN_PASSES.get(name)
+    if r["min_passes"]:
+      r["bound_ms"] = r["min_passes"] * pass_ms
+      r["fraction_of_bound"] = r["bound_ms"] / r["median_ms"]
+    print(f"{name:<26s} {r['median_ms']:9.2f} {r['ratio_to_sgd']:7.2f} "
+          f"{r['min_passes'] or '-':>7} {r.get('bound_ms', float('nan')):9.2f} "
+          f"{r.get('fraction_of_bound', float('nan')):9.2f}", flush=True)
+  return {"num_params": n, "num_leaves": len(jax.tree.leaves(params)),
+          "memory_bandwidth_GBps": bandwidth / 1e9,
+          "memory_bandwidth_GBps_before_after": [bw_before / 1e9, bw_after / 1e9],
+          "param_pass_ms": pass_ms, "results": results}
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--quick", action="store_true",
+                  help="LeNet5 and VGG19 shapes, no ProxGen, 3 repeats (< 2 min)")
+  ap.add_argument("--models", nargs="*", default=["lenet5", "vgg19", "resnet50"])
+  ap.add_argument("--repeats", type=int, default=10)
+  ap.add_argument("--warmup", type=int, default=2)
+  ap.add_argument("--out", default=RESULTS)
+  args = ap.parse_args(argv)
+  opts = bench_baselines_cost.optimizers()
+  if args.quick:
+    args.models, args.repeats, args.warmup = ["lenet5", "vgg19"], 3, 1
+    opts = {k: v for k, v in opts.items() if not k.startswith("prox_adam")}
+  wall0 = time.time()
+  info = h.machine_info()
+  info["load_average_start"] = list(os.getloadavg())
+  print(f"{info['cpu']} x {info['cpu_count']}, jax {info['jax']} "
+        f"({info['jax_backend']}), optax {info['optax']}, load "
+        f"{info['load_average_start']}")
+  models = {m: run_model(m, opts, args.repeats, args.warmup) for m in args.models}
+  out = {"benchmark": "cost", "quick": args.quick, "machine": info,
+         "load_average_end": list(os.getloadavg()),
+         "dtype": "float32", "repeats": args.repeats, "warmup": args.warmup,
+         "settings": {"step": "jit(update + apply_updates), params and state "
+                              "donated, optimizers interleaved round by round",
+                      "min_passes": MIN_PASSES,
+                      "l1_strength": bench_baselines_cost.L1_STRENGTH,
+                      "gl_strength": bench_baselines_cost.GL_STRENGTH},
+         "models": models, "wall_seconds": time.time() - wall0}
+  os.makedirs(args.out, exist_ok=True)
+  path = os.path.join(args.out, "cost.json")
+  with open(path + ".tmp", "w") as f:
+    json.dump(out, f, indent=1)
+  os.replace(path + ".tmp", path)
+  print(f"\nwrote {path} ({out['wall_seconds']:.0f}s)")
+  return out
+
+
+if __name__ == "__main__":
+  main()
