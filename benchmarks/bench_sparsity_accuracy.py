@@ -181,7 +181,15 @@ def main(argv=None) -> int:
   p.add_argument("--adam-lr", type=float, default=1e-3)
   p.add_argument("--msgd-lr", type=float, default=0.01)
   p.add_argument("--name", default=None, help="results file stem (default by mode)")
+  p.add_argument("--plot-only", type=Path, default=None,
+                 help="only redraw the PNG of an existing (possibly partial) results JSON")
   args = p.parse_args(argv)
+  if args.plot_only is not None:
+    d = json.loads(args.plot_only.read_text())
+    png = args.plot_only.with_suffix(".png")
+    plot(d["sweep"], d["table"], png, d["machine"], d["settings"])
+    print(f"wrote {png}" + ("" if d.get("complete") else " (from a partial run)"))
+    return 0
 
   q = args.quick
   models = args.models or (("lenet5_small", "mlp") if q else MODELS)
