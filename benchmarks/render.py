@@ -1,0 +1,252 @@
+"""Renders benchmarks/results/*.json into benchmarks/README.md and the main
+README's headline table (between the ``<!-- headline:start/end -->`` markers).
+
+Every number printed here is read from a committed results file; a missing
+file is reported as "not run".
+
+  python benchmarks/render.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+ROOT = os.path.dirname(HERE)
+
+
+def _load(name):
+  path = os.path.join(RESULTS, name)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _machine(m):
+  if not m:
+    return "machine not recorded"
+  cpu = m.get("cpu") or m.get("platform", "?")
+  parts = [f"{cpu} x {m.get('cpu_count', m.get('cpus', '?'))}"]
+  if m.get("jax"):
+    parts.append(f"jax {m['jax']}")
+  if m.get("optax"):
+    parts.append(f"optax {m['optax']}")
+  if m.get("date"):
+    parts.append(m["date"][:10])
+  return ", ".join(parts)
+
+
+def _table(head, rows):
+  out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+  out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+  return "\n".join(out)
+
+
+# ------------------------------------------------------------ sections
+def identification(d):
+  if d is None:
+    return "## 1. Identification\n\nNot run yet (`python benchmarks/bench_identification.py`).\n", None
+  s, opt = d["settings"], d["optimum"]
+  lines = [
+      "## 1. Identification (convex, exact answer known)",
+      "",
+      f"{s['model']}, {s['dataset']}, {s['regularizer']}; batch {s['batch']}, "
+      f"{s['epochs']} epochs, milestones at epochs {s['milestones_epochs']}; "
+      f"{s['dtype']}. Machine: {_machine(d['machine'])}; wall time "
+      f"{d['wall_seconds'] / 60:.1f} min{' (quick mode)' if d['quick'] else ''}.",
+      "",
+      f"Optimum: {opt['method']}; optimality residual {opt['residual']:.1e} "
+      f"({opt['residual_definition']}); {opt['nonzero_groups']} of {opt['groups']} "
+      f"groups nonzero; the zero group closest to entering has gradient norm "
+      f"{opt['max_zero_group_gradient_ratio']:.3f} x its threshold.",
+      "",
+  ]
+  rows, headline = [], {}
+  for name, res in d["methods"].items():
+    for kind, hist in res["history"].items():
+      label = name if kind == "W" else f"{name}, structured point Z"
+      last = hist[-1]
+      tail = hist[-max(1, len(hist) // 10):]
+      flips = sum(h["changes"] or 0 for h in tail)
+      exact_from = None
+      for h in hist:
+        if h["support_match"] == 1.0:
+          exact_from = exact_from or h["epoch"]
+        else:
+          exact_from = None
+      rows.append([label, f"{last['support_match']:.4f}", flips,
+                   exact_from if exact_from else "never",
+                   f"{last['objective_gap']:.2e}", f"{last['distance']:.3e}"])
+      headline[label] = (last["support_match"], flips)
+  lines.append(_table(
+      ["method (point)", "support match, last epoch",
+       f"status changes, last {len(tail)} epochs",
+       "exact support from epoch (kept to the end)", "F(W) - F(W*)", "||W - W*||"],
+      rows))
+  lines += ["", "![identification](results/identification.png)", ""]
+  return "\n".join(lines), headline
+
+
+def cost(d):
+  if d is None:
+    return "## 4. Cost per step\n\nNot run yet (`python benchmarks/bench_cost.py`).\n", None
+  lines = [
+      "## 4. Cost per step and its bandwidth bound",
+      "",
+      "Jitted `update + apply_updates`, params and state donated, all "
+      "optimizers interleaved round by round in one run; median of "
+      f"{d['repeats']} rounds. Machine: {_machine(d['machine'])}; load average "
+      f"{d['machine'].get('load_average_start')} at start, "
+      f"{d.get('load_average_end')} at the end. `passes` is the least number of "
+      "parameter-sized float32 arrays the step must read or write; the bound is "
+      "passes x bytes / the streaming bandwidth measured in the same run.",
+      "",
+  ]
+  headline = {}
+  for model, m in d["models"].items():
+    lines.append(f"### {model}: {m['num_params'] / 1e6:.2f}M parameters, "
+                 f"{m['num_leaves']} leaves, bandwidth {m['memory_bandwidth_GBps']:.1f} GB/s")
+    lines.append("")
+    rows = []
+    for name, r in m["results"].items():
+      rows.append([name, f"{r['median_ms']:.2f}", f"{r['ratio_to_sgd']:.2f}",
+                   r.get("min_passes", "-"),
+                   f"{r['bound_ms']:.2f}" if "bound_ms" in r else "-",
+                   f"{r['fraction_of_bound']:.2f}" if "fraction_of_bound" in r else "-"])
+      headline[(model, name)] = r["ratio_to_sgd"]
+    lines.append(_table(["optimizer", "ms/step", "x optax.sgd", "passes",
+                         "bound ms", "fraction of bound"], rows))
+    lines.append("")
+  return "\n".join(lines), headline
+
+
+def train_step(d):
+  if d is None:
+    return "## 4b. Training step\n\nNot run yet (`python benchmarks/bench_train_step.py`).\n", None
+  sps = d["samples_per_s_median"]
+  lines = [
+      "## 4b. Whole training step: LeNet5 (small), batch 128, MNIST-shaped data",
+      "",
+      f"Forward, backward and update, one epoch-worth of steps per variant per "
+      f"round, {d['rounds']} rounds interleaved; median. Versions "
+      f"{d.get('versions')}; machine {d.get('machine')}; load average before/after "
+      f"{d.get('loadavg_1min_before_after')}.",
+      "",
+      _table(["variant", "samples/s", "epoch s"],
+             [[k, f"{v:.0f}", f"{d['epoch_s_median'][k]:.1f}"] for k, v in sps.items()]),
+      "",
+      _table(["ratio", "value"], [[k, f"{v:.3f}"] for k, v in d["ratios"].items()]),
+      "",
+  ]
+  return "\n".join(lines), sps
+
+
+def generic(title, d, hint):
+  """Sections whose scripts render their own summary table into the JSON."""
+  if d is None:
+    return f"## {title}\n\nNot run yet (`{hint}`).\n"
+  lines = [f"## {title}", "", f"Machine: {_machine(d.get('machine'))}; "
+           f"wall time {d.get('wall_seconds', 0) / 60:.1f} min"
+           f"{' (quick mode)' if d.get('quick') else ''}.", ""]
+  settings = d.get("settings")
+  if settings:
+    lines.append("Settings: " + "; ".join(f"{k}: {v}" for k, v in settings.items()
+                                          if not isinstance(v, (dict, list))) + ".")
+    lines.append("")
+  summary = d.get("summary_table") or d.get("summary")
+  if isinstance(summary, list) and summary and isinstance(summary[0], dict):
+    head = list(summary[0])
+    lines.append(_table(head, [[_fmt(r.get(h)) for h in head] for r in summary]))
+    lines.append("")
+  for png in d.get("plots", []):
+    lines.append(f"![{os.path.basename(png)}](results/{os.path.basename(png)})")
+  lines.append("")
+  return "\n".join(lines)
+
+
+def _fmt(v):
+  if isinstance(v, float):
+    return f"{v:.4g}"
+  return "-" if v is None else str(v)
+
+
+def headline_table(ident, cost_h, train):
+  rows = []
+  if cost_h:
+    for model in ("resnet50", "vgg19", "lenet5"):
+      for name in ("rmda (none)", "rmda (group_lasso)", "prox_sgd (group_lasso)",
+                   "prox_adam (group_lasso)", "prox_ssi (group_lasso)"):
+        if (model, name) in cost_h:
+          rows.append([f"step time x optax.sgd(momentum=0.9), {model}-shaped pytree",
+                       name, f"{cost_h[(model, name)]:.2f}"])
+      if rows:
+        break
+  if ident:
+    for label, (match, flips) in ident.items():
+      rows.append(["identification (logistic regression / MNIST): groups matching "
+                   "the optimum's status at the end; flips in the last 10% epochs",
+                   label, f"{match:.4f}; {flips}"])
+  if train:
+    if "jax+rmda" in train and "jax+sgd" in train:
+      rows.append(["LeNet5 training step, samples/s (jax+rmda / jax+sgd)", "rmda",
+                   f"{train['jax+rmda']:.0f} / {train['jax+sgd']:.0f}"])
+  if not rows:
+    return "No benchmark has been run yet."
+  return _table(["measure", "method", "value"], rows) + (
+      "\n\nFrom `benchmarks/results/*.json`; machines, versions, dates and the "
+      "full tables are in [benchmarks/README.md](benchmarks/README.md).")
+
+
+def main():
+  ident_md, ident_h = identification(_load("identification.json"))
+  cost_md, cost_h = cost(_load("cost.json"))
+  train_md, train_h = train_step(_load("train_step.json"))
+  parts = [
+      "# Benchmarks",
+      "",
+      "Generated by `python benchmarks/render.py` from `benchmarks/results/`. "
+      "Each script has a `--quick` mode (< 2 minutes; exercised by the tests, "
+      "writing to a temporary directory) and a full mode that writes the "
+      "results file rendered here. All were run on CPU unless a table says "
+      "otherwise; timings on a shared 2-core machine are noisy, which is why "
+      "every cost is a ratio measured within one run.",
+      "",
+      "| script | section | full run writes |",
+      "|---|---|---|",
+      "| bench_identification.py | 1. identification | results/identification.json, .png |",
+      "| bench_sparsity_accuracy.py | 2. structured sparsity at accuracy | results/sparsity_accuracy.json, .png |",
+      "| bench_rigl.py | 3. unstructured sparsity vs RigL | results/rigl.json |",
+      "| bench_cost.py | 4. cost per step, bandwidth bound | results/cost.json |",
+      "| bench_baselines_cost.py | 4. cost on the ResNet50 pytree (issue 3) | results/baselines_cost.json |",
+      "| bench_train_step.py | 4b. whole training step vs PyTorch | results/train_step.json |",
+      "",
+      ident_md,
+      generic("2. Structured sparsity at accuracy", _load("sparsity_accuracy.json"),
+              "python benchmarks/bench_sparsity_accuracy.py"),
+      generic("3. Unstructured sparsity against RigL", _load("rigl.json"),
+              "python benchmarks/bench_rigl.py"),
+      cost_md,
+      train_md,
+  ]
+  with open(os.path.join(HERE, "README.md"), "w") as f:
+    f.write("\n".join(parts).rstrip() + "\n")
+  readme = os.path.join(ROOT, "README.md")
+  with open(readme) as f:
+    text = f.read()
+  block = ("<!-- headline:start -->\n" + headline_table(ident_h, cost_h, train_h)
+           + "\n<!-- headline:end -->")
+  if "<!-- headline:start -->" in text:
+    text = re.sub(r"<!-- headline:start -->.*?<!-- headline:end -->", lambda _: block,
+                  text, flags=re.S)
+    with open(readme, "w") as f:
+      f.write(text)
+  print("wrote benchmarks/README.md and the README headline")
+
+
+if __name__ == "__main__":
+  main()
