@@ -67,13 +67,19 @@ def test_structured_point_is_exact_while_iterate_is_averaged():
 
 def test_chain_with_clipping_equals_manual_clipping():
   clip = optax.clip_by_global_norm(1.0)
-  chained, _ = _run(optax.chain(clip, rj.rmda(0.3, 0.5, REG)), _params(), 20)
+  chained, chain_state = _run(optax.chain(clip, rj.rmda(0.3, 0.5, REG)),
+                              _params(), 20)
 
   def clipped(p, t):
     g = _grads(p, t)
     return clip.update(g, clip.init(p))[0]
-  manual, _ = _run(rj.rmda(0.3, 0.5, REG), _params(), 20, clipped)
+  manual, manual_state = _run(rj.rmda(0.3, 0.5, REG), _params(), 20, clipped)
   _assert_close(chained, manual, rtol=1e-6, atol=1e-6)
+  # structured_params finds the RMDA state inside the chain.
+  _assert_close(rj.structured_params(chain_state, REG),
+                rj.structured_params(manual_state, REG), rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match="no RMDAState"):
+    rj.structured_params(optax.sgd(0.1).init(_params()), REG)
 
 
 def test_inject_hyperparams_equals_plain_and_is_injectable():
