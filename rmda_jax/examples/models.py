@@ -124,6 +124,89 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
       feature_group_count=feature_group_count, **kwargs)
 
 
+def _phase_conv(xp, k, p, q, ho, wo):
+  # The (p, q) phase of a stride-2 subsampling of the single-channel conv output.
+  kh, kw = k.shape[:2]
+  out = None
+  for a in range(kh):
+    for b in range(kw):
+      term = xp[:, p + a: p + a + 2 * ho: 2, q + b: q + b + 2 * wo: 2, :] * k[a, b, 0, :]
+      out = term if out is None else out + term
+  return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _conv_relu_pool_1ch(x, k, bias, pads):
+  return _conv_relu_pool_1ch_fwd(x, k, bias, pads)[0]
+
+
+def _conv_relu_pool_1ch_fwd(x, k, bias, pads):
+  kh, kw = k.shape[:2]
+  xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+  ho, wo = (xp.shape[1] - kh + 1) // 2, (xp.shape[2] - kw + 1) // 2
+  best = win = None
+  for i, (p, q) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+    y = _phase_conv(xp, k, p, q, ho, wo)
+    if best is None:
+      best, win = y, jnp.zeros(y.shape, jnp.int8)
+    else:
+      better = y > best  # strict: the first maximum of the window wins, as in torch
+      best, win = jnp.where(better, y, best), jnp.where(better, jnp.int8(i), win)
+  out = jax.nn.relu(best + bias)
+  return out, (x, k, win, out > 0)
+
+
+def _conv_relu_pool_1ch_bwd(pads, res, g):
+  x, k, win, positive = res
+  kh, kw = k.shape[:2]
+  h = x.shape[1] + sum(pads[0]) - kh + 1
+  w = x.shape[2] + sum(pads[1]) - kw + 1
+  ho, wo = g.shape[1:3]
+  g = jnp.where(positive, g, 0.0)
+  up = lambda z: jnp.repeat(jnp.repeat(z, 2, axis=1), 2, axis=2)
+  phase = 2 * (jnp.arange(2 * ho) % 2)[:, None] + (jnp.arange(2 * wo) % 2)[None, :]
+  dy = jnp.where(up(win) == phase.astype(jnp.int8)[None, :, :, None], up(g), 0.0)
+  dy = jnp.pad(dy, ((0, 0), (0, h - 2 * ho), (0, w - 2 * wo), (0, 0)))
+  _, vjp = jax.vjp(
+      lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), pads, dimension_numbers=_NHWC),
+      x, k)
+  dx, dk = vjp(dy)
+  return dx, dk, jnp.sum(g, axis=(0, 1, 2))
+
+
+_conv_relu_pool_1ch.defvjp(_conv_relu_pool_1ch_fwd, _conv_relu_pool_1ch_bwd)
+
+
+def conv_relu_pool(conv: nnx.Conv, x: jax.Array) -> jax.Array:
+  """``_pool(relu(conv(x)))``, fused for single-channel inputs on CPU.
+
+  For a stride-1 ``conv`` reading one input channel (MNIST's first layer),
+  the forward pass computes the four 2x2 pooling phases of the convolution
+  directly (one fused loop, the full-resolution map is never stored) and
+  remembers which phase won; the backward pass routes the gradient through
+  that winner (the first maximum of each window, as torch's MaxPool2d) and
+  uses XLA's transposed convolution for the kernel. Same values as the
+  unfused layers; other layers take the unfused path.
+  """
+  plain = (conv.in_features != 1 or conv.mask is not None or conv.feature_group_count != 1
+           or any(s != 1 for s in _tuple(conv.strides)) or x.ndim != 4
+           or any(d != 1 for d in _tuple(conv.kernel_dilation))
+           or any(d != 1 for d in _tuple(conv.input_dilation))
+           or (isinstance(conv.padding, str) and conv.padding not in ("SAME", "VALID")))
+  if plain:
+    return _pool(jax.nn.relu(conv(x)))
+  k = conv.kernel[...]
+  bias = conv.bias[...] if conv.bias is not None else jnp.zeros((k.shape[-1],), k.dtype)
+  x = x.astype(k.dtype)
+  return _conv_relu_pool_1ch(x, k, bias, _pads(conv.padding, x.shape[1:3], k.shape[:2]))
+
+
+def _tuple(v):
+  if v is None:
+    return (1,)
+  return tuple(v) if isinstance(v, (tuple, list)) else (v,)
+
+
 def _conv(cin, cout, kernel, *, rngs, **kw) -> nnx.Conv:
   return nnx.Conv(cin, cout, kernel, conv_general_dilated=conv_general_dilated, rngs=rngs, **kw)
 
@@ -186,7 +269,7 @@ class LeNet5Small(nnx.Module):
     self.fc3 = nnx.Linear(84, num_classes, rngs=rngs)
 
   def __call__(self, x):
-    x = _pool(jax.nn.relu(self.conv1(x)))
+    x = conv_relu_pool(self.conv1, x)
     x = _pool(jax.nn.relu(self.conv2(x)))
     x = _flatten(x)
     x = jax.nn.relu(self.fc1(x))
@@ -207,7 +290,7 @@ class LeNet5Large(nnx.Module):
     self.fc2 = nnx.Linear(500, num_classes, rngs=rngs)
 
   def __call__(self, x):
-    x = _pool(jax.nn.relu(self.conv1(x)))
+    x = conv_relu_pool(self.conv1, x)
     x = _pool(jax.nn.relu(self.conv2(x)))
     x = jax.nn.relu(self.fc1(_flatten(x)))
     return self.fc2(x)
