@@ -2,8 +2,11 @@
 
 Bad values are refused by argparse itself (exit status 2, one line on stderr).
 The defaults are a short run that finishes in minutes on a laptop CPU:
-LeNet5 (small) on MNIST, group LASSO on input units, RMDA with the authors'
-stage-wise schedule.
+LeNet5 (small) on MNIST, group LASSO (lambda 5e-4) on input units, RMDA with
+the authors' stage-wise schedule: lr 0.3 and c 0.1 for epochs 1-3, then
+lr 0.03 and c = 1 (W = Z) after a restart, lr 0.003 from epoch 6. In our runs
+this gives about 98% test accuracy with well over half of the input groups
+removed (see the report of issue 4 for measured numbers).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ OPTIMIZERS = ("rmda", "prox_sgd", "prox_adam", "prox_ssi", "sgd", "madgrad")
 REGULARIZERS = ("group_lasso", "l1", "none")
 
 # Per-optimizer defaults used where the flag is not given (None).
-DEFAULT_LR = {"rmda": 0.1, "prox_sgd": 0.1, "prox_adam": 1e-3, "prox_ssi": 1e-3,
+DEFAULT_LR = {"rmda": 0.3, "prox_sgd": 0.1, "prox_adam": 1e-3, "prox_ssi": 1e-3,
               "sgd": 0.1, "madgrad": 1e-2}
 DEFAULT_MOMENTUM = {"rmda": 0.1, "prox_sgd": None, "prox_adam": None, "prox_ssi": None,
                     "sgd": 0.9, "madgrad": 0.9}
@@ -34,7 +37,7 @@ class Config:
   data_dir: str | None = None
   optimizer: str = "rmda"
   regularizer: str = "group_lasso"
-  strength: float = 1e-3
+  strength: float = 5e-4
   groups: str = "input"
   lr: float | None = None
   momentum: float | None = None
