@@ -196,3 +196,43 @@ def test_milestones_are_converted_to_updates():
 def test_python_dash_m_help():
   p = run_cli("--help")
   assert p.returncode == 0 and "--milestones" in p.stdout and "rmda-train" in p.stdout
+
+
+class TinyBN:
+  """A small BatchNorm model (VGG19/ResNet50 take minutes to compile on CPU)."""
+
+  def __new__(cls, num_classes=10, *, rngs, input_shape=(28, 28, 1)):
+    from flax import nnx
+
+    class _TinyBN(nnx.Module):
+      def __init__(self):
+        self.conv = nnx.Conv(input_shape[-1], 4, (3, 3), use_bias=False, rngs=rngs)
+        self.bn = nnx.BatchNorm(4, momentum=0.9, rngs=rngs)
+        self.fc = nnx.Linear(4, num_classes, rngs=rngs)
+
+      def __call__(self, x):
+        x = jax.nn.relu(self.bn(self.conv(x)))
+        return self.fc(x.mean(axis=(1, 2)))
+
+    return _TinyBN()
+
+
+def test_batchnorm_model_trains_and_checkpoints_running_stats(tmp_path, monkeypatch):
+  from rmda_jax.examples import models
+  monkeypatch.setitem(models.MODELS, "tiny_bn", TinyBN)
+  argv = ["--dataset", "digits", "--model", "tiny_bn", "--epochs", "1", "--batch-size", "64",
+          "--milestones", "none", "--no-progress", "--output-dir", str(tmp_path)]
+  assert train.main(argv) == 0
+  cfg = config.parse_args(argv)
+  ds = train.prepare_data(cfg)
+  trainer = train.Trainer(cfg, ds, len(ds.y_train) // cfg.batch_size)
+  init = trainer.init_state()
+  ckpt = train.Checkpointer(tmp_path / "checkpoints")
+  state, _ = ckpt.restore(1, init, np.zeros(2, np.uint32))
+  ckpt.close()
+  mean, var = state.batch_stats["bn"]["mean"], state.batch_stats["bn"]["var"]
+  assert np.all(np.asarray(init.batch_stats["bn"]["mean"]) == 0)
+  assert not np.allclose(mean, 0) and not np.allclose(var, 1)   # updated in train mode
+  assert "mean" not in state.params["bn"]                        # and not trained as params
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert 0.0 <= rows[0]["test_accuracy"] <= 1.0
