@@ -146,30 +146,41 @@ def train_step(d):
   return "\n".join(lines), sps
 
 
-def generic(title, d, hint):
+def generic(title, d, hint, stem):
   """Sections whose scripts render their own summary table into the JSON."""
   if d is None:
     return f"## {title}\n\nNot run yet (`{hint}`).\n"
+  wall = d.get("wall_seconds", d.get("wall_s", 0))
   lines = [f"## {title}", "", f"Machine: {_machine(d.get('machine'))}; "
-           f"wall time {d.get('wall_seconds', 0) / 60:.1f} min"
+           f"wall time {wall / 60:.1f} min"
            f"{' (quick mode)' if d.get('quick') else ''}.", ""]
   settings = d.get("settings")
   if settings:
     lines.append("Settings: " + "; ".join(f"{k}: {v}" for k, v in settings.items()
                                           if not isinstance(v, (dict, list))) + ".")
     lines.append("")
-  summary = d.get("summary_table") or d.get("summary")
-  if isinstance(summary, list) and summary and isinstance(summary[0], dict):
-    head = list(summary[0])
-    lines.append(_table(head, [[_fmt(r.get(h)) for h in head] for r in summary]))
-    lines.append("")
-  for png in d.get("plots", []):
-    lines.append(f"![{os.path.basename(png)}](results/{os.path.basename(png)})")
+  if d.get("complete") is False:
+    lines += ["**This run did not complete**: the table holds the runs that "
+              "finished.", ""]
+  for key in ("table", "sweep"):
+    rows = d.get(key)
+    if isinstance(rows, list) and rows and isinstance(rows[0], dict):
+      head = [h for h in rows[0] if h not in ("values", "seeds", "train_wall_s")]
+      if key == "sweep":
+        lines.append("Sweep:")
+        lines.append("")
+      lines.append(_table(head, [[_fmt(r.get(h)) for h in head] for r in rows]))
+      lines.append("")
+  for png in sorted(os.listdir(RESULTS)):
+    if png.endswith(".png") and png.startswith(stem):
+      lines.append(f"![{png}](results/{png})")
   lines.append("")
   return "\n".join(lines)
 
 
 def _fmt(v):
+  if isinstance(v, dict) and "mean" in v:
+    return f"{v['mean']:.4f} ± {v.get('std', 0):.4f} (n={v.get('n', '?')})"
   if isinstance(v, float):
     return f"{v:.4g}"
   return "-" if v is None else str(v)
@@ -227,9 +238,9 @@ def main():
       "",
       ident_md,
       generic("2. Structured sparsity at accuracy", _load("sparsity_accuracy.json"),
-              "python benchmarks/bench_sparsity_accuracy.py"),
+              "python benchmarks/bench_sparsity_accuracy.py", "sparsity_accuracy"),
       generic("3. Unstructured sparsity against RigL", _load("rigl.json"),
-              "python benchmarks/bench_rigl.py"),
+              "python benchmarks/bench_rigl.py", "rigl"),
       cost_md,
       train_md,
   ]
