@@ -4,9 +4,9 @@ Bad values are refused by argparse itself (exit status 2, one line on stderr).
 The defaults are a short run that finishes in minutes on a laptop CPU:
 LeNet5 (small) on MNIST, group LASSO (lambda 5e-4) on input units, RMDA with
 the authors' stage-wise schedule: lr 0.3 and c 0.1 for epochs 1-3, then
-lr 0.03 and c = 1 (W = Z) after a restart, lr 0.003 from epoch 6. In our runs
-this gives about 98% test accuracy with well over half of the input groups
-removed (see the report of issue 4 for measured numbers).
+lr 0.03 and c = 1 (W = Z) after a restart, lr 0.003 from epoch 6. One run
+(seed 0) ended at 98.35% test accuracy with 58% of the input groups (62% of
+the regularized weights) removed, in under 3 minutes on a busy 2-core CPU.
 """
 
 from __future__ import annotations
