@@ -303,6 +303,13 @@ def prox_sgd(
     change). The follow-up's setting (lr 0.1, rho 0.1, lambda) is
     ``rj.prox_sgd(0.01, 0.9, rj.group_lasso(10 * lambda))``.
 
+  .. warning::
+    At a fixed point :math:`m = g / (1 - \mu)`, so this iteration is
+    stationary for :math:`f + (1 - \mu) \psi`, not :math:`f + \psi`: with
+    ``momentum=0.9`` the regularizer acts ten times more weakly than its
+    strength says. To solve ``min f + lambda * psi``, pass the strength
+    ``lambda / (1 - momentum)`` (the mapping above does exactly that).
+
   Args:
     learning_rate: :math:`\eta`, a float >= 0 or an optax schedule of the
       update count. It scales both the step and the prox threshold.
