@@ -28,6 +28,7 @@ References:
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 from typing import Any, Callable, Optional, Sequence, Union
@@ -238,6 +239,12 @@ class Regularizer:
   def group_size(self, x) -> int:
     """Number of entries in one group of ``x``."""
     return int(np.prod([x.shape[a] for a in self.group_axes(x)], dtype=np.int64))
+
+  def with_strength(self, strength: float) -> "Regularizer":
+    """A copy of this regularizer with another strength (same groups, mask)."""
+    other = copy.copy(self)
+    other.strength = _check_strength(strength)
+    return other
 
   def __repr__(self):
     return f"{type(self).__name__}(strength={self.strength!r})"

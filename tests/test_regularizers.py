@@ -201,3 +201,14 @@ def test_default_mask_skips_embedding_tables():
   assert leaf(mask["dense"]["bias"]) is False
   plain = {"embedding": jnp.ones((10, 4)), "kernel": jnp.ones((4, 3))}
   assert rj.default_mask(plain) == {"embedding": False, "kernel": True}
+
+
+def test_with_strength_copies_groups_and_mask():
+  reg = rj.group_lasso(0.1, groups="output", mask={"a": True, "b": False})
+  other = reg.with_strength(0.4)
+  assert other.strength == 0.4 and reg.strength == 0.1
+  assert other.groups == "output" and other.mask == reg.mask
+  params = {"a": jnp.ones((3, 2)), "b": jnp.ones((3, 2))}
+  np.testing.assert_allclose(other(params), 4 * reg(params), rtol=1e-6)
+  with pytest.raises(ValueError, match="strength"):
+    reg.with_strength(-1.0)

@@ -87,6 +87,11 @@ def build_optimizer(cfg: Config, reg, steps_per_epoch: int):
     if fn is None:
       raise SystemExit(f"rmda-train: error: this rmda_jax has no {cfg.optimizer} yet")
     kwargs = {} if mom is None else {"momentum": mom}
+    if cfg.optimizer == "prox_sgd" and reg is not None:
+      # prox_sgd's fixed points solve f + (1 - momentum) psi: scale the
+      # strength so that it minimizes the objective this command reports.
+      mu = 0.9 if mom is None else mom
+      reg = reg.with_strength(reg.strength / (1 - mu))
     tx = fn(schedule, regularizer=reg, **kwargs)
   elif cfg.optimizer == "sgd":
     tx = optax.sgd(schedule, momentum=mom or None)
