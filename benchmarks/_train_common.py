@@ -17,9 +17,7 @@ fit the same loop:
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -44,38 +42,21 @@ def machine_info() -> dict:
   """What to record next to every number: machine, versions, date, commit."""
   import flax
   import rmda_jax
-  cpu = platform.processor()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
+  sys.path.insert(0, str(Path(__file__).resolve().parent))
+  import step_harness
   try:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True, timeout=10).stdout.strip()
   except (OSError, subprocess.SubprocessError):
     commit = ""
-  try:
-    load = os.getloadavg()
-  except OSError:
-    load = None
-  return {
-      "platform": platform.platform(),
-      "python": platform.python_version(),
-      "cpu": cpu,
-      "cpu_count": os.cpu_count(),
-      "load_average_at_start": load,
-      "jax_backend": jax.default_backend(),
-      "jax": jax.__version__,
-      "optax": optax.__version__,
+  info = step_harness.machine_info()
+  info.update({
+      "load_average_at_start": os.getloadavg(),
       "flax": flax.__version__,
       "rmda_jax": getattr(rmda_jax, "__version__", "?"),
       "git_commit": commit,
-      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-  }
+  })
+  return info
 
 
 # ------------------------------------------------------------------- data
