@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -47,7 +46,6 @@ sys.path.insert(0, str(HERE))
 
 import _train_common as tc  # noqa: E402
 
-import jax  # noqa: E402
 import optax  # noqa: E402
 
 METHODS = ("rmda", "prox_sgd", "prox_adam", "prox_ssi", "msgd")

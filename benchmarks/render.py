@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import statistics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")

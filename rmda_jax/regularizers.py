@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp

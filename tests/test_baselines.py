@@ -372,28 +372,16 @@ def test_adaptive_update_solves_its_subproblem(x64, which, kind):
 
 
 @pytest.mark.parametrize("which", ["prox_adam", "prox_ssi"])
-def test_adaptive_unregularized_is_optax_adam(which):
+@pytest.mark.parametrize("reg", [None, rj.group_lasso(0.0)],
+                         ids=["unregularized", "zero_strength"])
+def test_adaptive_without_shrinkage_is_optax_adam(which, reg):
+  # No regularizer, or lambda = 0: the subproblem's solution is the Adam step.
   rng = np.random.default_rng(9)
   params = jax.tree.map(jnp.float32, random_tree(rng))
   target = jax.tree.map(jnp.float32, target_tree(rng))
   noises = f32_noises(rng, 20)
   eps = 1e-8 if which == "prox_adam" else 1e-6
-  got = run_rj(getattr(rj, which)(1e-2), params, target, noises)
-  want = run_rj(optax.adam(1e-2, eps=eps), params, target, noises)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
-                                                       atol=1e-6), got, want)
-
-
-@pytest.mark.parametrize("which", ["prox_adam", "prox_ssi"])
-def test_adaptive_zero_strength_is_optax_adam(which):
-  # lambda = 0: the subproblem's solution is the Adam step itself.
-  rng = np.random.default_rng(14)
-  params = jax.tree.map(jnp.float32, random_tree(rng))
-  target = jax.tree.map(jnp.float32, target_tree(rng))
-  noises = f32_noises(rng, 10)
-  eps = 1e-8 if which == "prox_adam" else 1e-6
-  got = run_rj(getattr(rj, which)(1e-2, regularizer=rj.group_lasso(0.0)),
-               params, target, noises)
+  got = run_rj(getattr(rj, which)(1e-2, regularizer=reg), params, target, noises)
   want = run_rj(optax.adam(1e-2, eps=eps), params, target, noises)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
                                                        atol=1e-6), got, want)
