@@ -1,7 +1,7 @@
 """Side-by-side training throughput: LeNet5 (small) on MNIST-shaped data, batch 128.
 
-Measures, in one process and interleaved round by round (so that machine
-load hits all of them alike):
+Measures, in one process and interleaved in chunks of 50 steps with the
+order rotating (so that machine load hits all of them alike):
 
   * jax+rmda   the exact step ``rmda-train`` runs (Trainer.train_step: gather
                from device-resident data, forward, backward, rmda_multistep
@@ -10,11 +10,17 @@ load hits all of them alike):
   * torch+sgd  (and torch+sgd/1t, one intra-op thread) the same model in PyTorch with ``torch.optim.SGD(momentum=0.9)``,
                batches indexed from in-memory tensors (no DataLoader overhead).
 
-Each round runs one epoch-worth of steps (60000 // 128 = 468) per variant.
+Each round runs one epoch-worth of steps (60000 // 128 = 468) per variant,
+waiting for the device after every chunk (as rmda-train's progress bar does).
 Prints samples/s (median over rounds) and the ratios, and writes
 benchmarks/results/train_step.json.
 
+Like ``rmda-train``, it turns XLA:CPU's YNNPACK library fusions off before JAX
+starts (``rmda_jax.examples.xla_flags``); ``--ynn-fusions`` keeps jaxlib's
+default instead (the flag is process-wide, so the two settings are two runs):
+
     python benchmarks/bench_train_step.py [--rounds 3] [--steps 468]
+    python benchmarks/bench_train_step.py --ynn-fusions --out benchmarks/results/train_step_ynn.json
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ def synthetic_mnist(seed=0):
 
 class JaxVariant:
 
-  def __init__(self, optimizer: str, steps: int):
+  def __init__(self, optimizer: str):
     import jax
     from rmda_jax.examples import config, train
     self.jax = jax
@@ -63,28 +69,30 @@ class JaxVariant:
     self.x = jax.device_put(ds.x_train)
     self.y = jax.device_put(ds.y_train)
     self.key = jax.random.key(0)
-    self.epoch = 0
-    self.steps = steps
-    self.run(3)  # compile
+    self.epoch = -1
+    self.new_epoch()
+    self.run(0, 3)  # compile
 
-  def run(self, steps=None):
+  def new_epoch(self):
     import jax.numpy as jnp
     from rmda_jax.examples.train import epoch_permutation
-    steps = steps or self.steps
-    perm = epoch_permutation(np.array([0, 0], np.uint32), self.epoch, N_TRAIN, BATCH)
     self.epoch += 1
-    loss = jnp.zeros((), jnp.float32)
+    self.perm = epoch_permutation(np.array([0, 0], np.uint32), self.epoch, N_TRAIN, BATCH)
+    self.loss = jnp.zeros((), jnp.float32)
+
+  def run(self, start, steps):
+    """Steps start..start+steps-1 of the epoch, then waits for the device."""
     t = time.perf_counter()
-    for i in range(steps):
-      self.state, loss = self.trainer.train_step(self.state, loss, self.x, self.y, perm[i],
-                                                 self.key, np.int32(i))
-    float(loss)  # wait for the device
+    for i in range(start, start + steps):
+      self.state, self.loss = self.trainer.train_step(
+          self.state, self.loss, self.x, self.y, self.perm[i], self.key, np.int32(i))
+    float(self.loss)  # wait for the device (rmda-train's progress bar does so every 50)
     return time.perf_counter() - t
 
 
 class TorchVariant:
 
-  def __init__(self, steps: int, threads: int | None = None):
+  def __init__(self, threads: int | None = None):
     import torch
     import torch.nn.functional as F
     self.threads = threads or torch.get_num_threads()
@@ -111,20 +119,21 @@ class TorchVariant:
     self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9)
     self.x = torch.from_numpy(ds.x_train).permute(0, 3, 1, 2).contiguous()
     self.y = torch.from_numpy(ds.y_train).long()
-    self.steps = steps
-    self.epoch = 0
-    self.run(3)
+    self.epoch = -1
+    self.new_epoch()
+    self.run(0, 3)
 
-  def run(self, steps=None):
+  def new_epoch(self):
+    g = self.torch.Generator().manual_seed(self.epoch + 1)
+    self.epoch += 1
+    self.perm = self.torch.randperm(N_TRAIN, generator=g)
+
+  def run(self, start, steps):
     torch, F = self.torch, self.F
     torch.set_num_threads(self.threads)
-    steps = steps or self.steps
-    g = torch.Generator().manual_seed(self.epoch)
-    self.epoch += 1
-    perm = torch.randperm(N_TRAIN, generator=g)
     t = time.perf_counter()
-    for i in range(steps):
-      idx = perm[i * BATCH:(i + 1) * BATCH]
+    for i in range(start, start + steps):
+      idx = self.perm[i * BATCH:(i + 1) * BATCH]
       x, y = self.x[idx], self.y[idx]
       self.opt.zero_grad(set_to_none=True)
       loss = F.cross_entropy(self.model(x), y)
@@ -138,24 +147,39 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--steps", type=int, default=N_TRAIN // BATCH)
+  p.add_argument("--chunk", type=int, default=50,
+                 help="steps per variant between switches (and device waits)")
   p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_step.json"))
+  p.add_argument("--ynn-fusions", action="store_true",
+                 help="keep XLA:CPU's YNNPACK fusions (jaxlib's default; rmda-train turns them off)")
   args = p.parse_args()
 
+  from rmda_jax.examples import xla_flags
+  ynn = "kept (--ynn-fusions)" if args.ynn_fusions else xla_flags.disable_ynn_fusions()
+  print(f"XLA:CPU YNNPACK fusions: {ynn}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   import jax
   import torch
 
   variants = {
-      "jax+rmda": JaxVariant("rmda", args.steps),
-      "jax+sgd": JaxVariant("sgd", args.steps),
-      "torch+sgd": TorchVariant(args.steps),
+      "jax+rmda": JaxVariant("rmda"),
+      "jax+sgd": JaxVariant("sgd"),
+      "torch+sgd": TorchVariant(),
       # One thread: immune to OpenMP spin-wait collapse when the machine is busy.
-      "torch+sgd/1t": TorchVariant(args.steps, threads=1),
+      "torch+sgd/1t": TorchVariant(threads=1),
   }
   times = {k: [] for k in variants}
+  names = list(variants)
   load_before = os.getloadavg()
   for r in range(args.rounds):
-    for name, v in variants.items():
-      times[name].append(v.run())
+    for name in names:
+      variants[name].new_epoch()
+      times[name].append(0.0)
+    # Interleave in chunks, rotating the order, so that the machine's load
+    # (a shared 2-core VM) falls on every variant alike within each round.
+    for c, start in enumerate(range(0, args.steps, args.chunk)):
+      n = min(args.chunk, args.steps - start)
+      for name in names[c % len(names):] + names[:c % len(names)]:
+        times[name][-1] += variants[name].run(start, n)
     print(f"round {r + 1}: " + "  ".join(
         f"{k} {args.steps * BATCH / t[-1]:.0f}/s" for k, t in times.items()), flush=True)
   load_after = os.getloadavg()
@@ -168,25 +192,36 @@ def main():
       "torch+sgd/1t / jax+rmda": sps["torch+sgd/1t"] / sps["jax+rmda"],
       "jax+sgd / jax+rmda": sps["jax+sgd"] / sps["jax+rmda"],
   }
+  # The same ratios paired within each round (both variants under the same load).
+  paired = {
+      "torch+sgd / jax+rmda": [a / b for a, b in zip(times["jax+rmda"], times["torch+sgd"])],
+      "torch+sgd/1t / jax+rmda": [a / b for a, b in zip(times["jax+rmda"], times["torch+sgd/1t"])],
+      "jax+sgd / jax+rmda": [a / b for a, b in zip(times["jax+rmda"], times["jax+sgd"])],
+  }
+  paired_median = {k: statistics.median(v) for k, v in paired.items()}
   print()
   print(f"{'variant':<13} {'samples/s':>10} {'epoch (s)':>10}")
   for k in variants:
     print(f"{k:<13} {sps[k]:>10.0f} {epoch_s[k]:>10.2f}")
   for k, v in ratios.items():
     print(f"{k}: {v:.2f}")
+  for k, v in paired.items():
+    print(f"{k}, per round: {' '.join(f'{x:.2f}' for x in v)} (median {paired_median[k]:.2f})")
   print(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} "
         f"on {os.cpu_count()} CPUs")
 
   result = {
       "model": "lenet5_small", "batch_size": BATCH, "steps_per_round": args.steps,
-      "rounds": args.rounds, "samples_per_s_median": sps, "epoch_s_median": epoch_s,
+      "rounds": args.rounds, "chunk": args.chunk, "samples_per_s_median": sps, "epoch_s_median": epoch_s,
       "round_times_s": times, "ratios": ratios,
+      "ratios_per_round": paired, "ratios_per_round_median": paired_median,
       "loadavg_1min_before_after": [load_before[0], load_after[0]],
       "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                   "python": platform.python_version()},
       "versions": {"jax": jax.__version__, "torch": torch.__version__},
       "torch_threads": variants["torch+sgd"].threads,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "ynn_fusions": ynn,
   }
   Path(args.out).parent.mkdir(parents=True, exist_ok=True)
   Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

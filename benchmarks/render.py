@@ -124,25 +124,48 @@ def cost(d):
   return "\n".join(lines), headline
 
 
-def train_step(d):
+def _train_step_tables(d):
+  sps = d["samples_per_s_median"]
+  return [
+      _table(["variant", "samples/s", "epoch s"],
+             [[k, f"{v:.0f}", f"{d['epoch_s_median'][k]:.1f}"] for k, v in sps.items()]),
+      "",
+      _table(["ratio", "value"], [[k, f"{v:.3f}"] for k, v in d["ratios"].items()]),
+      "",
+  ] + ([
+      "Paired within each round (same load on both):",
+      "",
+      _table(["ratio", "per round", "median"],
+             [[k, " ".join(f"{x:.2f}" for x in d["ratios_per_round"][k]), f"{v:.3f}"]
+              for k, v in d["ratios_per_round_median"].items()]),
+      "",
+  ] if "ratios_per_round_median" in d else [])
+
+
+def train_step(d, d_ynn=None):
   if d is None:
     return "## 4b. Training step\n\nNot run yet (`python benchmarks/bench_train_step.py`).\n", None
-  sps = d["samples_per_s_median"]
   lines = [
       "## 4b. Whole training step: LeNet5 (small), batch 128, MNIST-shaped data",
       "",
       f"Forward, backward and update, one epoch-worth of steps per variant per "
       f"round, {d['rounds']} rounds interleaved; median. Versions "
       f"{d.get('versions')}; machine {d.get('machine')}; load average before/after "
-      f"{d.get('loadavg_1min_before_after')}.",
+      f"{d.get('loadavg_1min_before_after')}. XLA:CPU YNNPACK fusions: "
+      f"{d.get('ynn_fusions', 'jaxlib default')} (`XLA_FLAGS={d.get('xla_flags', '')!r}`), "
+      f"as `rmda-train` runs it. Target: PyTorch (2 threads) / jax+rmda at most 1.5.",
       "",
-      _table(["variant", "samples/s", "epoch s"],
-             [[k, f"{v:.0f}", f"{d['epoch_s_median'][k]:.1f}"] for k, v in sps.items()]),
-      "",
-      _table(["ratio", "value"], [[k, f"{v:.3f}"] for k, v in d["ratios"].items()]),
-      "",
+      *_train_step_tables(d),
   ]
-  return "\n".join(lines), sps
+  if d_ynn is not None:
+    lines += [
+        f"The same benchmark with jaxlib's default YNNPACK fusions kept "
+        f"(`--ynn-fusions`, a separate run: the flag is process-wide; load average "
+        f"before/after {d_ynn.get('loadavg_1min_before_after')}):",
+        "",
+        *_train_step_tables(d_ynn),
+    ]
+  return "\n".join(lines), d["samples_per_s_median"]
 
 
 def generic(title, d, hint, stem):
@@ -220,7 +243,7 @@ def headline_table(ident, cost_h, train):
 def main():
   ident_md, ident_h = identification(_load("identification.json"))
   cost_md, cost_h = cost(_load("cost.json"))
-  train_md, train_h = train_step(_load("train_step.json"))
+  train_md, train_h = train_step(_load("train_step.json"), _load("train_step_ynn.json"))
   parts = [
       "# Benchmarks",
       "",
@@ -238,7 +261,7 @@ def main():
       "| bench_rigl.py | 3. unstructured sparsity vs RigL | results/rigl.json |",
       "| bench_cost.py | 4. cost per step, bandwidth bound | results/cost.json |",
       "| bench_baselines_cost.py | 4. cost on the ResNet50 pytree (issue 3) | results/baselines_cost.json |",
-      "| bench_train_step.py | 4b. whole training step vs PyTorch | results/train_step.json |",
+      "| bench_train_step.py | 4b. whole training step vs PyTorch | results/train_step.json (and _ynn.json) |",
       "",
       ident_md,
       generic("2. Structured sparsity at accuracy", _load("sparsity_accuracy.json"),

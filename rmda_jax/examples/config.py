@@ -52,6 +52,7 @@ class Config:
   plot: bool = False
   resume: bool = False
   progress: bool = True
+  ynn_fusions: bool = False
 
   @property
   def learning_rate(self) -> float:
@@ -186,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
                  help="continue from the last checkpoint in --output-dir")
   p.add_argument("--no-progress", dest="progress", action="store_false",
                  help="no per-step progress bar")
+  p.add_argument("--ynn-fusions", action="store_true",
+                 help="keep XLA:CPU's YNNPACK library fusions (by default rmda-train turns "
+                      "them off unless XLA_FLAGS mentions them: the LeNet5 step ran about "
+                      "1.5x faster without them on a 2-core CPU)")
   return p
 
 

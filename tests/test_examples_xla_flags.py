@@ -1,0 +1,86 @@
+"""rmda-train's XLA:CPU setting: YNNPACK fusions off, only when it can take effect."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rmda_jax.examples import config, train, xla_flags
+
+REPO = Path(__file__).resolve().parents[1]
+
+PROBE = """
+import json, os, sys
+{prelude}
+import jax, jax.numpy as jnp
+a = jnp.ones((64, 64), jnp.float32)
+text = jax.jit(lambda a, b: a @ b).lower(a, a).compile().as_text()
+print(json.dumps({{"status": status, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                  "ynn": "__ynn_fusion" in text}}))
+"""
+
+
+def probe(prelude, **env):
+  e = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  e.update(env, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  p = subprocess.run([sys.executable, "-c", PROBE.format(prelude=prelude)], env=e, cwd=REPO,
+                     capture_output=True, text=True, timeout=120)
+  assert p.returncode == 0, p.stderr
+  return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_flag_added_in_a_fresh_process_and_takes_effect():
+  default = probe("status = None")
+  if not default["ynn"]:
+    pytest.skip("this jaxlib compiles no YNNPACK fusions by default")
+  after = probe("from rmda_jax.examples import xla_flags\n"
+                "status = xla_flags.disable_ynn_fusions()")
+  assert after["status"] == "off"
+  assert xla_flags.YNN_FLAG in after["xla_flags"].split()
+  assert not after["ynn"]          # the compiled matmul is XLA's own, not YNNPACK's
+
+
+def test_user_setting_is_left_alone():
+  r = probe("from rmda_jax.examples import xla_flags\n"
+            "status = xla_flags.disable_ynn_fusions()",
+            XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type=dot")
+  assert r["status"] == "as set in XLA_FLAGS"
+  assert r["xla_flags"] == "--xla_cpu_experimental_ynn_fusion_type=dot"
+
+
+def test_other_user_flags_are_kept():
+  r = probe("from rmda_jax.examples import xla_flags\n"
+            "status = xla_flags.disable_ynn_fusions()",
+            XLA_FLAGS="--xla_cpu_enable_fast_math=false")
+  assert r["status"] == "off"
+  assert r["xla_flags"].split() == ["--xla_cpu_enable_fast_math=false", xla_flags.YNN_FLAG]
+
+
+def test_too_late_is_reported_not_pretended(monkeypatch):
+  # The test process has a running backend (conftest), so an edit could not take effect.
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  assert xla_flags.disable_ynn_fusions() == "unchanged: JAX had already started its backend"
+  assert "XLA_FLAGS" not in os.environ
+
+
+def test_cli_flag_and_summary(tmp_path):
+  assert config.parse_args([]).ynn_fusions is False
+  assert config.parse_args(["--ynn-fusions"]).ynn_fusions is True
+  # The same run keeps one fingerprint (and checkpoints) with or without the flag.
+  assert (config.parse_args([]).fingerprint()
+          == config.parse_args(["--ynn-fusions"]).fingerprint())
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+  args = ["--dataset", "digits", "--model", "logreg", "--epochs", "1", "--milestones", "none",
+          "--no-progress"]
+  for extra, expect in (([], True), (["--ynn-fusions"], False)):
+    out = tmp_path / str(len(extra))
+    p = subprocess.run([sys.executable, "-m", "rmda_jax.examples.train", *args, *extra,
+                        "--output-dir", str(out)], env=env, cwd=REPO, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert (xla_flags.YNN_FLAG in summary["xla_flags"].split()) is expect
