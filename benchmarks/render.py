@@ -149,7 +149,10 @@ def train_step(d, d_ynn=None):
       "## 4b. Whole training step: LeNet5 (small), batch 128, MNIST-shaped data",
       "",
       f"Forward, backward and update, one epoch-worth of steps per variant per "
-      f"round, {d['rounds']} rounds interleaved; median. Versions "
+      f"round, {d['rounds']} rounds"
+      + (f", the variants interleaved in chunks of {d['chunk']} steps"
+         if d.get("chunk") else ", the variants interleaved round by round")
+      + f"; median. Versions "
       f"{d.get('versions')}; machine {d.get('machine')}; load average before/after "
       f"{d.get('loadavg_1min_before_after')}. XLA:CPU YNNPACK fusions: "
       f"{d.get('ynn_fusions', 'jaxlib default')} (`XLA_FLAGS={d.get('xla_flags', '')!r}`), "
@@ -165,7 +168,7 @@ def train_step(d, d_ynn=None):
         "",
         *_train_step_tables(d_ynn),
     ]
-  return "\n".join(lines), d["samples_per_s_median"]
+  return "\n".join(lines), d
 
 
 def generic(title, d, hint, stem):
@@ -225,10 +228,16 @@ def headline_table(ident, cost_h, train):
                    "the optimum's status at the end; flips in the last 10% epochs",
                    label, f"{match:.4f}; {flips}"])
   if train:
-    if "jax+rmda" in train and "jax+sgd" in train:
+    sps = train["samples_per_s_median"]
+    if "jax+rmda" in sps and "jax+sgd" in sps:
       rows.append(["LeNet5 training step, samples/s (jax+rmda / jax+sgd / torch+sgd)",
-                   "rmda", f"{train['jax+rmda']:.0f} / {train['jax+sgd']:.0f} / "
-                   f"{train.get('torch+sgd', float('nan')):.0f}"])
+                   "rmda", f"{sps['jax+rmda']:.0f} / {sps['jax+sgd']:.0f} / "
+                   f"{sps.get('torch+sgd', float('nan')):.0f}"])
+    paired = train.get("ratios_per_round_median", {})
+    if "torch+sgd / jax+rmda" in paired:
+      rows.append(["LeNet5 epoch time, rmda-train's step / PyTorch loop (2 threads), "
+                   "median of per-round ratios (target <= 1.5)", "rmda",
+                   f"{paired['torch+sgd / jax+rmda']:.2f}"])
   if not rows:
     return "No benchmark has been run yet."
   return _table(["measure", "method", "value"], rows) + (
