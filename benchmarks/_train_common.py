@@ -55,8 +55,15 @@ def machine_info() -> dict:
       "flax": flax.__version__,
       "rmda_jax": getattr(rmda_jax, "__version__", "?"),
       "git_commit": commit,
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
   })
   return info
+
+
+def cpu_speed_flags() -> str:
+  """rmda-train's XLA:CPU setting (YNNPACK fusions off); call before any JAX work."""
+  from rmda_jax.examples import xla_flags
+  return xla_flags.disable_ynn_fusions()
 
 
 # ------------------------------------------------------------------- data

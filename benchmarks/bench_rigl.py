@@ -240,6 +240,7 @@ def main(argv=None) -> int:
   p.add_argument("--distribution", default="erk", choices=("erk", "uniform"))
   p.add_argument("--name", default=None)
   args = p.parse_args(argv)
+  tc.cpu_speed_flags()  # as rmda-train; before the first JAX computation
 
   q = args.quick
   models = args.models or (("mlp",) if q else MODELS)

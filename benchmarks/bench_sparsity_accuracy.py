@@ -182,6 +182,7 @@ def main(argv=None) -> int:
   p.add_argument("--plot-only", type=Path, default=None,
                  help="only redraw the PNG of an existing (possibly partial) results JSON")
   args = p.parse_args(argv)
+  tc.cpu_speed_flags()  # as rmda-train; before the first JAX computation
   if args.plot_only is not None:
     d = json.loads(args.plot_only.read_text())
     png = args.plot_only.with_suffix(".png")
