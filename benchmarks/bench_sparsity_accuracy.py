@@ -235,7 +235,8 @@ def main(argv=None) -> int:
       "lr_schedule": "every method's lr x gamma at each milestone; RMDA restarts there",
       "scaled_from": "shared/docs/rmda.md section 5 (e.g. MNIST logistic regression: 200 "
                      "epochs, milestones 50, 100, lr 0.1, c0 0.01, lam 1e-3); "
-                     "here a few epochs on a training subset to fit the 2-core CPU budget",
+                     f"here {epochs} epochs on {data.note.split(';')[0]} to fit the 2-core "
+                     "CPU budget",
       "test_set": "MNIST test set" if test_subset is None else f"first {test_subset} test images",
       "train_wall_s_note": "per run: training + computing the reported point; the first "
                            "seed of each (model, method, lam) includes jit compilation",
