@@ -61,9 +61,9 @@ def machine_info() -> dict:
 
 
 def cpu_speed_flags() -> str:
-  """rmda-train's XLA:CPU setting (YNNPACK fusions off); call before any JAX work."""
+  """rmda-train's XLA:CPU setting (YNNPACK for reductions only); call before any JAX work."""
   from rmda_jax.examples import xla_flags
-  return xla_flags.disable_ynn_fusions()
+  return xla_flags.limit_ynn_fusions()
 
 
 # ------------------------------------------------------------------- data

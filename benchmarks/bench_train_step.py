@@ -15,12 +15,14 @@ waiting for the device after every chunk (as rmda-train's progress bar does).
 Prints samples/s (median over rounds) and the ratios, and writes
 benchmarks/results/train_step.json.
 
-Like ``rmda-train``, it turns XLA:CPU's YNNPACK library fusions off before JAX
-starts (``rmda_jax.examples.xla_flags``); ``--ynn-fusions`` keeps jaxlib's
-default instead (the flag is process-wide, so the two settings are two runs):
+Like ``rmda-train``, it keeps XLA:CPU's YNNPACK library fusions for reductions
+only (``rmda_jax.examples.xla_flags``); ``--ynn all`` keeps jaxlib's default,
+``--ynn none`` turns them all off (the flag is process-wide, so each setting is
+a run of its own):
 
-    python benchmarks/bench_train_step.py [--rounds 3] [--steps 468]
-    python benchmarks/bench_train_step.py --ynn-fusions --out benchmarks/results/train_step_ynn.json
+    python benchmarks/bench_train_step.py [--rounds 7] [--steps 468]
+    python benchmarks/bench_train_step.py --ynn all --out benchmarks/results/train_step_ynn.json
+    python benchmarks/bench_train_step.py --ynn none --out benchmarks/results/train_step_ynn_none.json
 """
 
 from __future__ import annotations
@@ -150,12 +152,20 @@ def main():
   p.add_argument("--chunk", type=int, default=50,
                  help="steps per variant between switches (and device waits)")
   p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_step.json"))
-  p.add_argument("--ynn-fusions", action="store_true",
-                 help="keep XLA:CPU's YNNPACK fusions (jaxlib's default; rmda-train turns them off)")
+  p.add_argument("--ynn", choices=("reduce", "all", "none"), default="reduce",
+                 help="XLA:CPU's YNNPACK fusions: for reductions only (rmda-train's setting), "
+                      "all (jaxlib's default) or none")
   args = p.parse_args()
 
   from rmda_jax.examples import xla_flags
-  ynn = "kept (--ynn-fusions)" if args.ynn_fusions else xla_flags.disable_ynn_fusions()
+  if args.ynn == "reduce":
+    ynn = xla_flags.limit_ynn_fusions()
+  elif args.ynn == "none":
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " "
+                               "--xla_cpu_experimental_ynn_fusion_type=").strip()
+    ynn = "none (--ynn none)"
+  else:
+    ynn = "all: jaxlib's default (--ynn all)"
   print(f"XLA:CPU YNNPACK fusions: {ynn}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   import jax
   import torch

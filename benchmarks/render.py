@@ -142,7 +142,7 @@ def _train_step_tables(d):
   ] if "ratios_per_round_median" in d else [])
 
 
-def train_step(d, d_ynn=None):
+def train_step(d, d_ynn=None, d_none=None):
   if d is None:
     return "## 4b. Training step\n\nNot run yet (`python benchmarks/bench_train_step.py`).\n", None
   lines = [
@@ -160,14 +160,15 @@ def train_step(d, d_ynn=None):
       "",
       *_train_step_tables(d),
   ]
-  if d_ynn is not None:
-    lines += [
-        f"The same benchmark with jaxlib's default YNNPACK fusions kept "
-        f"(`--ynn-fusions`, a separate run: the flag is process-wide; load average "
-        f"before/after {d_ynn.get('loadavg_1min_before_after')}):",
-        "",
-        *_train_step_tables(d_ynn),
-    ]
+  for other, what in ((d_ynn, "all of jaxlib's default YNNPACK fusions (`--ynn all`)"),
+                      (d_none, "no YNNPACK fusions at all (`--ynn none`)")):
+    if other is not None:
+      lines += [
+          f"The same benchmark with {what}, a separate run (the flag is process-wide; "
+          f"load average before/after {other.get('loadavg_1min_before_after')}):",
+          "",
+          *_train_step_tables(other),
+      ]
   return "\n".join(lines), d
 
 
@@ -267,7 +268,8 @@ FULL6EP_CMD = ("python benchmarks/bench_sparsity_accuracy.py --models lenet5_sma
 def main():
   ident_md, ident_h = identification(_load("identification.json"))
   cost_md, cost_h = cost(_load("cost.json"))
-  train_md, train_h = train_step(_load("train_step.json"), _load("train_step_ynn.json"))
+  train_md, train_h = train_step(_load("train_step.json"), _load("train_step_ynn.json"),
+                                 _load("train_step_ynn_none.json"))
   parts = [
       "# Benchmarks",
       "",
@@ -286,7 +288,7 @@ def main():
       "| bench_rigl.py | 3. unstructured sparsity vs RigL | results/rigl.json |",
       "| bench_cost.py | 4. cost per step, bandwidth bound | results/cost.json |",
       "| bench_baselines_cost.py | 4. cost on the ResNet50 pytree (issue 3) | results/baselines_cost.json |",
-      "| bench_train_step.py | 4b. whole training step vs PyTorch | results/train_step.json (and _ynn.json) |",
+      "| bench_train_step.py | 4b. whole training step vs PyTorch | results/train_step.json (_ynn.json, _ynn_none.json) |",
       "",
       ident_md,
       generic("2. Structured sparsity at accuracy", _load("sparsity_accuracy.json"),

@@ -1,26 +1,33 @@
 """Process-level XLA:CPU settings for the training example.
 
-XLA:CPU (jaxlib 0.10) hands dots, reductions and some elementwise work to
-YNNPACK "library fusions". On the 2-core CPU this project is developed on,
-they made the LeNet5 training step of ``rmda-train`` about 1.5x slower than
-XLA's own kernels (jax+rmda 5935 vs 9061 samples/s in
-``benchmarks/bench_train_step.py``, same machine, different runs; see
-``benchmarks/README.md``). ``rmda-train`` therefore turns them off unless
-told not to (``--ynn-fusions``) or unless ``XLA_FLAGS`` already says
-something about them.
+XLA:CPU (jaxlib 0.10) hands dots, convolutions, reductions and some
+elementwise work to YNNPACK "library fusions". On the 2-core CPU this project
+is developed on (``benchmarks/README.md``, sections 4 and 4b):
 
-XLA reads ``XLA_FLAGS`` when JAX creates its first backend, so this must run
-before the first JAX computation; afterwards it can only report that it came
-too late. The library itself (``rmda_jax``) never touches process flags.
+* with all of them, ``rmda-train``'s LeNet5 step took 1.59x the time of the
+  same PyTorch loop (median of per-round ratios, 7 rounds);
+* with none of them it took 1.32x, but the group-LASSO RMDA update of a
+  ResNet50-sized pytree went from 1.1x to 3.1x the time of ``optax.sgd``:
+  YNNPACK's reductions are what make the group norms cheap;
+* with reductions only, the LeNet5 step took 1.24x PyTorch's time, and the
+  ResNet50 update 1.12x ``optax.sgd``'s (a quick 5-round run; 1.11x with all
+  fusions in the same kind of run).
+
+So ``rmda-train`` keeps YNNPACK for reductions only, unless told not to touch
+the flags (``--ynn-fusions``) or unless ``XLA_FLAGS`` already says something
+about them. XLA reads ``XLA_FLAGS`` when JAX creates its first backend, so this
+must run before the first JAX computation; afterwards it can only report that
+it came too late. The library itself (``rmda_jax``) never touches process
+flags.
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["YNN_FLAG", "disable_ynn_fusions"]
+__all__ = ["YNN_FLAG", "limit_ynn_fusions"]
 
-YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
+YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=reduce"
 _YNN_NAME = "xla_cpu_experimental_ynn_fusion_type"
 
 
@@ -32,16 +39,16 @@ def _backends_started() -> bool:
     return False
 
 
-def disable_ynn_fusions(environ=None) -> str:
-  """Adds ``--xla_cpu_experimental_ynn_fusion_type=`` to ``XLA_FLAGS``.
+def limit_ynn_fusions(environ=None) -> str:
+  """Adds ``--xla_cpu_experimental_ynn_fusion_type=reduce`` to ``XLA_FLAGS``.
 
   Args:
     environ: the environment to edit (default ``os.environ``).
 
   Returns:
-    What happened, for logs: ``"off"`` (flag added), ``"as set in XLA_FLAGS"``
-    (the user already chose; left alone) or ``"unchanged: JAX had already
-    started its backend"`` (too late to take effect; nothing edited).
+    What happened, for logs: ``"reductions only"`` (flag added), ``"as set in
+    XLA_FLAGS"`` (the user already chose; left alone) or ``"unchanged: JAX had
+    already started its backend"`` (too late to take effect; nothing edited).
   """
   environ = os.environ if environ is None else environ
   flags = environ.get("XLA_FLAGS", "")
@@ -50,4 +57,4 @@ def disable_ynn_fusions(environ=None) -> str:
   if _backends_started():
     return "unchanged: JAX had already started its backend"
   environ["XLA_FLAGS"] = f"{flags} {YNN_FLAG}".strip()
-  return "off"
+  return "reductions only"
