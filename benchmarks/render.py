@@ -124,6 +124,36 @@ def cost(d):
   return "\n".join(lines), headline
 
 
+def ynn_cost(runs):
+  """Section 4c: the optimizer step under the three XLA:CPU YNNPACK settings."""
+  runs = {k: v for k, v in runs.items() if v is not None}
+  if not runs:
+    return ""
+  names = list(next(iter(runs.values()))["results"])
+  any_run = next(iter(runs.values()))
+  lines = [
+      "## 4c. The optimizer step under XLA:CPU's YNNPACK settings",
+      "",
+      f"`bench_baselines_cost.py --only rmda,prox_sgd --repeats 10` on the "
+      f"{any_run['model']}-shaped pytree ({any_run['num_params'] / 1e6:.1f}M parameters), "
+      "one run per setting (the flag is process-wide), each a ratio to optax.sgd "
+      "measured in its own run. `all` is jaxlib's default (what a user of the "
+      "library gets), `reduce` what `rmda-train` sets, `none` no YNNPACK fusions. "
+      "Machine: " + _machine(any_run["machine"]) + ".",
+      "",
+      _table(["optimizer"] + [f"x sgd, {k}" for k in runs],
+             [[n] + [f"{r['results'][n]['ratio_to_sgd']:.2f}" for r in runs.values()]
+              for n in names]),
+      "",
+      _table(["setting", "XLA_FLAGS", "sgd ms", "load average at start"],
+             [[k, f"`{r['machine'].get('xla_flags', '')}`",
+               f"{r['results']['optax.sgd(momentum=0.9)']['median_ms']:.1f}",
+               f"{r['load_average'][0]:.2f}"] for k, r in runs.items()]),
+      "",
+  ]
+  return "\n".join(lines)
+
+
 def _train_step_tables(d):
   sps = d["samples_per_s_median"]
   return [
@@ -288,6 +318,7 @@ def main():
       "| bench_rigl.py | 3. unstructured sparsity vs RigL | results/rigl.json |",
       "| bench_cost.py | 4. cost per step, bandwidth bound | results/cost.json |",
       "| bench_baselines_cost.py | 4. cost on the ResNet50 pytree (issue 3) | results/baselines_cost.json |",
+      "| bench_baselines_cost.py (XLA_FLAGS per run) | 4c. optimizer step by YNNPACK setting | results/cost_ynn_{all,reduce,none}.json |",
       "| bench_train_step.py | 4b. whole training step vs PyTorch | results/train_step.json (_ynn.json, _ynn_none.json) |",
       "",
       ident_md,
@@ -301,6 +332,7 @@ def main():
               "python benchmarks/bench_rigl.py", "rigl"),
       cost_md,
       train_md,
+      ynn_cost({k: _load(f"cost_ynn_{k}.json") for k in ("all", "reduce", "none")}),
   ]
   with open(os.path.join(HERE, "README.md"), "w") as f:
     f.write("\n".join(parts).rstrip() + "\n")

@@ -246,4 +246,5 @@ def machine_info() -> Dict[str, Any]:
       "optax": optax.__version__,
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec="seconds"),
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
   }
