@@ -61,6 +61,15 @@ def test_other_user_flags_are_kept():
   assert r["xla_flags"].split() == ["--xla_cpu_enable_fast_math=false", xla_flags.YNN_FLAG]
 
 
+@pytest.mark.parametrize("version", ["0.9.0", "0.12.0", "1.10.0", "dev"])
+def test_unknown_jaxlib_gets_no_flag(version):
+  # XLA aborts on flags it does not know: outside the known versions, leave XLA_FLAGS alone.
+  env = {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}
+  status = xla_flags.limit_ynn_fusions(env, jaxlib_version=version)
+  assert status == f"unchanged: jaxlib {version} may not know the flag"
+  assert env == {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}
+
+
 def test_too_late_is_reported_not_pretended(monkeypatch):
   # The test process has a running backend (conftest), so an edit could not take effect.
   monkeypatch.delenv("XLA_FLAGS", raising=False)

@@ -17,8 +17,10 @@ So ``rmda-train`` keeps YNNPACK for reductions only, unless told not to touch
 the flags (``--ynn-fusions``) or unless ``XLA_FLAGS`` already says something
 about them. XLA reads ``XLA_FLAGS`` when JAX creates its first backend, so this
 must run before the first JAX computation; afterwards it can only report that
-it came too late. The library itself (``rmda_jax``) never touches process
-flags.
+it came too late. The flag is an experimental one of XLA:CPU, and XLA aborts
+the process on flags it does not know, so it is only set for the jaxlib
+versions it is known in (0.10, where this was measured, and 0.11). The library
+itself (``rmda_jax``) never touches process flags.
 """
 
 from __future__ import annotations
@@ -29,6 +31,23 @@ __all__ = ["YNN_FLAG", "limit_ynn_fusions"]
 
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=reduce"
 _YNN_NAME = "xla_cpu_experimental_ynn_fusion_type"
+_KNOWN_JAXLIB = ((0, 10), (0, 11))
+
+
+def _jaxlib_version() -> str:
+  try:
+    import jaxlib
+    return jaxlib.__version__
+  except (ImportError, AttributeError):  # pragma: no cover
+    return "unknown"
+
+
+def _known(version: str) -> bool:
+  try:
+    major, minor = (int(v) for v in version.split(".")[:2])
+  except ValueError:
+    return False
+  return (major, minor) in _KNOWN_JAXLIB
 
 
 def _backends_started() -> bool:
@@ -39,21 +58,26 @@ def _backends_started() -> bool:
     return False
 
 
-def limit_ynn_fusions(environ=None) -> str:
+def limit_ynn_fusions(environ=None, jaxlib_version=None) -> str:
   """Adds ``--xla_cpu_experimental_ynn_fusion_type=reduce`` to ``XLA_FLAGS``.
 
   Args:
     environ: the environment to edit (default ``os.environ``).
+    jaxlib_version: the jaxlib version to decide for (default: the installed one).
 
   Returns:
     What happened, for logs: ``"reductions only"`` (flag added), ``"as set in
-    XLA_FLAGS"`` (the user already chose; left alone) or ``"unchanged: JAX had
-    already started its backend"`` (too late to take effect; nothing edited).
+    XLA_FLAGS"`` (the user already chose; left alone), ``"unchanged: JAX had
+    already started its backend"`` (too late to take effect) or ``"unchanged:
+    jaxlib V may not know the flag"``; nothing is edited in the last three.
   """
   environ = os.environ if environ is None else environ
   flags = environ.get("XLA_FLAGS", "")
   if _YNN_NAME in flags:
     return "as set in XLA_FLAGS"
+  version = _jaxlib_version() if jaxlib_version is None else jaxlib_version
+  if not _known(version):
+    return f"unchanged: jaxlib {version} may not know the flag"
   if _backends_started():
     return "unchanged: JAX had already started its backend"
   environ["XLA_FLAGS"] = f"{flags} {YNN_FLAG}".strip()
