@@ -158,14 +158,10 @@ def main():
   args = p.parse_args()
 
   from rmda_jax.examples import xla_flags
-  if args.ynn == "reduce":
-    ynn = xla_flags.limit_ynn_fusions()
-  elif args.ynn == "none":
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " "
-                               "--xla_cpu_experimental_ynn_fusion_type=").strip()
-    ynn = "none (--ynn none)"
-  else:
+  if args.ynn == "all":
     ynn = "all: jaxlib's default (--ynn all)"
+  else:
+    ynn = xla_flags.limit_ynn_fusions(fusion_types="reduce" if args.ynn == "reduce" else "")
   print(f"XLA:CPU YNNPACK fusions: {ynn}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   import jax
   import torch

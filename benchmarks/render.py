@@ -129,8 +129,8 @@ def ynn_cost(runs):
   runs = {k: v for k, v in runs.items() if v is not None}
   if not runs:
     return ""
-  names = list(next(iter(runs.values()))["results"])
   any_run = next(iter(runs.values()))
+  names = list(any_run["results"])
   lines = [
       "## 4c. The optimizer step under XLA:CPU's YNNPACK settings",
       "",

@@ -43,6 +43,10 @@ def test_flag_added_in_a_fresh_process_and_takes_effect():
   assert xla_flags.YNN_FLAG in after["xla_flags"].split()
   assert not after["ynn_dot"]      # the compiled matmul is XLA's own, not YNNPACK's
   assert after["ynn_reduce"]       # group norms keep YNNPACK's reductions
+  none = probe("from rmda_jax.examples import xla_flags\n"
+               "status = xla_flags.limit_ynn_fusions(fusion_types='')")
+  assert none["status"] == "ynn fusions: none"
+  assert not none["ynn_dot"] and not none["ynn_reduce"]
 
 
 def test_user_setting_is_left_alone():

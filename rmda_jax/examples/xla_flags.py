@@ -7,11 +7,10 @@ is developed on (``benchmarks/README.md``, sections 4 and 4b):
 * with all of them, ``rmda-train``'s LeNet5 step took 1.59x the time of the
   same PyTorch loop (median of per-round ratios, 7 rounds);
 * with none of them it took 1.32x, but the group-LASSO RMDA update of a
-  ResNet50-sized pytree went from 1.1x to 3.1x the time of ``optax.sgd``:
+  ResNet50-sized pytree went from 1.20x to 3.21x the time of ``optax.sgd``:
   YNNPACK's reductions are what make the group norms cheap;
 * with reductions only, the LeNet5 step took 1.24x PyTorch's time, and the
-  ResNet50 update 1.12x ``optax.sgd``'s (a quick 5-round run; 1.11x with all
-  fusions in the same kind of run).
+  ResNet50 update 1.08x ``optax.sgd``'s (section 4c).
 
 So ``rmda-train`` keeps YNNPACK for reductions only, unless told not to touch
 the flags (``--ynn-fusions``) or unless ``XLA_FLAGS`` already says something
@@ -29,8 +28,8 @@ import os
 
 __all__ = ["YNN_FLAG", "limit_ynn_fusions"]
 
-YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=reduce"
 _YNN_NAME = "xla_cpu_experimental_ynn_fusion_type"
+YNN_FLAG = f"--{_YNN_NAME}=reduce"
 _KNOWN_JAXLIB = ((0, 10), (0, 11))
 
 
@@ -58,15 +57,18 @@ def _backends_started() -> bool:
     return False
 
 
-def limit_ynn_fusions(environ=None, jaxlib_version=None) -> str:
+def limit_ynn_fusions(environ=None, jaxlib_version=None, fusion_types="reduce") -> str:
   """Adds ``--xla_cpu_experimental_ynn_fusion_type=reduce`` to ``XLA_FLAGS``.
 
   Args:
     environ: the environment to edit (default ``os.environ``).
     jaxlib_version: the jaxlib version to decide for (default: the installed one).
+    fusion_types: what YNNPACK keeps, comma-separated (``"reduce"``, rmda-train's
+      setting; ``""`` for nothing, as ``bench_train_step.py --ynn none``).
 
   Returns:
-    What happened, for logs: ``"reductions only"`` (flag added), ``"as set in
+    What happened, for logs: ``"reductions only"`` (flag added; ``"ynn fusions:
+    <fusion_types or none>"`` for other ``fusion_types``), ``"as set in
     XLA_FLAGS"`` (the user already chose; left alone), ``"unchanged: JAX had
     already started its backend"`` (too late to take effect) or ``"unchanged:
     jaxlib V may not know the flag"``; nothing is edited in the last three.
@@ -80,5 +82,5 @@ def limit_ynn_fusions(environ=None, jaxlib_version=None) -> str:
     return f"unchanged: jaxlib {version} may not know the flag"
   if _backends_started():
     return "unchanged: JAX had already started its backend"
-  environ["XLA_FLAGS"] = f"{flags} {YNN_FLAG}".strip()
-  return "reductions only"
+  environ["XLA_FLAGS"] = f"{flags} --{_YNN_NAME}={fusion_types}".strip()
+  return "reductions only" if fusion_types == "reduce" else f"ynn fusions: {fusion_types or 'none'}"
