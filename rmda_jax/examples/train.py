@@ -4,20 +4,21 @@
     rmda-train --dataset digits --model mlp --epochs 3 --plot
     python -m rmda_jax.examples.train --help
 
-The model is split once into pure pytrees (``nnx.split``: parameters and
-BatchNorm statistics as plain dicts); the whole step (gather the batch from
-the device-resident dataset, augment, forward, backward, optimizer update)
-is one ``jax.jit`` call with donated buffers. Nothing is copied back to the
-host per step; losses are summed on device and read once per epoch. On CPU,
-``rmda-train`` limits XLA's YNNPACK library fusions to reductions before JAX
-starts (``xla_flags.limit_ynn_fusions``; ``--ynn-fusions`` leaves jaxlib's
-default): that took its LeNet5 epoch from 1.59x to 1.24x the time of the same
-PyTorch loop on a 2-core machine.
+This module holds the training step and the loop. The model is split once into
+pure pytrees (:func:`split_model`: parameters and BatchNorm statistics as plain
+dicts); the whole step (gather the batch from the device-resident dataset,
+augment, normalise, forward, backward, optimizer update) is the pure function
+of :func:`make_train_step`, jitted once with donated buffers. Nothing is copied
+back to the host per step; losses are summed on device and read once per
+epoch. :func:`make_eval_step` and :func:`evaluate` measure loss and accuracy.
+On CPU, ``rmda-train`` limits XLA's YNNPACK library fusions to reductions
+before JAX starts its backend (``xla_flags.limit_ynn_fusions``;
+``--ynn-fusions`` leaves jaxlib's default).
 
-Each epoch writes a line to ``metrics.jsonl`` and an Orbax checkpoint
-(parameters, BatchNorm statistics, optimizer state, data-order key, epoch,
-config fingerprint). ``--resume`` continues from it and reproduces the
-uninterrupted run bit for bit.
+Each epoch writes a line to ``metrics.jsonl`` and a checkpoint
+(``checkpoint.Checkpointer``: parameters, BatchNorm statistics, optimizer
+state, data-order key, config fingerprint). ``--resume`` continues from it and
+reproduces the uninterrupted run bit for bit.
 
 Reported sparsity: for RMDA the point ``Z`` of the last update
 (``rmda_jax.structured_params``), which is exactly structured even while
@@ -36,31 +37,229 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
 
+import rmda_jax as rj
 from rmda_jax.examples import config as config_lib
+from rmda_jax.examples import data as data_lib
+from rmda_jax.examples import report
 from rmda_jax.examples import xla_flags
+from rmda_jax.examples._files import atomic_open
+from rmda_jax.examples.checkpoint import Checkpointer
+from rmda_jax.examples.checkpoint import ResumeError
 from rmda_jax.examples.config import Config
+from rmda_jax.examples.models import CONVOLUTIONAL
+from rmda_jax.examples.models import get_model
 
 EVAL_BATCH = 1000
 
 
 class TrainState(NamedTuple):
+  """What one training step reads and returns (and what a checkpoint holds)."""
   params: Any        # plain dict of nnx.Param values
   batch_stats: Any   # plain dict of nnx.BatchStat values ({} if none)
   opt_state: Any
 
 
+class ModelParts(NamedTuple):
+  """A model split into static graph definitions and pure pytrees."""
+  graphdef_train: Any   # nnx.GraphDef with BatchNorm in train mode
+  graphdef_eval: Any    # the same with BatchNorm in eval mode (running statistics)
+  params: Any           # plain dict of nnx.Param values
+  batch_stats: Any      # plain dict of nnx.BatchStat values ({} if none)
+
+
 # --------------------------------------------------------------------------
-# Building blocks
+# The model as pure functions
+
+
+def split_model(model: nnx.Module) -> ModelParts:
+  """Splits ``model`` into train/eval graph definitions, parameters and BatchNorm statistics.
+
+  Args:
+    model: an ``nnx.Module`` whose state is ``nnx.Param`` and ``nnx.BatchStat``
+      variables only (all models of ``rmda_jax.examples.models``).
+
+  Returns:
+    A :class:`ModelParts`; ``params`` and ``batch_stats`` are plain dicts.
+  """
+  model.train()
+  graphdef_train, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  model.eval()
+  graphdef_eval = nnx.graphdef(model)
+  return ModelParts(graphdef_train, graphdef_eval, nnx.to_pure_dict(params),
+                    nnx.to_pure_dict(stats))
+
+
+def forward(graphdef, params, batch_stats, x: jax.Array) -> tuple[jax.Array, Any]:
+  """Logits of the model ``graphdef`` at ``params`` and its BatchNorm statistics after the call.
+
+  Args:
+    graphdef: ``ModelParts.graphdef_train`` or ``graphdef_eval``.
+    params: plain dict of parameters.
+    batch_stats: plain dict of BatchNorm statistics (``{}`` if none).
+    x: a batch of inputs, NHWC.
+
+  Returns:
+    ``(logits, new batch_stats)``; in eval mode the statistics come back unchanged.
+  """
+  model = nnx.merge(graphdef, params, batch_stats)
+  logits = model(x)
+  new_stats = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)) if batch_stats else {}
+  return logits, new_stats
+
+
+def init_train_state(parts: ModelParts, tx: optax.GradientTransformation) -> TrainState:
+  """The state before the first step: device copies of the initial pytrees and ``tx.init``."""
+  params = jax.tree.map(jnp.asarray, parts.params)
+  stats = jax.tree.map(jnp.asarray, parts.batch_stats)
+  # Fresh buffers: some states start as the params themselves (madgrad's x0,
+  # rmda's W0), and a buffer cannot be donated twice in one call.
+  opt_state = jax.tree.map(lambda x: jnp.array(x, copy=True), tx.init(params))
+  return TrainState(params, stats, opt_state)
+
+
+# --------------------------------------------------------------------------
+# Steps
+
+
+def _preprocess(x: jax.Array, norm_stats) -> jax.Array:
+  return x if norm_stats is None else data_lib.normalize(x, norm_stats)
+
+
+def make_train_step(graphdef, tx: optax.GradientTransformation, *,
+                    regularizer_in_loss: Callable[[Any], jax.Array] | None = None,
+                    augment: bool = False, norm_stats=None,
+                    masked: bool = False) -> Callable:
+  """The pure training step of one model and optimizer; jit it with donated state.
+
+  ``step = jax.jit(make_train_step(gd, tx), donate_argnums=(0, 1))``, then per
+  step ``state, loss_sum = step(state, loss_sum, x_all, y_all, perm, i, key)``.
+
+  Args:
+    graphdef: ``ModelParts.graphdef_train``.
+    tx: the optax transformation (proximal ones handle their regularizer).
+    regularizer_in_loss: a regularizer added to the loss, so that its
+      (sub)gradient enters the gradient (plain ``sgd``/``madgrad``); None for
+      proximal methods or no regularizer. The loss summed into ``loss_sum`` is
+      the cross-entropy alone.
+    augment: apply ``data.augment`` (random crop + flip) with the key
+      ``fold_in(key, i)``.
+    norm_stats: ``(scale, mean, std)`` for ``data.normalize``, applied to each
+      batch on device; None if the inputs are already normalised.
+    masked: the step takes a last argument ``masks`` (a pytree of booleans
+      shaped like the parameters), zeroes the masked gradient entries before
+      the update and the masked parameters after it, and also returns the
+      unmasked gradient (as sparse training with regrowth, e.g. RigL, needs).
+
+  Returns:
+    ``train_step(state, loss_sum, x_all, y_all, perm, i, key[, masks])`` ->
+    ``(state, loss_sum + loss[, grads])``: ``state`` a :class:`TrainState`,
+    ``x_all, y_all`` the whole training set on device, ``perm`` an int32
+    ``(steps, batch)`` array of sample indices (one row per step), ``i`` the
+    step's row, ``key`` the augmentation key of the epoch (unused without
+    ``augment``; may be None).
+  """
+
+  def loss_fn(params, batch_stats, x, y):
+    logits, new_stats = forward(graphdef, params, batch_stats, x)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    total = loss if regularizer_in_loss is None else loss + regularizer_in_loss(params)
+    return total, (loss, new_stats)
+
+  def train_step(state: TrainState, loss_sum, x_all, y_all, perm, i, key, masks=None):
+    idx = perm[i]
+    x, y = x_all[idx], y_all[idx]
+    if augment:
+      x = data_lib.augment(jax.random.fold_in(key, i), x)
+    x = _preprocess(x, norm_stats)
+    grads, (loss, new_stats) = jax.grad(loss_fn, has_aux=True)(
+        state.params, state.batch_stats, x, y)
+    raw_grads = grads
+    if masked:
+      grads = jax.tree.map(lambda g, m: jnp.where(m, g, 0).astype(g.dtype), grads, masks)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    if masked:
+      params = jax.tree.map(lambda p, m: jnp.where(m, p, 0).astype(p.dtype), params, masks)
+      return TrainState(params, new_stats, opt_state), loss_sum + loss, raw_grads
+    return TrainState(params, new_stats, opt_state), loss_sum + loss
+
+  return train_step
+
+
+def make_eval_step(graphdef, norm_stats=None) -> Callable:
+  """The pure evaluation step of one model; jit it (:func:`evaluate` calls it per batch).
+
+  Args:
+    graphdef: ``ModelParts.graphdef_eval``.
+    norm_stats: ``(scale, mean, std)`` for ``data.normalize``; None if the
+      inputs are already normalised.
+
+  Returns:
+    ``eval_step(params, batch_stats, x_all, y_all, idx, weight)`` ->
+    ``(summed loss, number correct)`` over the samples ``idx``, each counted
+    with its ``weight`` (0 for the padding of a last partial batch).
+  """
+
+  def eval_step(params, batch_stats, x_all, y_all, idx, weight):
+    x = _preprocess(x_all[idx], norm_stats)
+    y = y_all[idx]
+    logits, _ = forward(graphdef, params, batch_stats, x)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    correct = jnp.argmax(logits, -1) == y
+    return jnp.sum(loss * weight), jnp.sum(correct * weight)
+
+  return eval_step
+
+
+def evaluate(eval_step: Callable, params, batch_stats, x, y,
+             batch_size: int = EVAL_BATCH) -> tuple[float, float]:
+  """Mean loss and accuracy over ``x, y`` (device arrays), in batches of one shape.
+
+  Args:
+    eval_step: the jitted step of :func:`make_eval_step`.
+    params: the parameters to evaluate.
+    batch_stats: BatchNorm statistics (``{}`` if none).
+    x: inputs, all samples.
+    y: integer labels.
+    batch_size: samples per call; the last batch is padded (weight 0), so
+      every call has the same shapes and one compilation serves all.
+
+  Returns:
+    ``(mean loss, accuracy)``.
+  """
+  n = len(y)
+  steps = -(-n // batch_size)
+  idx = np.arange(steps * batch_size) % n
+  weight = (np.arange(steps * batch_size) < n).astype(np.float32)
+  outs = [eval_step(params, batch_stats, x, y, idx[i * batch_size:(i + 1) * batch_size],
+                    weight[i * batch_size:(i + 1) * batch_size]) for i in range(steps)]
+  loss = sum(float(l) for l, _ in outs)
+  correct = sum(float(c) for _, c in outs)
+  return loss / n, correct / n
+
+
+def epoch_permutation(data_key: np.ndarray, epoch: int, n: int, batch: int) -> np.ndarray:
+  """The sample order of ``epoch`` (0-based): (steps, batch) indices, last partial batch dropped."""
+  rng = np.random.default_rng([int(k) for k in np.asarray(data_key).ravel()] + [epoch])
+  steps = n // batch
+  return rng.permutation(n)[: steps * batch].reshape(steps, batch).astype(np.int32)
+
+
+# --------------------------------------------------------------------------
+# One configuration
 
 
 def build_regularizers(cfg: Config):
   """(psi used by the optimizer / objective or None, regularizer that defines groups)."""
-  import rmda_jax as rj
-
   groups = cfg.groups if cfg.groups in ("input", "output") else int(cfg.groups)
   if cfg.regularizer == "group_lasso":
     reg = rj.group_lasso(cfg.strength, groups=groups)
@@ -72,11 +271,8 @@ def build_regularizers(cfg: Config):
   return None, metric_reg
 
 
-def build_optimizer(cfg: Config, reg, steps_per_epoch: int):
+def build_optimizer(cfg: Config, reg, steps_per_epoch: int) -> optax.GradientTransformation:
   """The optax transformation for ``cfg`` (milestones converted from epochs to updates)."""
-  import optax
-  import rmda_jax as rj
-
   lr, mom = cfg.learning_rate, cfg.momentum_value
   milestones = [m * steps_per_epoch for m in cfg.milestones]
   schedule = (optax.piecewise_constant_schedule(lr, {m: cfg.gamma for m in milestones})
@@ -87,237 +283,85 @@ def build_optimizer(cfg: Config, reg, steps_per_epoch: int):
     else:
       tx = rj.rmda(lr, mom, regularizer=reg)
   elif cfg.optimizer in ("prox_sgd", "prox_adam", "prox_ssi"):
-    fn = getattr(rj, cfg.optimizer, None)
-    if fn is None:
-      raise SystemExit(f"rmda-train: error: this rmda_jax has no {cfg.optimizer} yet")
     kwargs = {} if mom is None else {"momentum": mom}
     if cfg.optimizer == "prox_sgd" and reg is not None:
       # prox_sgd's fixed points solve f + (1 - momentum) psi: scale the
       # strength so that it minimizes the objective this command reports.
       mu = 0.9 if mom is None else mom
       reg = reg.with_strength(reg.strength / (1 - mu))
-    tx = fn(schedule, regularizer=reg, **kwargs)
+    tx = getattr(rj, cfg.optimizer)(schedule, regularizer=reg, **kwargs)
   elif cfg.optimizer == "sgd":
     tx = optax.sgd(schedule, momentum=mom or None)
-  elif cfg.optimizer == "madgrad":
+  else:  # madgrad (argparse's choices admit nothing else)
     tx = optax.contrib.madgrad(schedule, momentum=mom)
-  else:  # argparse's choices make this unreachable
-    raise ValueError(cfg.optimizer)
   if cfg.weight_decay:
     tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay), tx)
   return tx
 
 
-def prepare_data(cfg: Config):
-  from rmda_jax.examples import data as data_lib
-  from rmda_jax.examples.models import CONVOLUTIONAL
-
-  ds = data_lib.load_dataset(cfg.dataset, cfg.data_dir)
+def prepare_data(cfg: Config) -> data_lib.Dataset:
+  """The dataset of ``cfg``, images padded to 28x28 for the convolutional models."""
+  ds = data_lib.load_dataset(cfg.dataset, cfg.data_dir, offline=cfg.offline)
   if cfg.model in CONVOLUTIONAL and ds.input_shape[0] < 28:
     ds = data_lib.pad_images(ds, 28)  # digits 8x8 -> 28x28, the MNIST frame
   return ds
 
 
 class Trainer:
-  """Holds the jitted functions of one configuration; the state stays outside."""
+  """The model, optimizer and jitted steps of one configuration; the state stays outside.
 
-  def __init__(self, cfg: Config, ds, steps_per_epoch: int):
-    import jax
-    import jax.numpy as jnp
-    import optax
-    from flax import nnx
-    from rmda_jax.examples import data as data_lib
-    from rmda_jax.examples.models import get_model
+  Args:
+    cfg: the run's configuration.
+    ds: its dataset (for shapes, classes, normalisation, augmentation).
+    steps_per_epoch: updates per epoch (for the schedule's milestones).
+  """
 
-    self.cfg, self.ds = cfg, ds
+  def __init__(self, cfg: Config, ds: data_lib.Dataset, steps_per_epoch: int):
     self.reg, self.metric_reg = build_regularizers(cfg)
     self.tx = build_optimizer(cfg, self.reg, steps_per_epoch)
-    model = get_model(cfg.model, ds.num_classes, nnx.Rngs(cfg.seed), ds.input_shape)
-    model.train()
-    self.graphdef_train, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-    model.eval()
-    self.graphdef_eval = nnx.graphdef(model)
-    self.init_params = nnx.to_pure_dict(params)
-    self.init_stats = nnx.to_pure_dict(stats)
-    stats_norm = (ds.scale, ds.mean, ds.std)
-    augment = ds.augment
-    reg, tx = self.reg, self.tx
+    self.parts = split_model(get_model(cfg.model, ds.num_classes, nnx.Rngs(cfg.seed),
+                                       ds.input_shape))
+    norm_stats = (ds.scale, ds.mean, ds.std)
     # psi is handled by the prox of proximal methods; plain sgd/madgrad see it
     # as a (sub)gradient term of the loss.
-    subgradient_psi = reg is not None and cfg.optimizer in ("sgd", "madgrad")
-    gd_train, gd_eval = self.graphdef_train, self.graphdef_eval
-
-    def forward(graphdef, params, stats, x):
-      m = nnx.merge(graphdef, params, stats)
-      logits = m(x)
-      new_stats = nnx.to_pure_dict(nnx.state(m, nnx.BatchStat)) if stats else {}
-      return logits, new_stats
-
-    def train_step(state: TrainState, loss_sum, x_all, y_all, idx, epoch_key, i):
-      x = x_all[idx]
-      y = y_all[idx]
-      if augment:
-        x = data_lib.augment(jax.random.fold_in(epoch_key, i), x)
-      x = data_lib.normalize(x, stats_norm)
-
-      def loss_fn(p):
-        logits, new_stats = forward(gd_train, p, state.batch_stats, x)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        total = loss + reg(p) if subgradient_psi else loss
-        return total, (loss, new_stats)
-
-      grads, (loss, new_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-      updates, opt_state = tx.update(grads, state.opt_state, state.params)
-      params = optax.apply_updates(state.params, updates)
-      return TrainState(params, new_stats, opt_state), loss_sum + loss
-
-    def eval_step(params, stats, x_all, y_all, idx, mask):
-      x = data_lib.normalize(x_all[idx], stats_norm)
-      y = y_all[idx]
-      logits, _ = forward(gd_eval, params, stats, x)
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-      correct = (jnp.argmax(logits, -1) == y)
-      return jnp.sum(loss * mask), jnp.sum(correct * mask)
-
-    self.train_step = jax.jit(train_step, donate_argnums=(0, 1))
-    self.eval_step = jax.jit(eval_step)
+    in_loss = self.reg if cfg.optimizer in ("sgd", "madgrad") else None
+    self.train_step = jax.jit(
+        make_train_step(self.parts.graphdef_train, self.tx, regularizer_in_loss=in_loss,
+                        augment=ds.augment, norm_stats=norm_stats),
+        donate_argnums=(0, 1))
+    self.eval_step = jax.jit(make_eval_step(self.parts.graphdef_eval, norm_stats))
+    reg = self.reg
     self.psi = jax.jit(lambda p: reg(p)) if reg is not None else (lambda p: 0.0)
     if cfg.optimizer == "rmda":
-      import rmda_jax as rj
       self.reported = jax.jit(lambda s: rj.structured_params(s.opt_state, reg))
     else:
       self.reported = lambda s: s.params
 
   def init_state(self) -> TrainState:
-    import jax
-    import jax.numpy as jnp
-    params = jax.tree.map(jnp.asarray, self.init_params)
-    stats = jax.tree.map(jnp.asarray, self.init_stats)
-    # Fresh buffers: some states start as the params themselves (madgrad's x0,
-    # rmda's W0), and a buffer cannot be donated twice in one call.
-    opt_state = jax.tree.map(lambda x: jnp.array(x, copy=True), self.tx.init(params))
-    return TrainState(params, stats, opt_state)
+    """The state before the first step."""
+    return init_train_state(self.parts, self.tx)
 
-  def evaluate(self, params, stats, x, y) -> tuple[float, float]:
+  def evaluate(self, params, batch_stats, x, y) -> tuple[float, float]:
     """(mean loss, accuracy) over device arrays ``x, y``, in eval mode."""
-    n = len(y)
-    steps = -(-n // EVAL_BATCH)
-    idx = np.arange(steps * EVAL_BATCH) % n
-    mask = (np.arange(steps * EVAL_BATCH) < n).astype(np.float32)
-    loss, correct = 0.0, 0.0
-    outs = [self.eval_step(params, stats, x, y, idx[i * EVAL_BATCH:(i + 1) * EVAL_BATCH],
-                           mask[i * EVAL_BATCH:(i + 1) * EVAL_BATCH]) for i in range(steps)]
-    for l, c in outs:
-      loss += float(l)
-      correct += float(c)
-    return loss / n, correct / n
-
-
-def epoch_permutation(data_key: np.ndarray, epoch: int, n: int, batch: int) -> np.ndarray:
-  """The sample order of ``epoch`` (0-based): (steps, batch) indices, last partial batch dropped."""
-  rng = np.random.default_rng([int(k) for k in np.asarray(data_key).ravel()] + [epoch])
-  steps = n // batch
-  return rng.permutation(n)[: steps * batch].reshape(steps, batch).astype(np.int32)
-
-
-# --------------------------------------------------------------------------
-# Checkpoints
-
-
-class Checkpointer:
-  """Orbax checkpoints in ``output_dir/checkpoints``, one per epoch (the last two kept)."""
-
-  def __init__(self, directory: Path):
-    import orbax.checkpoint as ocp
-    self.ocp = ocp
-    self.manager = ocp.CheckpointManager(
-        directory.absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True,
-                                             enable_async_checkpointing=False))
-
-  def latest_epoch(self) -> int | None:
-    return self.manager.latest_step()
-
-  def save(self, epoch: int, state: TrainState, data_key, meta: dict):
-    ocp = self.ocp
-    tree = {"state": state._asdict(), "data_key": np.asarray(data_key)}
-    self.manager.save(epoch, args=ocp.args.Composite(
-        arrays=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)))
-    self.manager.wait_until_finished()
-
-  def read_meta(self, epoch: int) -> dict:
-    ocp = self.ocp
-    return self.manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-
-  def restore(self, epoch: int, template: TrainState, data_key):
-    import jax
-    ocp = self.ocp
-    tree = {"state": template._asdict(), "data_key": np.asarray(data_key)}
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
-    out = self.manager.restore(epoch, args=ocp.args.Composite(
-        arrays=ocp.args.StandardRestore(abstract)))["arrays"]
-    return TrainState(**out["state"]), np.asarray(out["data_key"])
-
-  def close(self):
-    self.manager.close()
-
-
-class ResumeError(RuntimeError):
-  pass
-
-
-# --------------------------------------------------------------------------
-# Reporting
-
-
-def _fmt_pct(x: float) -> str:
-  return f"{100 * x:.2f}%"
-
-
-def layer_groups(support) -> dict[str, str]:
-  """{leaf path: "kept/total"} for the regularized kernels."""
-  import jax
-  from rmda_jax.regularizers import path_str
-  out = {}
-  for path, s in jax.tree_util.tree_flatten_with_path(support)[0]:
-    if s is None:
-      continue
-    s = np.asarray(s)
-    out[path_str(path)] = f"{int(s.sum())}/{s.size}"
-  return out
-
-
-def write_plot(rows: list[dict], path: Path) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  ep = [r["epoch"] for r in rows]
-  fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
-  ax[0].plot(ep, [100 * r["test_accuracy"] for r in rows], marker="o")
-  ax[0].set(title="test accuracy", xlabel="epoch", ylabel="%")
-  ax[1].plot(ep, [100 * r["group_sparsity"] for r in rows], marker="o", label="group")
-  ax[1].plot(ep, [100 * r["weighted_group_sparsity"] for r in rows], marker="s", label="weighted group")
-  ax[1].plot(ep, [100 * r["sparsity"] for r in rows], marker="^", label="unstructured")
-  ax[1].set(title="sparsity (reported point)", xlabel="epoch", ylabel="%")
-  ax[1].legend()
-  ax[2].plot(ep, [r["support_changes"] for r in rows], marker="o")
-  ax[2].set(title="groups changing zero/nonzero status", xlabel="epoch")
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+    return evaluate(self.eval_step, params, batch_stats, x, y)
 
 
 # --------------------------------------------------------------------------
 # The loop
 
 
-def train(cfg: Config, *, log=print) -> dict:
-  """Runs ``cfg`` and returns the summary (also written to ``summary.json``)."""
-  import jax
-  import jax.numpy as jnp
-  import rmda_jax as rj
+def _write_json(path: Path, obj) -> None:
+  with atomic_open(path, "w") as f:
+    f.write(json.dumps(obj, indent=2) + "\n")
 
+
+def train(cfg: Config, *, log=print) -> dict:
+  """Runs ``cfg`` and returns the summary (also written to ``summary.json``).
+
+  Raises:
+    data.DatasetError: the dataset is missing, unreadable or refused.
+    ResumeError: the output directory holds checkpoints this run cannot use.
+  """
   out = Path(cfg.output_dir)
   out.mkdir(parents=True, exist_ok=True)
   t_start = time.perf_counter()
@@ -326,7 +370,8 @@ def train(cfg: Config, *, log=print) -> dict:
   n_train = len(ds.y_train)
   steps = n_train // cfg.batch_size
   if steps == 0:
-    raise ValueError(f"--batch-size {cfg.batch_size} exceeds the {n_train} training samples")
+    raise config_lib.UsageError(
+        f"--batch-size {cfg.batch_size} exceeds the {n_train} training samples")
   trainer = Trainer(cfg, ds, steps)
   state = trainer.init_state()
   data_key = np.asarray(jax.random.key_data(jax.random.key(cfg.seed)))
@@ -339,30 +384,20 @@ def train(cfg: Config, *, log=print) -> dict:
   start_epoch = 0
   rows: list[dict] = []
   metrics_path = out / "metrics.jsonl"
-  if cfg.resume:
-    last = ckpt.latest_epoch()
-    if last is None:
-      log(f"no checkpoint in {out / 'checkpoints'}; starting from scratch")
-    else:
-      saved = ckpt.read_meta(last)
-      if saved.get("fingerprint") != meta["fingerprint"]:
-        diff = {k: (saved.get("config", {}).get(k), v) for k, v in meta["config"].items()
-                if saved.get("config", {}).get(k) != v}
-        raise ResumeError(
-            f"checkpoint in {out / 'checkpoints'} is from a different configuration "
-            f"(saved vs now: {diff}); use another --output-dir or the same flags")
-      state, data_key = ckpt.restore(last, state, data_key)
-      start_epoch = last
-      if metrics_path.exists():
-        rows = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()]
-        rows = [r for r in rows if r["epoch"] <= last]
-      log(f"resumed from epoch {last} of {out / 'checkpoints'}")
-      if last >= cfg.epochs:
-        log(f"the checkpoint is already at epoch {last} >= --epochs {cfg.epochs}: nothing to train")
-  elif ckpt.latest_epoch() is not None:
-    raise ResumeError(f"{out / 'checkpoints'} already holds checkpoints: pass --resume "
-                      f"to continue that run, or choose another --output-dir")
-  metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  last = ckpt.resume_epoch(meta, cfg.resume)
+  if cfg.resume and last is None:
+    log(f"no checkpoint in {ckpt.directory}; starting from scratch")
+  elif last is not None:
+    state, data_key = ckpt.restore(last, state, data_key)
+    start_epoch = last
+    if metrics_path.exists():
+      rows = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()]
+      rows = [r for r in rows if r["epoch"] <= last]
+    log(f"resumed from epoch {last} of {ckpt.directory}")
+    if last >= cfg.epochs:
+      log(f"the checkpoint is already at epoch {last} >= --epochs {cfg.epochs}: nothing to train")
+  with atomic_open(metrics_path, "w") as f:
+    f.write("".join(json.dumps(r) + "\n" for r in rows))
 
   point = "Z (rmda_jax.structured_params)" if cfg.optimizer == "rmda" else "W (the iterate)"
   n_params = sum(int(np.size(x)) for x in jax.tree.leaves(state.params))
@@ -372,26 +407,19 @@ def train(cfg: Config, *, log=print) -> dict:
       f" ({cfg.groups} groups), {steps} steps/epoch; sparsity reported at {point}")
 
   prev_support = rj.group_support(trainer.reported(state), trainer.metric_reg)
-  try:
-    from tqdm.auto import tqdm
-  except ImportError:  # pragma: no cover
-    tqdm = None
-
   for epoch in range(start_epoch, cfg.epochs):
-    perm = epoch_permutation(data_key, epoch, n_train, cfg.batch_size)
+    perm = jnp.asarray(epoch_permutation(data_key, epoch, n_train, cfg.batch_size))
     epoch_key = jax.random.fold_in(aug_key, epoch)
     loss_sum = jnp.zeros((), jnp.float32)
     bar = (tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                unit="step", file=sys.stderr)
-           if (tqdm is not None and cfg.progress) else None)
+                unit="step", file=sys.stderr) if cfg.progress else None)
     t0 = time.perf_counter()
     for i in range(steps):
-      state, loss_sum = trainer.train_step(state, loss_sum, x_train, y_train, perm[i], epoch_key,
-                                             np.int32(i))
-      if bar is not None:
-        if i % 50 == 49:  # keep the bar honest: wait for the device now and then
-          loss_sum.block_until_ready()
-          bar.update(50)
+      state, loss_sum = trainer.train_step(state, loss_sum, x_train, y_train, perm,
+                                           np.int32(i), epoch_key)
+      if bar is not None and i % 50 == 49:  # keep the bar honest: wait for the device
+        loss_sum.block_until_ready()
+        bar.update(50)
     train_loss = float(loss_sum) / steps
     train_time = time.perf_counter() - t0
     if bar is not None:
@@ -426,69 +454,55 @@ def train(cfg: Config, *, log=print) -> dict:
       f.write(json.dumps(row) + "\n")
     ckpt.save(epoch + 1, state, data_key, meta)
     log(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {train_loss:.4f}  objective "
-        f"{row['objective']:.4f}  test acc {_fmt_pct(test_acc)}  group sparsity "
-        f"{_fmt_pct(row['group_sparsity'])}  changes {changes:4d}  "
+        f"{row['objective']:.4f}  test acc {report.fmt_pct(test_acc)}  group sparsity "
+        f"{report.fmt_pct(row['group_sparsity'])}  changes {changes:4d}  "
         f"[{train_time:.1f}s train, {steps * cfg.batch_size / train_time:.0f} samples/s]")
   ckpt.close()
 
-  rep = trainer.reported(state)
-  support = rj.group_support(rep, trainer.metric_reg)
-  last = rows[-1] if rows else {}
+  support = rj.group_support(trainer.reported(state), trainer.metric_reg)
+  last_row = rows[-1] if rows else {}
   summary = {
       "config": dataclasses.asdict(cfg),
       "fingerprint": cfg.fingerprint(),
       "reported_point": point,
       "epochs": cfg.epochs,
       "num_params": n_params,
-      "test_accuracy": last.get("test_accuracy"),
-      "test_accuracy_w": last.get("test_accuracy_w"),
-      "objective": last.get("objective"),
-      "group_sparsity": last.get("group_sparsity"),
-      "weighted_group_sparsity": last.get("weighted_group_sparsity"),
-      "sparsity": last.get("sparsity"),
-      "support_changes": last.get("support_changes"),
-      "groups_kept": layer_groups(support),
+      "test_accuracy": last_row.get("test_accuracy"),
+      "test_accuracy_w": last_row.get("test_accuracy_w"),
+      "objective": last_row.get("objective"),
+      "group_sparsity": last_row.get("group_sparsity"),
+      "weighted_group_sparsity": last_row.get("weighted_group_sparsity"),
+      "sparsity": last_row.get("sparsity"),
+      "support_changes": last_row.get("support_changes"),
+      "groups_kept": report.layer_groups(support),
       "wall_time_s": time.perf_counter() - t_start,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
   }
-  (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+  _write_json(out / "summary.json", summary)
   if cfg.plot and rows:
-    write_plot(rows, out / "training_curves.png")
+    report.write_plot(rows, out / "training_curves.png")
 
   log("")
-  log(f"final (reported point: {point})")
-  table = [("test accuracy", _fmt_pct(summary["test_accuracy"]))]
-  if summary["test_accuracy_w"] is not None:
-    table.append(("test accuracy at W", _fmt_pct(summary["test_accuracy_w"])))
-  table += [
-      ("objective (epoch-mean train loss + psi)", f"{summary['objective']:.4f}"),
-      ("group sparsity", _fmt_pct(summary["group_sparsity"])),
-      ("weighted group sparsity", _fmt_pct(summary["weighted_group_sparsity"])),
-      ("unstructured sparsity", _fmt_pct(summary["sparsity"])),
-      ("wall time", f"{summary['wall_time_s']:.1f} s"),
-  ]
-  width = max(len(k) for k, _ in table)
-  for k, v in table:
-    log(f"  {k:<{width}}  {v}")
-  log("  groups kept per layer: " + ", ".join(f"{k} {v}" for k, v in summary["groups_kept"].items()))
+  for line in report.final_table(summary):
+    log(line)
   log(f"wrote {metrics_path}, {out / 'summary.json'}"
       + (f", {out / 'training_curves.png'}" if cfg.plot else ""))
   return summary
 
 
 def main(argv=None) -> int:
+  """``rmda-train``: 0 on success, 2 on a problem the user can fix (one line on stderr)."""
   cfg = config_lib.parse_args(argv)
   if not cfg.ynn_fusions:
-    # Before the first JAX computation: XLA reads XLA_FLAGS when its backend starts.
+    # Before JAX starts its backend: XLA reads XLA_FLAGS then (importing jax does not).
     status = xla_flags.limit_ynn_fusions()
     if status != "reductions only":
       print(f"rmda-train: XLA:CPU YNNPACK fusions {status}", file=sys.stderr)
-  from rmda_jax.examples.data import DatasetNotFoundError
   try:
     train(cfg)
-  except (DatasetNotFoundError, ResumeError) as e:
+  except (data_lib.DatasetError, ResumeError, config_lib.UsageError) as e:
     print(f"rmda-train: error: {e}", file=sys.stderr)
-    return 1
+    return 2
   except KeyboardInterrupt:
     print("rmda-train: interrupted; continue with --resume", file=sys.stderr)
     return 130

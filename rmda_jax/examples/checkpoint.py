@@ -1,0 +1,117 @@
+"""Checkpoints of ``rmda-train``: one Orbax checkpoint per epoch, and resume checks.
+
+A checkpoint holds the training state (parameters, BatchNorm statistics,
+optimizer state), the data-order key and, as JSON, the configuration's
+fingerprint. :meth:`Checkpointer.resume_epoch` refuses a checkpoint written
+under another configuration, or checkpoints the user did not ask to resume,
+with a :class:`ResumeError` whose message is one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+__all__ = ["Checkpointer", "ResumeError"]
+
+
+class ResumeError(RuntimeError):
+  """The checkpoints in the output directory cannot be used by this run."""
+
+
+class Checkpointer:
+  """Orbax checkpoints in ``directory``, one per epoch (the last two kept).
+
+  Args:
+    directory: where the checkpoints live (created if missing).
+  """
+
+  def __init__(self, directory: str | Path):
+    self.directory = Path(directory).absolute()
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True,
+                                             enable_async_checkpointing=False))
+
+  def latest_epoch(self) -> int | None:
+    """The epoch of the newest checkpoint, or None if there is none."""
+    return self.manager.latest_step()
+
+  def save(self, epoch: int, state: NamedTuple, data_key, meta: dict) -> None:
+    """Writes ``state`` (a NamedTuple of pytrees), the data key and ``meta`` (JSON)."""
+    tree = {"state": state._asdict(), "data_key": np.asarray(data_key)}
+    self.manager.save(epoch, args=ocp.args.Composite(
+        arrays=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)))
+    self.manager.wait_until_finished()
+
+  def read_meta(self, epoch: int) -> dict:
+    """The JSON ``meta`` saved with ``epoch``."""
+    return self.manager.restore(
+        epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+  def restore(self, epoch: int, template: NamedTuple, data_key) -> tuple[Any, np.ndarray]:
+    """(state, data key) of ``epoch``, with the structure, shapes and dtypes of the templates.
+
+    Args:
+      epoch: which checkpoint.
+      template: a state of the same NamedTuple type, shapes and dtypes.
+      data_key: an array shaped like the saved data key.
+
+    Returns:
+      The restored state (the type of ``template``) and the data key.
+
+    Raises:
+      ResumeError: the checkpoint does not hold a state shaped like ``template``.
+    """
+    tree = {"state": template._asdict(), "data_key": np.asarray(data_key)}
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+    try:
+      out = self.manager.restore(epoch, args=ocp.args.Composite(
+          arrays=ocp.args.StandardRestore(abstract)))["arrays"]
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
+      first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise ResumeError(f"{self.directory / str(epoch)}: not a checkpoint of this run "
+                        f"({first})") from None
+    return type(template)(**out["state"]), np.asarray(out["data_key"])
+
+  def resume_epoch(self, meta: dict, resume: bool) -> int | None:
+    """The epoch to continue from, or None to start from scratch.
+
+    Args:
+      meta: this run's ``{"fingerprint": ..., "config": {...}}``.
+      resume: whether the user asked to continue (``--resume``).
+
+    Returns:
+      The latest epoch when ``resume`` and a checkpoint exists, else None.
+
+    Raises:
+      ResumeError: checkpoints exist but ``resume`` is False, or they were
+        written under another configuration (the message names the fields
+        that differ).
+    """
+    last = self.latest_epoch()
+    if last is None:
+      return None
+    if not resume:
+      raise ResumeError(f"{self.directory} already holds checkpoints: pass --resume "
+                        f"to continue that run, or choose another --output-dir")
+    try:
+      saved = self.read_meta(last)
+    except (ValueError, KeyError, TypeError, FileNotFoundError):
+      raise ResumeError(f"{self.directory / str(last)}: no readable run configuration; "
+                        f"use another --output-dir") from None
+    if not isinstance(saved, dict) or saved.get("fingerprint") != meta["fingerprint"]:
+      saved_cfg = saved.get("config", {}) if isinstance(saved, dict) else {}
+      diff = {k: (saved_cfg.get(k), v) for k, v in meta["config"].items()
+              if saved_cfg.get(k) != v}
+      raise ResumeError(
+          f"checkpoint in {self.directory} is from a different configuration "
+          f"(saved vs now: {diff}); use another --output-dir or the same flags")
+    return last
+
+  def close(self) -> None:
+    self.manager.close()

@@ -1,0 +1,79 @@
+"""What ``rmda-train`` shows at the end of a run: the final table, groups kept, the plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+
+__all__ = ["fmt_pct", "layer_groups", "final_table", "write_plot"]
+
+
+def fmt_pct(x: float) -> str:
+  """``0.9834`` -> ``"98.34%"``."""
+  return f"{100 * x:.2f}%"
+
+
+def layer_groups(support) -> dict[str, str]:
+  """Groups kept per regularized layer.
+
+  Args:
+    support: ``rmda_jax.group_support(params, regularizer)`` (None on the
+      leaves the regularizer leaves alone).
+
+  Returns:
+    ``{leaf path: "kept/total"}``, e.g. ``{"['conv1']['kernel']": "3/6"}``.
+  """
+  out = {}
+  for path, s in jax.tree_util.tree_flatten_with_path(support)[0]:
+    if s is None:
+      continue
+    s = np.asarray(s)
+    out[jax.tree_util.keystr(path)] = f"{int(s.sum())}/{s.size}"
+  return out
+
+
+def final_table(summary: dict) -> list[str]:
+  """The lines printed at the end of a run, from ``summary.json``'s fields."""
+  rows = [("test accuracy", fmt_pct(summary["test_accuracy"]))]
+  if summary["test_accuracy_w"] is not None:
+    rows.append(("test accuracy at W", fmt_pct(summary["test_accuracy_w"])))
+  rows += [
+      ("objective (epoch-mean train loss + psi)", f"{summary['objective']:.4f}"),
+      ("group sparsity", fmt_pct(summary["group_sparsity"])),
+      ("weighted group sparsity", fmt_pct(summary["weighted_group_sparsity"])),
+      ("unstructured sparsity", fmt_pct(summary["sparsity"])),
+      ("wall time", f"{summary['wall_time_s']:.1f} s"),
+  ]
+  width = max(len(k) for k, _ in rows)
+  lines = [f"final (reported point: {summary['reported_point']})"]
+  lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+  lines.append("  groups kept per layer: "
+               + ", ".join(f"{k} {v}" for k, v in summary["groups_kept"].items()))
+  return lines
+
+
+def write_plot(rows: list[dict], path: str | Path) -> None:
+  """Accuracy, sparsity and support changes per epoch (``metrics.jsonl`` rows) as a PNG.
+
+  matplotlib is imported here, not with the module: only ``--plot`` needs it,
+  and its import would slow down the start of every other run.
+  """
+  from matplotlib.figure import Figure  # optional: only --plot needs it
+
+  ep = [r["epoch"] for r in rows]
+  fig = Figure(figsize=(13, 3.6))
+  ax = fig.subplots(1, 3)
+  ax[0].plot(ep, [100 * r["test_accuracy"] for r in rows], marker="o")
+  ax[0].set(title="test accuracy", xlabel="epoch", ylabel="%")
+  ax[1].plot(ep, [100 * r["group_sparsity"] for r in rows], marker="o", label="group")
+  ax[1].plot(ep, [100 * r["weighted_group_sparsity"] for r in rows], marker="s",
+             label="weighted group")
+  ax[1].plot(ep, [100 * r["sparsity"] for r in rows], marker="^", label="unstructured")
+  ax[1].set(title="sparsity (reported point)", xlabel="epoch", ylabel="%")
+  ax[1].legend()
+  ax[2].plot(ep, [r["support_changes"] for r in rows], marker="o")
+  ax[2].set(title="groups changing zero/nonzero status", xlabel="epoch")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
