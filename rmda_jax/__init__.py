@@ -3,6 +3,8 @@
 The public API; see the README for a quickstart.
 """
 
+from rmda_jax._baselines import ProxAdamState
+from rmda_jax._baselines import ProxSGDState
 from rmda_jax._baselines import prox_adam
 from rmda_jax._baselines import prox_sgd
 from rmda_jax._baselines import prox_ssi
@@ -10,15 +12,18 @@ from rmda_jax._rmda import RMDAState
 from rmda_jax._rmda import rmda
 from rmda_jax._rmda import rmda_multistep
 from rmda_jax._rmda import structured_params
+from rmda_jax.metrics import LeafReport
+from rmda_jax.metrics import SparsityReport
 from rmda_jax.metrics import group_sparsity
 from rmda_jax.metrics import group_support
 from rmda_jax.metrics import sparsity
 from rmda_jax.metrics import sparsity_report
 from rmda_jax.metrics import support_changes
 from rmda_jax.regularizers import GroupLasso
+from rmda_jax.regularizers import GroupRegularizer
 from rmda_jax.regularizers import L1
-from rmda_jax.regularizers import default_mask
 from rmda_jax.regularizers import Regularizer
+from rmda_jax.regularizers import default_mask
 from rmda_jax.regularizers import group_lasso
 from rmda_jax.regularizers import l1
 
@@ -29,10 +34,13 @@ __all__ = [
     "rmda",
     "rmda_multistep",
     "structured_params",
+    "ProxSGDState",
+    "ProxAdamState",
     "prox_sgd",
     "prox_adam",
     "prox_ssi",
     "Regularizer",
+    "GroupRegularizer",
     "L1",
     "GroupLasso",
     "default_mask",
@@ -43,4 +51,6 @@ __all__ = [
     "group_support",
     "support_changes",
     "sparsity_report",
+    "SparsityReport",
+    "LeafReport",
 ]

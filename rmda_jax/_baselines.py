@@ -22,13 +22,10 @@ from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-from jax import lax
-from optax._src import base
-from optax._src import numerics
-from optax._src import utils
+import optax
 
 from rmda_jax import _checks
-from rmda_jax.regularizers import GroupLasso, L1, Regularizer
+from rmda_jax.regularizers import Regularizer
 
 __all__ = [
     "ProxSGDState",
@@ -37,11 +34,6 @@ __all__ = [
     "prox_adam",
     "prox_ssi",
 ]
-
-# Newton's method of prox_ssi: relative tolerance on the group norm r and a
-# bound on the iterations (it converges monotonically, see _group_prox_newton).
-_NEWTON_TOL = 1e-7
-_NEWTON_MAX_STEPS = 50
 
 
 class ProxSGDState(NamedTuple):
@@ -53,7 +45,7 @@ class ProxSGDState(NamedTuple):
   """
 
   count: jax.Array
-  trace: base.Updates
+  trace: optax.Updates
 
 
 class ProxAdamState(NamedTuple):
@@ -66,17 +58,8 @@ class ProxAdamState(NamedTuple):
   """
 
   count: jax.Array
-  mu: base.Updates
-  nu: base.Updates
-
-
-# --------------------------------------------------------------- validation
-def _check_preconditioned_regularizer(regularizer, who: str) -> None:
-  _checks.check_regularizer(regularizer)
-  if regularizer is not None and not isinstance(regularizer, (L1, GroupLasso)):
-    raise NotImplementedError(
-        f"{who} solves its preconditioned subproblem for rj.l1 and "
-        f"rj.group_lasso only, got {type(regularizer).__name__}.")
+  mu: optax.Updates
+  nu: optax.Updates
 
 
 # ------------------------------------------------------------------ helpers
@@ -85,193 +68,41 @@ def _compute_dtype(dtype):
   return jnp.promote_types(dtype, jnp.float32)
 
 
-def _leaf_mask(regularizer, params):
+def _unzip(out, like, n):
+  """A pytree of n-tuples (with the structure of ``like``) as n pytrees."""
+  return tuple(jax.tree.map(lambda _, o: o[i], like, out) for i in range(n))
+
+
+def _prox_step(regularizer, params, step, lr, **prox_kwargs):
+  """``new_params - params`` for ``new_params = prox_{lr psi}(params - step)``.
+
+  ``step`` is in the compute dtype; with no regularizer the update is
+  ``-step``. Extra arguments go to :meth:`Regularizer.prox` (the metric and
+  its inner solver).
+  """
   if regularizer is None:
-    return jax.tree.map(lambda _: False, params)
-  return regularizer.mask_tree(params)
+    return jax.tree.map(lambda s, p: (-s).astype(p.dtype), step, params)
+  y = jax.tree.map(lambda p, s: p.astype(s.dtype) - s, params, step)
+  z = regularizer.prox(y, lr, **prox_kwargs)
+  return jax.tree.map(lambda z, p: (z - p.astype(z.dtype)).astype(p.dtype),
+                      z, params)
 
 
-def _group_reduce(fn, x, axes):
-  """``fn`` over the group axes with the axes kept (identity if no axes)."""
-  return fn(x, axis=axes, keepdims=True) if axes else x
-
-
-def _group_norm(x, axes):
-  return jnp.sqrt(_group_reduce(jnp.sum, jnp.square(x), axes))
-
-
-def _group_shrink(v, threshold, axes):
-  """``v_g * max(0, 1 - threshold / ||v_g||)`` (exact 0 at or under it)."""
-  sq = _group_reduce(jnp.sum, jnp.square(v), axes)
-  keep = sq > jnp.square(threshold)
-  return v * jnp.where(keep, 1 - threshold * lax.rsqrt(jnp.where(keep, sq, 1)),
-                       0)
-
-
-# -------------------------------------------- preconditioned subproblems
-def _l1_prox_diag(y, d, tau):
-  r"""``argmin_u 1/2 (u - y)^T diag(d) (u - y) + tau ||u||_1``, in closed form.
-
-  Per coordinate: soft thresholding of ``y_i`` at ``tau / d_i``; an exact
-  ``+0`` where ``|y_i| <= tau / d_i``.
-
-  Args:
-    y: the centre of the subproblem.
-    d: the positive diagonal of the metric (shape of ``y``).
-    tau: the threshold ``lr * lambda`` (a scalar >= 0).
-
-  Returns:
-    The solution, shaped like ``y``.
-  """
-  thr = tau / d
-  return y - jnp.clip(y, -thr, thr)
-
-
-def _group_prox_pg(y, d, tau, axes, *, u0=None, max_steps=100, tol=1e-8):
-  r"""Weighted group-LASSO prox by proximal gradient (ProxGen's inner solver).
-
-  Solves, for every group ``g`` (the entries spanned by ``axes``),
-
-  .. math::
-
-    \min_u \tfrac12 (u_g - y_g)^\top D_g (u_g - y_g) + \tau \|u_g\|_2,
-    \quad D_g = \mathrm{diag}(d_g),
-
-  by ``u <- prox_{(tau / L_g) ||.||}(u - D_g (u - y) / L_g)`` with
-  ``L_g = max_i d_i`` over the group. Groups with ``||D_g y_g|| <= tau`` are
-  zero at the optimum: they are set to exactly 0 first and never iterated.
-  All groups of the leaf iterate together in one ``lax.while_loop`` until the
-  largest change of an entry is ``<= tol`` or after ``max_steps`` steps.
-
-  Args:
-    y: the centre of the subproblem.
-    d: the positive diagonal of the metric (shape of ``y``).
-    tau: the group threshold ``lr * lambda * w_g`` (a scalar >= 0).
-    axes: the axes one group spans (``()``: every entry is a group).
-    u0: the starting point (default ``y``).
-    max_steps: bound on the iterations (may be a traced integer).
-    tol: stopping tolerance on ``max |u_new - u|``.
-
-  Returns:
-    ``(u, steps)``: the solution and the number of iterations run.
-  """
-  active = _group_norm(d * y, axes) > tau
-  lip = _group_reduce(jnp.max, d, axes)
-  a = d / lip                 # the step is u <- (1 - a) u + a y, then shrink
-  ay = a * y
-  thr = tau / lip
-  u = jnp.where(active, y if u0 is None else u0.astype(y.dtype), 0)
-  tol = jnp.asarray(tol, y.dtype)
-
-  def body(carry):
-    u, _, k = carry
-    u_new = jnp.where(active, _group_shrink(u - a * u + ay, thr, axes), 0)
-    return u_new, jnp.max(jnp.abs(u_new - u)), k + 1
-
-  def cond(carry):
-    _, delta, k = carry
-    return (k < max_steps) & (delta > tol)
-
-  init = (u, jnp.asarray(jnp.inf, y.dtype), jnp.zeros([], jnp.int32))
-  u, _, steps = lax.while_loop(cond, body, init)
-  return u, steps
-
-
-def _group_prox_newton(y, d, tau, axes, *, max_steps=_NEWTON_MAX_STEPS,
-                       tol=_NEWTON_TOL):
-  r"""Weighted group-LASSO prox by Newton's method (ProxSSI's solver).
-
-  Solves the same problem as :func:`_group_prox_pg`. For a nonzero group the
-  optimality condition ``D (u - y) + tau u / r = 0``, ``r = ||u||``, gives
-  ``u_i = y_i r / (r + l_i)`` with ``l_i = tau / d_i``, and ``r > 0`` is the
-  root of the secular equation
-
-  .. math::
-
-    \psi(r) = \Big(\sum_i \frac{y_i^2}{(r + l_i)^2}\Big)^{-1/2} - 1 = 0.
-
-  ``psi`` is increasing and concave on ``r >= 0`` (as in Moré & Sorensen's
-  trust-region equation) and exactly linear when ``d`` is constant over the
-  group, so Newton's method started left of the root, at the lower bound
-  ``(||D y|| - tau) / max d``, increases monotonically to it (one step when
-  ``d`` is constant). Iterates are also clipped to the bracket
-  ``[(||D y|| - tau) / max d, min(||y||, (||D y|| - tau) / min d)]``.
-  Groups with ``||D y|| <= tau`` are exactly 0. A group is frozen once its
-  Newton step is ``<= tol * r`` (this includes a step that does not increase
-  ``r``: rounding noise, as the exact iterates increase); the loop stops when
-  every group is frozen or after ``max_steps`` steps.
-
-  Args:
-    y: the centre of the subproblem.
-    d: the positive diagonal of the metric (shape of ``y``).
-    tau: the group threshold ``lr * lambda * w_g`` (a scalar >= 0).
-    axes: the axes one group spans (``()``: every entry is a group).
-    max_steps: bound on the Newton iterations.
-    tol: relative tolerance on ``r``.
-
-  Returns:
-    ``(u, steps)``: the solution and the number of iterations run.
-  """
-  dy_norm = _group_norm(d * y, axes)
-  active = dy_norm > tau
-  excess = jnp.where(active, dy_norm - tau, 0)
-  r_lo = excess / _group_reduce(jnp.max, d, axes)
-  r_hi = jnp.minimum(_group_norm(y, axes),
-                     excess / _group_reduce(jnp.min, d, axes))
-  r_hi = jnp.maximum(r_hi, r_lo)
-  shift = tau / d
-  y2 = jnp.square(y)
-  tol = jnp.asarray(tol, y.dtype)
-
-  def body(carry):
-    r, done, k = carry
-    inv = 1 / jnp.where(active, shift + r, 1)
-    s = _group_reduce(jnp.sum, y2 * jnp.square(inv), axes)
-    t = _group_reduce(jnp.sum, y2 * inv * jnp.square(inv), axes)
-    # Newton on psi: r - psi / psi' = r + s (sqrt(s) - 1) / t.
-    step = s * (jnp.sqrt(s) - 1) / jnp.where(active, t, 1)
-    r_new = jnp.clip(r + step, r_lo, r_hi)
-    # In exact arithmetic the iterates increase; a step that does not is
-    # rounding noise: the group is converged to working precision.
-    converged = (r_new - r <= tol * r_new)
-    r = jnp.where(done | (r_new < r), r, r_new)
-    return r, done | converged, k + 1
-
-  def cond(carry):
-    _, done, k = carry
-    return (k < max_steps) & ~jnp.all(done)
-
-  init = (r_lo, ~active, jnp.zeros([], jnp.int32))
-  r, _, steps = lax.while_loop(cond, body, init)
-  u = jnp.where(active, y * (r / jnp.where(active, r + shift, 1)), 0)
-  return u, steps
-
-
-def _preconditioned_prox_leaf(regularizer, y, d, t, solver, max_steps=None,
-                              tol=None):
-  """One regularized leaf to its subproblem solver (``t = lr * lambda``)."""
-  if isinstance(regularizer, L1):
-    return _l1_prox_diag(y, d, t)
-  axes = regularizer.group_axes(y)
-  tau = t * jnp.asarray(regularizer.group_weight(y), y.dtype)
-  if y.size == 0:
-    return y
-  if solver == "pg":
-    u, _ = _group_prox_pg(y, d, tau, axes, max_steps=max_steps, tol=tol)
-  else:
-    u, _ = _group_prox_newton(y, d, tau, axes)
-  return u
+def _init_checks(regularizer, params):
+  _checks.check_float_leaves(params)
+  if regularizer is not None:
+    regularizer.check(params)
 
 
 # ------------------------------------------------------------------ prox_sgd
 def prox_sgd(
-    learning_rate: base.ScalarOrSchedule,
+    learning_rate: optax.ScalarOrSchedule,
     momentum: float = 0.9,
     regularizer: Optional[Regularizer] = None,
     *,
     nesterov: bool = False,
     accumulator_dtype: Optional[Any] = None,
-) -> base.GradientTransformationExtraArgs:
+) -> optax.GradientTransformationExtraArgs:
   r"""Proximal SGD with heavy-ball momentum.
 
   With :math:`g_k` the gradient at :math:`W_k`, :math:`\eta_k` the
@@ -347,11 +178,11 @@ def prox_sgd(
   _checks.check_nonnegative("learning_rate", learning_rate)
   _checks.check_fraction("momentum", momentum)
   _checks.check_regularizer(regularizer)
-  accumulator_dtype = utils.canonicalize_dtype(accumulator_dtype)
+  if accumulator_dtype is not None:
+    accumulator_dtype = jnp.dtype(accumulator_dtype)
 
   def init_fn(params):
-    _checks.check_float_leaves(params)
-    _leaf_mask(regularizer, params)  # validates leaves against the grouping
+    _init_checks(regularizer, params)
     return ProxSGDState(
         count=jnp.zeros([], jnp.int32),
         trace=jax.tree.map(
@@ -362,38 +193,33 @@ def prox_sgd(
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     _checks.check_update_args(updates, params)
-    mask = _leaf_mask(regularizer, params)
     lr = _checks.value_at(learning_rate, state.count)
-    strength = 0.0 if regularizer is None else regularizer.strength
 
-    def leaf(m, g, t, p):
+    def leaf(g, t, p):
       new_t = g + momentum * t
       direction = g + momentum * new_t if nesterov else new_t
       cdtype = _compute_dtype(p.dtype)
-      step = jnp.asarray(lr, cdtype) * direction.astype(cdtype)
-      if not m:
-        return (-step).astype(p.dtype), new_t.astype(t.dtype)
-      y = p.astype(cdtype) - step
-      z = regularizer.prox_leaf(y, jnp.asarray(lr, cdtype) * strength)
-      return (z - p.astype(cdtype)).astype(p.dtype), new_t.astype(t.dtype)
+      return (jnp.asarray(lr, cdtype) * direction.astype(cdtype),
+              new_t.astype(t.dtype))
 
-    out = jax.tree.map(leaf, mask, updates, state.trace, params)
-    new_updates = jax.tree.map(lambda _, o: o[0], mask, out)
-    new_trace = jax.tree.map(lambda _, o: o[1], mask, out)
+    step, new_trace = _unzip(
+        jax.tree.map(leaf, updates, state.trace, params), params, 2)
+    new_updates = _prox_step(regularizer, params, step, lr)
     return new_updates, ProxSGDState(
-        count=numerics.safe_increment(state.count), trace=new_trace)
+        count=optax.safe_increment(state.count), trace=new_trace)
 
-  return base.GradientTransformationExtraArgs(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 # ------------------------------------------------------ prox_adam / prox_ssi
 def _preconditioned_adam(learning_rate, b1, b2, eps, regularizer, solver,
                          max_inner_steps=None, inner_tol=None):
-  """Adam moments, then the D-weighted prox (``solver``) on regularized leaves."""
+  """Adam moments, then the prox in Adam's metric by the inner ``solver``."""
+  if regularizer is not None:
+    regularizer.check_solver(solver)
 
   def init_fn(params):
-    _checks.check_float_leaves(params)
-    _leaf_mask(regularizer, params)  # validates leaves against the grouping
+    _init_checks(regularizer, params)
     return ProxAdamState(
         count=jnp.zeros([], jnp.int32),
         mu=jax.tree.map(jnp.zeros_like, params),
@@ -403,12 +229,10 @@ def _preconditioned_adam(learning_rate, b1, b2, eps, regularizer, solver,
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     _checks.check_update_args(updates, params)
-    mask = _leaf_mask(regularizer, params)
-    count = numerics.safe_increment(state.count)
+    count = optax.safe_increment(state.count)
     lr = _checks.value_at(learning_rate, state.count)
-    strength = 0.0 if regularizer is None else regularizer.strength
 
-    def leaf(m, g, mu, nu, p):
+    def leaf(g, mu, nu, p):
       mu = (1 - b1) * g + b1 * mu
       nu = (1 - b2) * jnp.square(g) + b2 * nu
       cdtype = _compute_dtype(p.dtype)
@@ -416,27 +240,21 @@ def _preconditioned_adam(learning_rate, b1, b2, eps, regularizer, solver,
       c1 = 1 - jnp.asarray(b1, cdtype) ** count
       c2 = 1 - jnp.asarray(b2, cdtype) ** count
       d = jnp.sqrt(nu.astype(cdtype) / c2) + jnp.asarray(eps, cdtype)
-      lr_c = jnp.asarray(lr, cdtype)
-      step = lr_c * ((mu.astype(cdtype) / c1) / d)
-      if not m:
-        new = (-step).astype(p.dtype)
-      else:
-        pc = p.astype(cdtype)
-        u = _preconditioned_prox_leaf(
-            regularizer, pc - step, d, lr_c * strength, solver,
-            max_steps=max_inner_steps, tol=inner_tol)
-        new = (u - pc).astype(p.dtype)
-      return new, mu.astype(p.dtype), nu.astype(p.dtype)
+      step = jnp.asarray(lr, cdtype) * ((mu.astype(cdtype) / c1) / d)
+      return step, d, mu.astype(p.dtype), nu.astype(p.dtype)
 
-    out = jax.tree.map(leaf, mask, updates, state.mu, state.nu, params)
-    pick = lambda i: jax.tree.map(lambda _, o: o[i], mask, out)
-    return pick(0), ProxAdamState(count=count, mu=pick(1), nu=pick(2))
+    step, d, mu, nu = _unzip(
+        jax.tree.map(leaf, updates, state.mu, state.nu, params), params, 4)
+    new_updates = _prox_step(regularizer, params, step, lr, metric=d,
+                             solver=solver, max_steps=max_inner_steps,
+                             tol=inner_tol)
+    return new_updates, ProxAdamState(count=count, mu=mu, nu=nu)
 
-  return base.GradientTransformationExtraArgs(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def prox_adam(
-    learning_rate: base.ScalarOrSchedule,
+    learning_rate: optax.ScalarOrSchedule,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
@@ -444,7 +262,7 @@ def prox_adam(
     *,
     max_inner_steps: int = 100,
     inner_tol: float = 1e-8,
-) -> base.GradientTransformationExtraArgs:
+) -> optax.GradientTransformationExtraArgs:
   r"""ProxGen: Adam with an exactly regularized, preconditioned step.
 
   Adam's moments with bias correction, then the preconditioned subproblem
@@ -486,8 +304,11 @@ def prox_adam(
     b1: decay of the first moment, in [0, 1).
     b2: decay of the second moment, in [0, 1).
     eps: :math:`\epsilon > 0`, added to :math:`\sqrt{\hat v}`.
-    regularizer: ``rj.l1(...)``, ``rj.group_lasso(...)`` or ``None``; other
-      regularizers raise ``NotImplementedError``. With
+    regularizer: any :class:`rmda_jax.Regularizer` (e.g.
+      ``rj.group_lasso(...)``, ``rj.l1(...)``) or ``None``. The subproblem
+      is ``regularizer.prox(Y, lr, metric=D, solver="pg")``: closed form for
+      L1, per-group proximal gradient for group regularizers, proximal
+      gradient with step ``1 / max D`` over the leaf for any other. With
       ``optax.inject_hyperparams``, pass ``static_args="regularizer"``.
     max_inner_steps: bound on the proximal-gradient iterations (>= 1).
     inner_tol: stopping tolerance on the largest change of an entry.
@@ -520,18 +341,18 @@ def prox_adam(
   _checks.check_positive("eps", eps)
   _checks.check_max_steps("max_inner_steps", max_inner_steps)
   _checks.check_nonnegative("inner_tol", inner_tol)
-  _check_preconditioned_regularizer(regularizer, "prox_adam")
+  _checks.check_regularizer(regularizer)
   return _preconditioned_adam(learning_rate, b1, b2, eps, regularizer, "pg",
                               max_inner_steps, inner_tol)
 
 
 def prox_ssi(
-    learning_rate: base.ScalarOrSchedule,
+    learning_rate: optax.ScalarOrSchedule,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
     regularizer: Optional[Regularizer] = None,
-) -> base.GradientTransformationExtraArgs:
+) -> optax.GradientTransformationExtraArgs:
   r"""ProxSSI: Adam with a group-LASSO prox weighted by Adam's denominator.
 
   The Adam step :math:`Y_k = W_k - \eta_k D_k^{-1} \hat m_k`,
@@ -565,9 +386,12 @@ def prox_ssi(
     b1: decay of the first moment, in [0, 1).
     b2: decay of the second moment, in [0, 1).
     eps: :math:`\epsilon > 0`, added to :math:`\sqrt{\hat v}`.
-    regularizer: ``rj.l1(...)``, ``rj.group_lasso(...)`` or ``None``; other
-      regularizers raise ``NotImplementedError``. With
-      ``optax.inject_hyperparams``, pass ``static_args="regularizer"``.
+    regularizer: a regularizer whose metric prox offers the ``"newton"``
+      solver (the group regularizers: ``rj.group_lasso(...)``,
+      ``rj.l1(...)``) or ``None``; any other raises ``ValueError``. The
+      subproblem is ``regularizer.prox(Y, lr, metric=D, solver="newton")``.
+      With ``optax.inject_hyperparams``, pass
+      ``static_args="regularizer"``.
 
   Returns:
     The corresponding :class:`optax.GradientTransformationExtraArgs`.
@@ -593,5 +417,5 @@ def prox_ssi(
   _checks.check_fraction("b1", b1)
   _checks.check_fraction("b2", b2)
   _checks.check_positive("eps", eps)
-  _check_preconditioned_regularizer(regularizer, "prox_ssi")
+  _checks.check_regularizer(regularizer)
   return _preconditioned_adam(learning_rate, b1, b2, eps, regularizer, "newton")

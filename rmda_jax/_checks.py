@@ -9,9 +9,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from optax._src import base
 
 from rmda_jax.regularizers import Regularizer, path_str
+
+
+NO_PARAMS_MSG = (
+    "You are using a transformation that requires the current value of "
+    "parameters, but you are not passing `params` when calling `update`.")
 
 
 def is_static_number(x) -> bool:
@@ -104,7 +108,7 @@ def check_float_leaves(tree, what: str = "params") -> None:
 def check_update_args(updates, params) -> None:
   """params given, same structure and shapes as updates."""
   if params is None:
-    raise ValueError(base.NO_PARAMS_MSG)
+    raise ValueError(NO_PARAMS_MSG)
   su, sp = jax.tree.structure(updates), jax.tree.structure(params)
   if su != sp:
     raise ValueError(

@@ -8,8 +8,6 @@ from typing import Any, NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import optax
-from optax._src import base
-from optax._src import numerics
 
 from rmda_jax import _checks
 from rmda_jax.regularizers import Regularizer
@@ -41,8 +39,8 @@ class RMDAState(NamedTuple):
   count: jax.Array
   stage_count: jax.Array
   alpha: jax.Array
-  initial_params: base.Params
-  dual_point: base.Params
+  initial_params: optax.Params
+  dual_point: optax.Params
 
 
 def _check_restart_at(restart_at) -> tuple[int, ...]:
@@ -64,13 +62,13 @@ def _scalar_dtype():
 
 
 def rmda(
-    learning_rate: base.ScalarOrSchedule,
-    momentum: base.ScalarOrSchedule = 0.1,
+    learning_rate: optax.ScalarOrSchedule,
+    momentum: optax.ScalarOrSchedule = 0.1,
     regularizer: Optional[Regularizer] = None,
     *,
     restart_at: Sequence[int] = (),
     accumulator_dtype: Optional[Any] = None,
-) -> base.GradientTransformationExtraArgs:
+) -> optax.GradientTransformationExtraArgs:
   r"""Regularized Modernized Dual Averaging (RMDA).
 
   RMDA minimizes ``E[f(W; xi)] + psi(W)`` for a regularizer ``psi`` with a
@@ -167,7 +165,7 @@ def rmda(
   def init_fn(params):
     _checks.check_float_leaves(params)
     if regularizer is not None:
-      regularizer.mask_tree(params)  # validates leaves against the grouping
+      regularizer.check(params)
     return RMDAState(
         count=jnp.zeros([], jnp.int32),
         stage_count=jnp.zeros([], jnp.int32),
@@ -217,15 +215,15 @@ def rmda(
                       ).astype(p.dtype),
         z, params)
     new_state = RMDAState(
-        count=numerics.safe_increment(count),
-        stage_count=numerics.safe_increment(k),
+        count=optax.safe_increment(count),
+        stage_count=optax.safe_increment(k),
         alpha=alpha,
         initial_params=w0,
         dual_point=y,
     )
     return new_updates, new_state
 
-  return base.GradientTransformationExtraArgs(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def _check_milestones(milestones) -> tuple[int, ...]:
@@ -244,7 +242,7 @@ def _check_milestones(milestones) -> tuple[int, ...]:
 
 
 def rmda_multistep(
-    learning_rate: base.ScalarOrSchedule,
+    learning_rate: optax.ScalarOrSchedule,
     momentum: float,
     milestones: Sequence[int],
     gamma: float = 0.1,
@@ -252,7 +250,7 @@ def rmda_multistep(
     *,
     momentum_rule: str = "divide",
     accumulator_dtype: Optional[Any] = None,
-) -> base.GradientTransformationExtraArgs:
+) -> optax.GradientTransformationExtraArgs:
   r"""RMDA with the authors' stage-wise schedule and restarts.
 
   At each milestone (a global update count) the learning rate is multiplied
@@ -343,7 +341,7 @@ def _z_of(state: RMDAState, regularizer: Optional[Regularizer]):
 
 
 def structured_params(opt_state: Any, regularizer: Optional[Regularizer],
-                      params: Optional[base.Params] = None) -> base.Params:
+                      params: Optional[optax.Params] = None) -> optax.Params:
   r"""The point :math:`Z` of the most recent RMDA update (exactly structured).
 
   While ``momentum < 1`` the iterate :math:`W` only approaches the structure

@@ -1,19 +1,22 @@
 """Proximal regularizers psi(W) for structured training.
 
-Every regularizer here is *separable over the leaves* of a parameter pytree
-and, inside a leaf, over disjoint groups of entries:
+Every regularizer here is *separable over the leaves* of a parameter pytree:
+``psi(W) = strength * sum_{leaf in mask} phi(leaf)``. Each one knows
 
-    psi(W) = strength * sum_{leaf in mask} sum_{g in groups(leaf)} w_g ||W_g||
+* its value, ``reg(params)``;
+* its proximal map, plain or in a diagonal metric ``D``:
+  ``reg.prox(params, scale, metric=None, solver="pg")`` solves, leaf by leaf,
+  ``argmin_U 1/2 ||U - params||_D^2 + scale * psi(U)`` (``D = I`` without a
+  metric). This is the one interface the optimizers call: RMDA and ProxSGD
+  use the plain prox, ProxGen and ProxSSI the metric one with their inner
+  solver (``"pg"`` or ``"newton"``);
+* which leaves it acts on (``reg.mask_tree(params)``) and, for the group
+  regularizers (:class:`GroupRegularizer`: L1 and group LASSO, where
+  ``phi(x) = sum_g w_g ||x_g||``), how each leaf splits into groups, which is
+  what the metrics read.
 
-with ``||.||`` the Euclidean norm of the group and ``w_g`` its weight. Each
-regularizer knows
-
-* its value, ``reg(params)``,
-* its proximal operator, ``reg.prox(params, scale)``, which solves, leaf by
-  leaf, ``argmin_U 1/2 ||U - params||^2 + scale * psi(U)``,
-* which leaves it acts on (``reg.mask_tree(params)``) and how each leaf splits
-  into groups (``reg.group_axes(x)``, ``reg.group_weight(x)``), which is what
-  the metrics and the preconditioned baselines read.
+A new regularizer subclasses :class:`Regularizer` and implements
+``value_leaf`` and ``prox_leaf``; it then works with every optimizer.
 
 Naming and signatures follow ``jaxopt.prox``: the prox takes the point and a
 scale and returns a point of the same structure.
@@ -37,11 +40,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rmda_jax import _prox
+
 PyTree = Any
 MaskOrFn = Optional[Union[PyTree, Callable[[PyTree], PyTree]]]
 
 __all__ = [
     "Regularizer",
+    "GroupRegularizer",
     "L1",
     "GroupLasso",
     "l1",
@@ -111,20 +117,32 @@ def _safe_sqrt(sq):
 
 
 class Regularizer:
-  """Base class: a weighted sum of group norms over the masked-in leaves.
+  r"""Base class: ``psi(W) = strength * sum_{leaf in mask} phi(leaf)``.
 
-  Subclasses define how a leaf splits into groups (``group_axes``) and the
-  weight of each group (``group_weight``), and may override ``prox_leaf``
-  with a cheaper closed form.
+  The interface every optimizer of this package calls, and the only one: a
+  new regularizer works with :func:`rmda_jax.rmda` and every baseline by
+  implementing
+
+  * ``value_leaf(x)``: :math:`\phi(x)`, without the strength;
+  * ``prox_leaf(x, threshold)``:
+    :math:`\arg\min_u \tfrac12 \|u - x\|^2 + \mathrm{threshold}\,\phi(u)`;
+
+  and optionally ``check_leaf`` (refuse leaves it cannot act on) and
+  ``prox_metric_leaf`` (a faster or more accurate prox in a diagonal
+  metric than the generic proximal-gradient solver; list its solver names
+  in ``solvers``). The optimizers only call :meth:`check`, :meth:`prox` and
+  :meth:`__call__`.
 
   Attributes:
     strength: the multiplier lambda of psi (a float >= 0).
     mask: ``None`` (kernels only, see :func:`default_mask`), a pytree of bools
       (a prefix of the params tree is accepted) or a function
       ``params -> pytree of bools``.
+    solvers: the inner-solver names :meth:`prox` accepts with a ``metric``.
   """
 
   name = "regularizer"
+  solvers: tuple[str, ...] = (_prox.PG,)
 
   def __init__(self, strength: float, *, mask: MaskOrFn = None):
     self.strength = _check_strength(strength)
@@ -133,13 +151,25 @@ class Regularizer:
     self.mask = mask
 
   # -------------------------------------------------------------- per leaf
-  def group_axes(self, x) -> tuple[int, ...]:
-    """Axes of ``x`` that one group spans (``()``: every entry is a group)."""
+  def value_leaf(self, x):
+    """``phi(x)`` for one leaf (no strength), at least float32."""
     raise NotImplementedError
 
-  def group_weight(self, x) -> float:
-    """The weight ``w_g`` of every group of ``x`` (a Python float)."""
+  def prox_leaf(self, x, threshold):
+    """``argmin_u 1/2 ||u - x||^2 + threshold * phi(u)`` for one leaf."""
     raise NotImplementedError
+
+  def prox_metric_leaf(self, x, d, threshold, *, solver, max_steps, tol):
+    r"""``argmin_u 1/2 (u - x)^T diag(d) (u - x) + threshold * phi(u)``.
+
+    The generic solver: proximal gradient with step ``1 / max(d)`` over the
+    leaf, using :meth:`prox_leaf` (see :func:`rmda_jax._prox.prox_pg`).
+    ``solver`` has been checked against :attr:`solvers`.
+    """
+    del solver
+    u, _ = _prox.prox_pg(self.prox_leaf, x, d, threshold, max_steps=max_steps,
+                         tol=tol)
+    return u
 
   def check_leaf(self, path, x) -> None:
     """Raises if the masked-in leaf ``x`` at ``path`` cannot be regularized."""
@@ -148,36 +178,6 @@ class Regularizer:
           f"{self.name} regularizer: leaf {path_str(path)} has dtype "
           f"{jnp.result_type(x)}; only floating-point leaves can be regularized "
           "(exclude it with `mask`).")
-
-  def group_norms(self, x):
-    """Euclidean norm of each group of ``x``, with the group axes kept (size 1)."""
-    axes = self.group_axes(x)
-    if not axes:
-      return jnp.abs(x)
-    return _safe_sqrt(jnp.sum(jnp.square(x), axis=axes, keepdims=True))
-
-  def value_leaf(self, x):
-    """``sum_g w_g ||x_g||`` for one leaf (no strength)."""
-    norms = self.group_norms(x.astype(jnp.promote_types(x.dtype, jnp.float32)))
-    return self.group_weight(x) * jnp.sum(norms)
-
-  def prox_leaf(self, x, threshold):
-    """``argmin_u 1/2 ||u - x||^2 + threshold * sum_g w_g ||u_g||`` (group shrinkage).
-
-    Args:
-      x: one leaf.
-      threshold: ``scale * strength``, a scalar >= 0.
-
-    Returns:
-      ``x_g * max(0, 1 - threshold * w_g / ||x_g||)`` for every group, an exact
-      0 for groups at or under the threshold, never NaN.
-    """
-    axes = self.group_axes(x)
-    t = jnp.asarray(threshold, x.dtype) * jnp.asarray(self.group_weight(x), x.dtype)
-    sq = jnp.sum(jnp.square(x), axis=axes, keepdims=True)
-    keep = sq > jnp.square(t)
-    factor = jnp.where(keep, 1 - t * jax.lax.rsqrt(jnp.where(keep, sq, 1)), 0)
-    return x * factor
 
   # -------------------------------------------------------------- per tree
   def mask_tree(self, params: PyTree) -> PyTree:
@@ -205,6 +205,19 @@ class Regularizer:
         self.check_leaf(path, x)
     return mask
 
+  def check(self, params: PyTree) -> None:
+    """Raises, naming the leaf, if ``params`` cannot be regularized (see :meth:`mask_tree`)."""
+    self.mask_tree(params)
+
+  def check_solver(self, solver: str) -> None:
+    """Raises ValueError unless ``solver`` is one of :attr:`solvers`."""
+    if solver not in self.solvers:
+      known = "" if solver in _prox.SOLVERS else (
+          f" (the solvers are {', '.join(map(repr, _prox.SOLVERS))})")
+      raise ValueError(
+          f"{self.name} regularizer: unknown or unsupported solver {solver!r}"
+          f"{known}; it supports {', '.join(map(repr, self.solvers))}.")
+
   def __call__(self, params: PyTree):
     """psi(params), strength included (a scalar, at least float32)."""
     _refuse_schedule_use(params)
@@ -215,30 +228,54 @@ class Regularizer:
       return jnp.zeros((), jnp.result_type(float))
     return self.strength * sum(terms)
 
-  def prox(self, params: PyTree, scale=1.0) -> PyTree:
-    """``argmin_U 1/2 ||U - params||^2 + scale * psi(U)``, leaf by leaf.
+  def prox(self, params: PyTree, scale=1.0, metric: Optional[PyTree] = None, *,
+           solver: str = _prox.PG, max_steps=None, tol=None) -> PyTree:
+    r"""The proximal map of ``scale * psi``, plain or in a diagonal metric.
+
+    .. math::
+
+      \arg\min_U \tfrac12 \|U - X\|_D^2 + \mathrm{scale}\,\psi(U),
+      \quad \|V\|_D^2 = \textstyle\sum_i d_i V_i^2,
+
+    leaf by leaf, with :math:`D = I` when ``metric`` is ``None`` (a closed
+    form) and :math:`D = \mathrm{diag}(\text{metric})` otherwise (what
+    ProxGen and ProxSSI solve every step), by the inner solver ``solver``.
 
     Args:
-      params: a pytree of arrays.
+      params: the point ``X``, a pytree of arrays.
       scale: a scalar >= 0 (may be a traced value).
+      metric: ``None`` or a pytree like ``params`` of positive entries.
+      solver: the inner solver when ``metric`` is given: ``"pg"`` (proximal
+        gradient, every regularizer) or ``"newton"`` (per group, group
+        regularizers); see :attr:`solvers`. An unsupported name raises.
+      max_steps: bound on the inner iterations (default: 100 for ``"pg"``,
+        50 for ``"newton"``); may be a traced integer.
+      tol: stopping tolerance of the inner solver (default: 1e-8 on the
+        largest change of an entry for ``"pg"``, 1e-7 relative on each group
+        norm for ``"newton"``).
 
     Returns:
-      A pytree like ``params``; leaves outside the mask are returned unchanged.
+      A pytree like ``params``; leaves outside the mask are returned
+      unchanged.
     """
+    self.check_solver(solver)
     mask = self.mask_tree(params)
     threshold = scale * self.strength
-    return jax.tree.map(
-        lambda m, x: self.prox_leaf(x, threshold) if m else x, mask, params)
+    if metric is None:
+      return jax.tree.map(
+          lambda m, x: self.prox_leaf(x, threshold) if m else x, mask, params)
+    default_steps, default_tol = _prox.DEFAULTS[solver]
+    max_steps = default_steps if max_steps is None else max_steps
+    tol = default_tol if tol is None else tol
 
-  # --------------------------------------------------------------- groups
-  def group_zero(self, x):
-    """Boolean array, one entry per group of ``x``: True where the group is all 0."""
-    axes = self.group_axes(x)
-    return jnp.all(x == 0, axis=axes) if axes else (x == 0)
+    def leaf(m, x, d):
+      if not m or x.size == 0:
+        return x
+      return self.prox_metric_leaf(
+          x, d.astype(x.dtype), jnp.asarray(threshold, x.dtype), solver=solver,
+          max_steps=max_steps, tol=tol)
 
-  def group_size(self, x) -> int:
-    """Number of entries in one group of ``x``."""
-    return int(np.prod([x.shape[a] for a in self.group_axes(x)], dtype=np.int64))
+    return jax.tree.map(leaf, mask, params, metric)
 
   def with_strength(self, strength: float) -> "Regularizer":
     """A copy of this regularizer with another strength (same groups, mask)."""
@@ -250,11 +287,81 @@ class Regularizer:
     return f"{type(self).__name__}(strength={self.strength!r})"
 
 
-class L1(Regularizer):
+class GroupRegularizer(Regularizer):
+  r"""A weighted sum of group norms: ``phi(x) = sum_g w_g ||x_g||_2``.
+
+  Subclasses say how a leaf splits into groups (``group_axes``) and the
+  weight of every group (``group_weight``). The metrics of
+  :mod:`rmda_jax.metrics` read the groups through ``group_zero`` and
+  ``group_size``. The prox is group shrinkage; in a diagonal metric it is
+  solved per group by proximal gradient (``"pg"``, step ``1 / max_g d``) or
+  by Newton's method on each group's secular equation (``"newton"``).
+  """
+
+  solvers = (_prox.PG, _prox.NEWTON)
+
+  def group_axes(self, x) -> tuple[int, ...]:
+    """Axes of ``x`` that one group spans (``()``: every entry is a group)."""
+    raise NotImplementedError
+
+  def group_weight(self, x) -> float:
+    """The weight ``w_g`` of every group of ``x`` (a Python float)."""
+    raise NotImplementedError
+
+  def group_norms(self, x):
+    """Euclidean norm of each group of ``x``, with the group axes kept (size 1)."""
+    axes = self.group_axes(x)
+    if not axes:
+      return jnp.abs(x)
+    return _safe_sqrt(jnp.sum(jnp.square(x), axis=axes, keepdims=True))
+
+  def value_leaf(self, x):
+    """``sum_g w_g ||x_g||`` for one leaf (no strength)."""
+    norms = self.group_norms(x.astype(jnp.promote_types(x.dtype, jnp.float32)))
+    return self.group_weight(x) * jnp.sum(norms)
+
+  def _tau(self, x, threshold):
+    return (jnp.asarray(threshold, x.dtype)
+            * jnp.asarray(self.group_weight(x), x.dtype))
+
+  def prox_leaf(self, x, threshold):
+    """Group shrinkage ``x_g * max(0, 1 - threshold * w_g / ||x_g||)``.
+
+    Args:
+      x: one leaf.
+      threshold: ``scale * strength``, a scalar >= 0.
+
+    Returns:
+      The shrunk leaf: an exact 0 for groups at or under the threshold,
+      never NaN.
+    """
+    return _prox.group_shrink(x, self._tau(x, threshold), self.group_axes(x))
+
+  def prox_metric_leaf(self, x, d, threshold, *, solver, max_steps, tol):
+    """The per-group solvers :func:`rmda_jax._prox.group_prox_pg` / ``_newton``."""
+    solve = (_prox.group_prox_newton if solver == _prox.NEWTON
+             else _prox.group_prox_pg)
+    u, _ = solve(x, d, self._tau(x, threshold), self.group_axes(x),
+                 max_steps=max_steps, tol=tol)
+    return u
+
+  def group_zero(self, x):
+    """Boolean array, one entry per group of ``x``: True where the group is all 0."""
+    axes = self.group_axes(x)
+    return jnp.all(x == 0, axis=axes) if axes else (x == 0)
+
+  def group_size(self, x) -> int:
+    """Number of entries in one group of ``x``."""
+    return int(np.prod([x.shape[a] for a in self.group_axes(x)], dtype=np.int64))
+
+
+class L1(GroupRegularizer):
   """``psi(W) = strength * sum |W_ij|`` over the masked-in leaves.
 
   Every entry is its own group (size 1, weight 1); the prox is soft
-  thresholding, which gives unstructured sparsity.
+  thresholding, which gives unstructured sparsity. In a diagonal metric the
+  prox is also closed form (entry ``i`` thresholded at ``threshold / d_i``),
+  whichever solver is named.
   """
 
   name = "l1"
@@ -270,14 +377,18 @@ class L1(Regularizer):
 
   def prox_leaf(self, x, threshold):
     """Soft thresholding: ``sign(x) * max(|x| - threshold, 0)`` (+0.0 below it)."""
-    t = jnp.asarray(threshold, x.dtype)
-    return x - jnp.clip(x, -t, t)
+    return _prox.soft_threshold(x, jnp.asarray(threshold, x.dtype))
+
+  def prox_metric_leaf(self, x, d, threshold, *, solver, max_steps, tol):
+    """Closed form: soft thresholding of ``x_i`` at ``threshold / d_i``."""
+    del solver, max_steps, tol
+    return _prox.soft_threshold_metric(x, d, jnp.asarray(threshold, x.dtype))
 
 
 _GROUP_AXES = {"input": -2, "output": -1}
 
 
-class GroupLasso(Regularizer):
+class GroupLasso(GroupRegularizer):
   """``psi(W) = strength * sum_g sqrt(|g|) ||W_g||_2`` over masked-in leaves.
 
   A group is one index of ``axis`` together with every entry along the other
@@ -367,6 +478,16 @@ def group_lasso(strength: float, *, groups: Union[str, int] = "input",
   Returns:
     A :class:`GroupLasso` regularizer: ``reg(params)`` is its value and
     ``reg.prox(params, scale)`` its proximal operator (group shrinkage).
+
+  Examples:
+    >>> import jax.numpy as jnp, rmda_jax as rj
+    >>> reg = rj.group_lasso(0.5)  # groups: the rows (inputs) of a Dense kernel
+    >>> w = jnp.array([[3.0, 4.0], [0.3, 0.4]])  # row norms 5 and 0.5
+    >>> reg.prox({"w": w}, 1.0)["w"]  # threshold 0.5 * sqrt(2) per row
+    Array([[2.5757358, 3.4343145],
+           [0.       , 0.       ]], dtype=float32)
+    >>> float(reg({"w": w}))  # 0.5 * sqrt(2) * (5 + 0.5)
+    3.889087200164795
 
   References:
     Huang & Lee, `Training Structured Neural Networks Through Manifold

@@ -12,6 +12,7 @@ D_g (U_g - Y_g) + tau U_g / ||U_g|| = 0.
 
 import re
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,8 +20,8 @@ import optax
 import pytest
 
 import rmda_jax as rj
-from optax._src.base import NO_PARAMS_MSG
-from rmda_jax import _baselines as bl
+from rmda_jax import _prox
+from rmda_jax._checks import NO_PARAMS_MSG
 
 
 @pytest.fixture
@@ -237,10 +238,10 @@ SHAPES = [(3, 3, 16, 8), (64, 12)]
 def test_group_solvers_satisfy_optimality_and_agree(x64, shape):
   rng = np.random.default_rng(3)
   y, d, tau, axes = random_subproblem(rng, shape)
-  pg = jax.jit(lambda y, d, t: bl._group_prox_pg(
+  pg = jax.jit(lambda y, d, t: _prox.group_prox_pg(
       y, d, t, axes, max_steps=5000, tol=1e-14))
   u_pg, steps_pg = pg(y, d, tau)
-  u_nt, steps_nt = jax.jit(lambda y, d, t: bl._group_prox_newton(
+  u_nt, steps_nt = jax.jit(lambda y, d, t: _prox.group_prox_newton(
       y, d, t, axes))(y, d, tau)
   assert 1 < int(steps_pg) < 5000
   assert 1 < int(steps_nt) <= 20
@@ -253,8 +254,8 @@ def test_group_solvers_float32():
   rng = np.random.default_rng(4)
   y, d, tau, axes = random_subproblem(rng, (3, 3, 16, 8))
   y32, d32 = jnp.float32(y), jnp.float32(d)
-  u_pg, _ = bl._group_prox_pg(y32, d32, tau, axes, max_steps=500, tol=1e-8)
-  u_nt, steps = bl._group_prox_newton(y32, d32, tau, axes)
+  u_pg, _ = _prox.group_prox_pg(y32, d32, tau, axes, max_steps=500, tol=1e-8)
+  u_nt, steps = _prox.group_prox_newton(y32, d32, tau, axes)
   assert u_pg.dtype == u_nt.dtype == jnp.float32
   # 1e-7 is below float32's resolution: Newton must still stop early.
   assert int(steps) < 15
@@ -269,7 +270,7 @@ def test_newton_one_step_when_d_constant_per_group(x64):
   y = rng.normal(size=(20, 6))
   d = np.repeat(np.exp(rng.uniform(-2, 2, size=(1, 6))), 20, axis=0)
   tau = 2.0
-  u, steps = bl._group_prox_newton(jnp.asarray(y), jnp.asarray(d), tau, (0,))
+  u, steps = _prox.group_prox_newton(jnp.asarray(y), jnp.asarray(d), tau, (0,))
   n = np.linalg.norm(y, axis=0, keepdims=True)
   want = y * np.maximum(0, 1 - tau / (d[:1] * n))
   np.testing.assert_allclose(u, want, rtol=0, atol=1e-13)
@@ -279,7 +280,7 @@ def test_newton_one_step_when_d_constant_per_group(x64):
 def test_newton_iterates_increase_monotonically(x64):
   rng = np.random.default_rng(6)
   y, d, tau, axes = random_subproblem(rng, (64, 12), spread=3.0)
-  solve = jax.jit(lambda k: bl._group_prox_newton(y, d, tau, axes,
+  solve = jax.jit(lambda k: _prox.group_prox_newton(y, d, tau, axes,
                                                   max_steps=k, tol=0.0)[0])
   rs = [solve(k) for k in range(1, 8)]  # one compilation: k is traced
   norms = [np.sqrt(np.sum(np.square(u), axis=axes)) for u in rs]
@@ -291,8 +292,8 @@ def test_newton_iterates_increase_monotonically(x64):
 def test_group_solvers_edge_cases(x64):
   y = np.array([[0.0, 1.0], [0.0, -2.0]])
   d = np.array([[1.0, 2.0], [3.0, 4.0]])
-  for solve in (lambda *a: bl._group_prox_pg(*a, max_steps=100, tol=0.0),
-                bl._group_prox_newton):
+  for solve in (lambda *a: _prox.group_prox_pg(*a, max_steps=100, tol=0.0),
+                _prox.group_prox_newton):
     u, _ = solve(y, d, 0.0, (0,))  # tau = 0: u = y, the zero group stays 0
     np.testing.assert_allclose(u, y, atol=1e-12)
     u, _ = solve(y, d, 100.0, (0,))  # everything zero, no NaN
@@ -304,7 +305,7 @@ def test_l1_closed_form_optimality(x64):
   y = rng.normal(size=(50, 40))
   d = np.exp(rng.uniform(-2, 2, size=y.shape))
   tau = float(np.median(np.abs(d * y)))
-  u = np.asarray(bl._l1_prox_diag(y, d, tau))
+  u = np.asarray(_prox.soft_threshold_metric(y, d, tau))
   zero = u == 0
   np.testing.assert_array_equal(zero, np.abs(d * y) <= tau)
   assert 0 < zero.mean() < 1
@@ -430,9 +431,9 @@ def test_inner_solvers_are_jitted_loops(which):
 def test_max_inner_steps_bounds_the_loop(x64):
   rng = np.random.default_rng(11)
   y, d, tau, axes = random_subproblem(rng, (32, 8), spread=3.0)
-  _, steps = bl._group_prox_pg(y, d, tau, axes, max_steps=7, tol=0.0)
+  _, steps = _prox.group_prox_pg(y, d, tau, axes, max_steps=7, tol=0.0)
   assert int(steps) == 7
-  _, steps = bl._group_prox_newton(y, d, tau, axes, max_steps=3, tol=0.0)
+  _, steps = _prox.group_prox_newton(y, d, tau, axes, max_steps=3, tol=0.0)
   assert int(steps) == 3
 
 
@@ -578,20 +579,95 @@ def test_bfloat16_injected_b2_is_refused_with_a_hint():
   assert np.all(np.isfinite(np.asarray(updates["w"], np.float32)))
 
 
-class _OtherReg(rj.Regularizer):
-  def group_axes(self, x):
-    return ()
+class _Ridge(rj.Regularizer):
+  """psi = strength/2 ||W||^2: a regularizer written against the interface only.
 
-  def group_weight(self, x):
-    return 1.0
+  The optimizers must work with it through ``value_leaf`` and ``prox_leaf``
+  alone. Its metric prox has the closed form ``U = D Y / (D + tau)`` (from
+  ``D (U - Y) + tau U = 0``), which the tests use as the reference.
+  """
+
+  name = "ridge"
+
+  def value_leaf(self, x):
+    return 0.5 * jnp.sum(jnp.square(x))
+
+  def prox_leaf(self, x, threshold):
+    return x / (1 + jnp.asarray(threshold, x.dtype))
 
 
-@pytest.mark.parametrize("which", ["prox_adam", "prox_ssi"])
-def test_unsupported_regularizer_raises(which):
-  with pytest.raises(NotImplementedError, match=which):
-    getattr(rj, which)(1e-3, regularizer=_OtherReg(0.1))
+def test_new_regularizer_works_with_every_optimizer_by_its_interface(x64):
+  rng = np.random.default_rng(14)
+  params = random_tree(rng, 0.3)
+  lr, lam = 0.3, 0.7
+  # prox_adam: the generic metric prox (proximal gradient over the leaf)
+  # must reach the closed form of the subproblem.
+  grads_seq = [random_tree(rng) for _ in range(3)]
+  tx = rj.prox_adam(lr, 0.9, 0.99, 1e-3, _Ridge(lam), max_inner_steps=100000,
+                    inner_tol=1e-15)
+  state = tx.init(params)
+  for grads in grads_seq:
+    updates, state = jax.jit(tx.update)(grads, state, params)
+  new = flat(optax.apply_updates(params, updates))
+  ys, ds = np_adam_y_d(flat(params), [flat(g) for g in grads_seq], lr, 0.9,
+                       0.99, 1e-3)
+  for name, u in new.items():
+    y, d = ys[name], ds[name]
+    want = d * y / (d + lr * lam) if u.ndim >= 2 else y
+    np.testing.assert_allclose(u, want, rtol=0, atol=1e-10, err_msg=name)
+  # prox_sgd (no momentum, one step) and rmda (c = 1, one step): the plain
+  # prox, U = (W - lr g) / (1 + lr lam) on kernels.
+  grads = random_tree(rng)
+  want = jax.tree.map(lambda p, g: (p - lr * g) / (1 + lr * lam) if p.ndim >= 2
+                      else p - lr * g, params, grads)
+  for tx in (rj.prox_sgd(lr, 0.0, _Ridge(lam)),
+             rj.rmda(lr, 1.0, _Ridge(lam))):
+    updates, _ = tx.update(grads, tx.init(params), params)
+    chex.assert_trees_all_close(optax.apply_updates(params, updates), want,
+                                atol=1e-12, rtol=0)
+
+
+def test_prox_ssi_refuses_a_regularizer_without_newton():
+  with pytest.raises(ValueError, match="ridge.*'newton'.*supports 'pg'"):
+    rj.prox_ssi(1e-3, regularizer=_Ridge(0.1))
   with pytest.raises(TypeError, match="regularizer"):
-    getattr(rj, which)(1e-3, regularizer="group_lasso")
+    rj.prox_ssi(1e-3, regularizer="group_lasso")
+
+
+@pytest.mark.parametrize("reg", [rj.l1(0.1), rj.group_lasso(0.1), _Ridge(0.1)],
+                         ids=["l1", "group_lasso", "ridge"])
+def test_unknown_solver_name_is_an_error(reg):
+  params = {"w": jnp.ones((3, 2))}
+  metric = {"w": jnp.ones((3, 2))}
+  with pytest.raises(ValueError, match="'bisection'"):
+    reg.prox(params, 1.0, metric, solver="bisection")
+  with pytest.raises(ValueError, match="'bisection'"):
+    reg.prox(params, 1.0, solver="bisection")
+
+
+@pytest.mark.parametrize("solver", ["pg", "newton"])
+@pytest.mark.parametrize("kind", ["l1", "group_lasso"])
+def test_metric_prox_of_the_interface_satisfies_optimality(x64, kind, solver):
+  rng = np.random.default_rng(15)
+  y, d, tau, axes = random_subproblem(rng, (3, 3, 16, 8))
+  reg = make_reg(kind, 1.0)
+  if kind == "group_lasso":
+    tau /= np.sqrt(np.prod([y.shape[a] for a in axes]))  # the weight sqrt|g|
+  else:
+    tau = float(np.median(np.abs(d * y)))
+  u = reg.prox({"k": y, "b": y[0, 0, 0]}, tau, {"k": d, "b": d[0, 0, 0]},
+               solver=solver, max_steps=20000, tol=1e-15)
+  np.testing.assert_array_equal(u["b"], y[0, 0, 0])  # 1-D: not regularized
+  u = np.asarray(u["k"])
+  if kind == "l1":
+    zero = u == 0
+    np.testing.assert_array_equal(zero, np.abs(d * y) <= tau)
+    assert 0 < zero.mean() < 1
+    resid = d * (u - y) + tau * np.sign(u)
+    assert np.max(np.abs(resid[~zero])) <= 1e-10
+  else:
+    w = np.sqrt(np.prod([y.shape[a] for a in axes]))
+    np_check_group_optimality(u, y, d, tau * w, axes, 1e-9)
 
 
 @pytest.mark.parametrize("which", list(ALL))
