@@ -186,32 +186,7 @@ def test_lenet_adapts_to_other_input_sizes():
 
 
 # ----------------------------------------------------------------------------
-# The CPU fast paths must compute exactly what the plain lax ops compute.
-
-
-@pytest.mark.parametrize("padding", [((2, 2), (2, 2)), "VALID", "SAME", ((1, 0), (0, 3))])
-def test_single_channel_conv_matches_lax(padding):
-  kx, kk, kg = jax.random.split(jax.random.key(0), 3)
-  x = jax.random.normal(kx, (3, 12, 11, 1))
-  k = jax.random.normal(kk, (5, 5, 1, 4))
-  dn = jax.lax.conv_dimension_numbers(x.shape, k.shape, ("NHWC", "HWIO", "NHWC"))
-  fast = lambda x, k: models.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=dn)
-  ref = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=dn)
-  np.testing.assert_allclose(fast(x, k), ref(x, k), rtol=1e-5, atol=1e-5)
-  g = jax.random.normal(kg, ref(x, k).shape)
-  loss = lambda f: (lambda x, k: jnp.sum(f(x, k) * g))
-  for a, b in zip(jax.grad(loss(fast), (0, 1))(x, k), jax.grad(loss(ref), (0, 1))(x, k)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-
-
-def test_multi_channel_conv_goes_to_lax():
-  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
-  k = jax.random.normal(jax.random.key(1), (3, 3, 3, 5))
-  dn = jax.lax.conv_dimension_numbers(x.shape, k.shape, ("NHWC", "HWIO", "NHWC"))
-  for strides in [(1, 1), (2, 2)]:
-    a = models.conv_general_dilated(x, k, strides, "SAME", dimension_numbers=dn)
-    b = jax.lax.conv_general_dilated(x, k, strides, "SAME", dimension_numbers=dn)
-    np.testing.assert_array_equal(a, b)
+# The pooling layer (the CPU convolution paths: test_examples_cpu_conv.py)
 
 
 @pytest.mark.parametrize("hw", [(8, 8), (7, 9)])
@@ -224,38 +199,3 @@ def test_pool_matches_reduce_window(hw):
   f = lambda p: (lambda x: jnp.sum(p(jax.nn.relu(x)) * g))
   rw = lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
   np.testing.assert_allclose(jax.grad(f(models._pool))(x), jax.grad(f(rw))(x), rtol=1e-6)
-
-
-@pytest.mark.parametrize("padding,hw", [(((2, 2), (2, 2)), (28, 28)), ("VALID", (28, 28)),
-                                        ("SAME", (9, 11))])
-def test_fused_conv_relu_pool_matches_unfused(padding, hw):
-  conv = nnx.Conv(1, 4, (5, 5), padding=padding, rngs=nnx.Rngs(0))
-  x = jax.random.normal(jax.random.key(1), (3, *hw, 1))
-  graphdef, state = nnx.split(conv)
-
-  def fused(state, x):
-    return models.conv_relu_pool(nnx.merge(graphdef, state), x)
-
-  def unfused(state, x):
-    y = jax.nn.relu(nnx.merge(graphdef, state)(x))
-    return jax.lax.reduce_window(y, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-
-  a, b = fused(state, x), unfused(state, x)
-  assert a.shape == b.shape
-  np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-  g = jax.random.normal(jax.random.key(2), a.shape)
-  grad = lambda f: jax.grad(lambda s, x: jnp.sum(f(s, x) * g), argnums=(0, 1))(state, x)
-  for u, v in zip(jax.tree.leaves(grad(fused)), jax.tree.leaves(grad(unfused))):
-    np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-4)
-
-
-def test_fused_pool_gradient_goes_to_first_maximum_on_ties():
-  # A constant image: every window is a tie; torch sends the gradient to its first element.
-  conv = nnx.Conv(1, 1, (1, 1), padding="VALID", rngs=nnx.Rngs(0))
-  conv.kernel[...] = jnp.ones((1, 1, 1, 1))
-  x = jnp.ones((1, 4, 4, 1))
-  graphdef, state = nnx.split(conv)
-  dx = jax.grad(lambda x: jnp.sum(models.conv_relu_pool(nnx.merge(graphdef, state), x)))(x)
-  expected = np.zeros((4, 4))
-  expected[::2, ::2] = 1.0
-  np.testing.assert_array_equal(dx[0, :, :, 0], expected)
