@@ -12,20 +12,27 @@ from rmda_jax._rmda import RMDAState
 from rmda_jax._rmda import rmda
 from rmda_jax._rmda import rmda_multistep
 from rmda_jax._rmda import structured_params
+from rmda_jax.metrics import LeafRank
 from rmda_jax.metrics import LeafReport
+from rmda_jax.metrics import RankReport
 from rmda_jax.metrics import SparsityReport
 from rmda_jax.metrics import group_sparsity
 from rmda_jax.metrics import group_support
+from rmda_jax.metrics import rank_report
 from rmda_jax.metrics import sparsity
 from rmda_jax.metrics import sparsity_report
 from rmda_jax.metrics import support_changes
 from rmda_jax.regularizers import GroupLasso
 from rmda_jax.regularizers import GroupRegularizer
 from rmda_jax.regularizers import L1
+from rmda_jax.regularizers import NuclearNorm
 from rmda_jax.regularizers import Regularizer
+from rmda_jax.regularizers import SparseGroupLasso
 from rmda_jax.regularizers import default_mask
 from rmda_jax.regularizers import group_lasso
 from rmda_jax.regularizers import l1
+from rmda_jax.regularizers import nuclear_norm
+from rmda_jax.regularizers import sparse_group_lasso
 
 __version__ = "0.1.0"
 
@@ -43,9 +50,13 @@ __all__ = [
     "GroupRegularizer",
     "L1",
     "GroupLasso",
+    "NuclearNorm",
+    "SparseGroupLasso",
     "default_mask",
     "l1",
     "group_lasso",
+    "nuclear_norm",
+    "sparse_group_lasso",
     "sparsity",
     "group_sparsity",
     "group_support",
@@ -53,4 +64,7 @@ __all__ = [
     "sparsity_report",
     "SparsityReport",
     "LeafReport",
+    "rank_report",
+    "RankReport",
+    "LeafRank",
 ]

@@ -8,6 +8,16 @@
   and how many changed status between two checkpoints (the identification
   signal: RMDA's count reaches 0 and stays there).
 * :func:`sparsity_report`: the same per leaf, printable as a table.
+* :func:`rank_report`: the numerical rank of every regularized kernel against
+  its full rank (the structure of :func:`rmda_jax.nuclear_norm`).
+
+The group metrics read the regularizer's groups (``group_zero``,
+``group_size``): for :func:`rmda_jax.l1` every entry, for
+:func:`rmda_jax.group_lasso` and :func:`rmda_jax.sparse_group_lasso` the
+input (or output) units, for :func:`rmda_jax.nuclear_norm` the rank-one
+components of each kernel (a zero "group" is a numerically zero singular
+value: the support is the rank, and :func:`support_changes` counts rank
+changes). A regularizer without groups is an error naming it.
 """
 
 from __future__ import annotations
@@ -18,7 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rmda_jax.regularizers import Regularizer, path_str
+from rmda_jax.regularizers import Regularizer
+from rmda_jax.regularizers import default_mask
+from rmda_jax.regularizers import path_str
+from rmda_jax.regularizers import rank_tolerance
+from rmda_jax.regularizers import singular_values
 
 PyTree = Any
 
@@ -28,8 +42,11 @@ __all__ = [
     "group_support",
     "support_changes",
     "sparsity_report",
+    "rank_report",
     "LeafReport",
     "SparsityReport",
+    "LeafRank",
+    "RankReport",
 ]
 
 
@@ -50,6 +67,15 @@ def sparsity(params: PyTree) -> float:
   return zeros / total
 
 
+def _check_groups(regularizer, fn: str) -> None:
+  if not (hasattr(regularizer, "group_zero") and hasattr(regularizer, "group_size")):
+    name = getattr(regularizer, "name", type(regularizer).__name__)
+    raise TypeError(
+        f"{fn}: the {name} regularizer ({type(regularizer).__name__}) defines no "
+        "groups (no group_zero / group_size); use rj.sparsity for zero entries "
+        "or rj.rank_report for ranks.")
+
+
 def _regularized(params, regularizer):
   mask = regularizer.mask_tree(params)
   return [(path, x) for (path, m), x in zip(
@@ -68,6 +94,7 @@ def group_support(params: PyTree, regularizer: Regularizer) -> PyTree:
     replaced by a bool array with one entry per group (True: some entry of the
     group is nonzero), each other leaf by ``None``.
   """
+  _check_groups(regularizer, "group_support")
   mask = regularizer.mask_tree(params)
   return jax.tree.map(
       lambda m, x: ~regularizer.group_zero(x) if m else None, mask, params)
@@ -101,6 +128,7 @@ def group_sparsity(params: PyTree, regularizer: Regularizer,
   Returns:
     A Python float in [0, 1] (0 if nothing is regularized).
   """
+  _check_groups(regularizer, "group_sparsity")
   zero = total = 0
   for _, x in _regularized(params, regularizer):
     g_zero = regularizer.group_zero(jnp.asarray(x))
@@ -136,6 +164,13 @@ class SparsityReport(NamedTuple):
   def group_sparsity(self) -> float:
     groups = sum(r.groups for r in self.rows)
     return sum(r.zero_groups for r in self.rows) / groups if groups else 0.0
+
+  @property
+  def regularized_sparsity(self) -> float:
+    """Zero entries / entries over the regularized leaves only (0 if none)."""
+    entries = sum(r.entries for r in self.rows if r.regularized)
+    zeros = sum(r.zero_entries for r in self.rows if r.regularized)
+    return zeros / entries if entries else 0.0
 
   def to_dicts(self) -> list:
     """Rows as JSON-friendly dicts."""
@@ -182,6 +217,8 @@ def sparsity_report(params: PyTree,
     A :class:`SparsityReport`; ``print()`` it for a readable table, or use
     ``.rows`` / ``.to_dicts()``.
   """
+  if regularizer is not None:
+    _check_groups(regularizer, "sparsity_report")
   mask = (regularizer.mask_tree(params) if regularizer is not None
           else jax.tree.map(lambda _: False, params))
   rows = []
@@ -195,3 +232,118 @@ def sparsity_report(params: PyTree,
     rows.append(LeafReport(path_str(path), tuple(x.shape), bool(m), groups,
                            zero_groups, int(x.size), int(jnp.sum(x == 0))))
   return SparsityReport(tuple(rows))
+
+
+class LeafRank(NamedTuple):
+  """One row of a :class:`RankReport`."""
+
+  path: str
+  shape: tuple
+  matrix_shape: tuple  # (m, n): the kernel viewed as prod(shape[:-1]) x shape[-1]
+  rank: int            # singular values > tol
+  full_rank: int       # min(m, n)
+  sigma_max: float
+  tol: float
+
+
+class RankReport(NamedTuple):
+  """Numerical rank of every regularized kernel; ``print(report)`` shows a table."""
+
+  rows: tuple
+
+  @property
+  def rank(self) -> int:
+    """Total rank kept: the sum of the kernels' numerical ranks."""
+    return sum(r.rank for r in self.rows)
+
+  @property
+  def full_rank(self) -> int:
+    """The sum of the kernels' full ranks ``min(m, n)``."""
+    return sum(r.full_rank for r in self.rows)
+
+  @property
+  def rank_fraction(self) -> float:
+    """``rank / full_rank`` (0 if no kernel)."""
+    return self.rank / self.full_rank if self.full_rank else 0.0
+
+  def to_dicts(self) -> list:
+    """Rows as JSON-friendly dicts."""
+    return [dict(r._asdict(), shape=list(r.shape), matrix_shape=list(r.matrix_shape))
+            for r in self.rows]
+
+  def __str__(self) -> str:
+    head = ("leaf", "shape", "matrix", "rank", "sigma_max", "tol")
+    body = [(r.path, "x".join(map(str, r.shape)),
+             "x".join(map(str, r.matrix_shape)), f"{r.rank}/{r.full_rank}",
+             f"{r.sigma_max:.3g}", f"{r.tol:.2g}") for r in self.rows]
+    total = ("total", "", "", f"{self.rank}/{self.full_rank}", "", "")
+    widths = [max(len(row[i]) for row in (head, *body, total))
+              for i in range(len(head))]
+    fmt = lambda row: "  ".join(
+        c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+    rule = "-" * len(fmt(head))
+    return "\n".join([fmt(head), rule, *map(fmt, body), rule, fmt(total)])
+
+
+def rank_report(params: PyTree, regularizer: Optional[Regularizer] = None, *,
+                rtol: Optional[float] = None) -> RankReport:
+  r"""Numerical rank of each kernel the regularizer acts on, against its full rank.
+
+  Each masked-in leaf is viewed as the matrix ``(prod(shape[:-1]),
+  shape[-1])`` (a conv kernel ``(kh, kw, in, out)`` as ``(kh*kw*in, out)``, as
+  :func:`rmda_jax.nuclear_norm` does), its singular values
+  :math:`\sigma_1 \ge \dots` are computed on the host in float64, and its
+  numerical rank is the number of them above the tolerance
+
+  .. math::
+
+    \mathrm{tol} = \max(m, n)\, arepsilon\, \sigma_1,
+
+  with :math:`arepsilon` the machine epsilon of the leaf's dtype
+  (``float32``: 1.19e-7): the default of ``numpy.linalg.matrix_rank``, i.e.
+  singular values the leaf's own rounding can produce count as zero. The
+  full rank is ``min(m, n)``.
+
+  Args:
+    params: the parameters.
+    regularizer: defines the mask (any regularizer; ``None``: every leaf with
+      ``ndim >= 2``, see :func:`rmda_jax.default_mask`).
+    rtol: if given, the tolerance is ``rtol * sigma_1`` instead.
+
+  Returns:
+    A :class:`RankReport`: ``.rank`` is the total rank kept, ``.full_rank``
+    the total full rank, ``.rows`` one :class:`LeafRank` per kernel;
+    ``print()`` it for a table.
+
+  Raises:
+    ValueError naming the path of a masked-in leaf with ``ndim < 2``.
+
+  Examples:
+    >>> import jax.numpy as jnp, rmda_jax as rj
+    >>> w = jnp.outer(jnp.arange(1.0, 5.0), jnp.ones(3))  # 4 x 3, rank 1
+    >>> report = rj.rank_report({"dense": {"kernel": w}, "bias": jnp.ones(3)})
+    >>> report.rank, report.full_rank
+    (1, 3)
+  """
+  if rtol is not None and not (isinstance(rtol, (int, float)) and rtol >= 0):
+    raise ValueError(f"rank_report: rtol must be a number >= 0, got {rtol!r}.")
+  mask = (regularizer.mask_tree(params) if regularizer is not None
+          else default_mask(params))
+  rows = []
+  for (path, x), m in zip(jax.tree_util.tree_leaves_with_path(params),
+                          jax.tree.leaves(mask)):
+    if not m:
+      continue
+    shape = tuple(np.shape(x))
+    if len(shape) < 2:
+      raise ValueError(
+          f"rank_report: leaf {path_str(path)} has shape {shape}; a rank needs "
+          "ndim >= 2 (exclude the leaf with the regularizer's mask).")
+    s = singular_values(x)
+    sigma_max = float(s[0]) if s.size else 0.0
+    tol = (rank_tolerance(shape, jnp.result_type(x), sigma_max) if rtol is None
+           else float(rtol) * sigma_max)
+    matrix_shape = (int(np.prod(shape[:-1])), shape[-1])
+    rows.append(LeafRank(path_str(path), shape, matrix_shape,
+                         int(np.sum(s > tol)), int(s.size), sigma_max, tol))
+  return RankReport(tuple(rows))
