@@ -1,7 +1,8 @@
 """Cost of one optimizer step: the proximal baselines and RMDA against optax.
 
 Times the jitted, donated ``update + apply_updates`` step on a parameter
-pytree shaped like ResNet50 for CIFAR (23.5M parameters, Flax layouts) for
+pytree shaped like ResNet50 for CIFAR (23.5M parameters, read from
+``rmda_jax.examples.models``) for the optimizers of ``common.step_optimizers()``:
 
 * references: ``optax.sgd(momentum=0.9)``, ``optax.adam``,
   ``optax.contrib.madgrad``;
@@ -9,64 +10,35 @@ pytree shaped like ResNet50 for CIFAR (23.5M parameters, Flax layouts) for
 * ``rj.prox_sgd``, ``rj.prox_adam`` (ProxGen) and ``rj.prox_ssi``, with L1
   and group LASSO,
 
-all interleaved in one run (see ``step_harness.time_steps``), and prints
+all interleaved in one run (see ``common.time_steps``), and prints
 ms/step and the ratio to ``optax.sgd`` measured in the same run. The memory
 bandwidth is measured in the same run too (output donated, like the step);
 ``passes`` is the step time over the time to stream one float32
 parameter-sized array at that bandwidth. The load average is recorded: on a
 shared machine, other processes inflate every number (the ratios less).
 
-Usage:
-  python benchmarks/bench_baselines_cost.py --quick   # a smoke run, ~1 min
-  python benchmarks/bench_baselines_cost.py           # writes results/*.json
+Usage, from the repository root:
+  python -m benchmarks.bench_baselines_cost --quick   # a smoke run, ~1 min
+  python -m benchmarks.bench_baselines_cost           # writes results/baselines_cost.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 
 import jax
-import optax
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import step_harness as h  # noqa: E402
+from benchmarks import common
 
-import rmda_jax as rj  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_OUT = os.path.join(HERE, "results", "baselines_cost.json")
-
-# Strengths and rates of the papers' CIFAR runs (rmda.md sections 4-5).
-L1_STRENGTH = 1e-5
-GL_STRENGTH = 5e-5
-
-
-def optimizers():
-  l1, gl = rj.l1(L1_STRENGTH), rj.group_lasso(GL_STRENGTH)
-  return {
-      "optax.sgd(momentum=0.9)": optax.sgd(0.1, momentum=0.9),
-      "optax.adam": optax.adam(1e-3),
-      "optax.contrib.madgrad": optax.contrib.madgrad(1e-2),
-      "rmda (none)": rj.rmda(0.1, 0.1),
-      "rmda (l1)": rj.rmda(0.1, 0.1, l1),
-      "rmda (group_lasso)": rj.rmda(0.1, 0.1, gl),
-      "prox_sgd (l1)": rj.prox_sgd(0.1, 0.9, l1),
-      "prox_sgd (group_lasso)": rj.prox_sgd(0.1, 0.9, gl),
-      "prox_adam (l1)": rj.prox_adam(1e-3, regularizer=l1),
-      "prox_adam (group_lasso)": rj.prox_adam(1e-3, regularizer=gl),
-      "prox_ssi (l1)": rj.prox_ssi(1e-3, regularizer=l1),
-      "prox_ssi (group_lasso)": rj.prox_ssi(1e-3, regularizer=gl),
-  }
+DEFAULT_OUT = common.RESULTS / "baselines_cost.json"
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true",
                       help="few repeats, no JSON unless --out is given")
-  parser.add_argument("--model", default="resnet50", choices=sorted(h.MODELS))
+  parser.add_argument("--model", default="resnet50", choices=sorted(common.SHAPED_MODELS))
   parser.add_argument("--repeats", type=int, default=None)
   parser.add_argument("--warmup", type=int, default=None)
   parser.add_argument("--only", default=None,
@@ -78,26 +50,24 @@ def main(argv=None):
   warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
   out_path = args.out or (None if args.quick else DEFAULT_OUT)
 
-  shapes = h.MODELS[args.model]()
-  n = h.num_params(shapes)
-  params = h.make_params(shapes, seed=0)
-  grads = h.make_params(shapes, seed=1, scale=1e-2)
-  opts = optimizers()
+  shapes, params, grads = common.timed_model(args.model)
+  n = common.num_params(shapes)
+  opts = common.step_optimizers()
   if args.only:
     keys = [k.strip() for k in args.only.split(",")]
     opts = {name: tx for name, tx in opts.items()
             if name.startswith("optax.sgd") or any(k in name for k in keys)}
 
-  info = h.machine_info()
+  info = common.machine_info()
   print(f"{args.model}: {n / 1e6:.2f}M parameters, "
         f"{len(jax.tree.leaves(params))} leaves; {info['cpu']} x "
         f"{info['cpu_count']}, jax {info['jax']} ({info['jax_backend']}), "
         f"optax {info['optax']}; load average "
         f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
-  bw_before = h.memory_bandwidth()
-  results = h.time_steps(opts, params, grads, repeats=repeats, warmup=warmup)
-  bw_after = h.memory_bandwidth()
-  bw_fresh = h.memory_bandwidth(donate=False)
+  bw_before = common.memory_bandwidth()
+  results = common.time_steps(opts, params, grads, repeats=repeats, warmup=warmup)
+  bw_after = common.memory_bandwidth()
+  bw_fresh = common.memory_bandwidth(donate=False)
   bandwidth = (bw_before + bw_after) / 2
   pass_ms = 1e3 * 4 * n / bandwidth  # stream one float32 param-sized array
 
@@ -130,16 +100,14 @@ def main(argv=None):
         "memory_bandwidth_fresh_output_GBps": bw_fresh / 1e9,
         "load_average": list(os.getloadavg()),
         "param_pass_ms": pass_ms,
-        "settings": {"l1_strength": L1_STRENGTH, "gl_strength": GL_STRENGTH,
+        "settings": {"l1_strength": common.L1_STRENGTH, "gl_strength": common.GL_STRENGTH,
                      "prox_adam": "lr 1e-3, max_inner_steps 100, "
                                   "inner_tol 1e-8",
                      "prox_ssi": "lr 1e-3", "prox_sgd": "lr 0.1, momentum 0.9",
                      "rmda": "lr 0.1, momentum 0.1"},
         "results": results,
     }
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    with open(out_path, "w") as f:
-      json.dump(record, f, indent=2)
+    common.write_json(out_path, record, indent=2)
     print(f"\nwrote {out_path}")
 
 

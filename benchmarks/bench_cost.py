@@ -1,9 +1,9 @@
 """Section 4: cost per optimizer step and its memory-bandwidth limit.
 
 For parameter pytrees shaped like LeNet5, VGG19-BN and ResNet50 (CIFAR, Flax
-layouts; benchmarks/step_harness.py), times the jitted, donated
+layouts, read from ``rmda_jax.examples.models``), times the jitted, donated
 ``update + apply_updates`` step of every optimizer of
-``bench_baselines_cost.optimizers()`` (RMDA with no regularizer, L1 and group
+``common.step_optimizers()`` (RMDA with no regularizer, L1 and group
 LASSO, ProxSGD, ProxGen, ProxSSI, optax.sgd(momentum=0.9), optax.adam,
 optax.contrib.madgrad), interleaved in one run, as ratios to optax.sgd.
 
@@ -13,26 +13,20 @@ the machine's streaming bandwidth measured in the same run, and so the
 bandwidth bound ``passes * 4 * n_params / bandwidth`` and the fraction of it
 the step reaches (1.0 = bandwidth-bound).
 
-Usage:
-  python benchmarks/bench_cost.py --quick --out /tmp/cost   # < 2 minutes
-  python benchmarks/bench_cost.py                           # results/cost.json
+Usage, from the repository root:
+  python -m benchmarks.bench_cost --quick --out /tmp/cost   # < 2 minutes
+  python -m benchmarks.bench_cost                           # results/cost.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import time
 
 import jax
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_baselines_cost  # noqa: E402
-import step_harness as h  # noqa: E402
-
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+from benchmarks import common
 
 # Parameter-sized arrays read + written by one step fused with apply_updates:
 #   sgd        g, m, W read; m, W written                              5
@@ -61,15 +55,13 @@ MIN_PASSES = {
 
 
 def run_model(model, opts, repeats, warmup):
-  shapes = h.MODELS[model]()
-  n = h.num_params(shapes)
-  params = h.make_params(shapes, seed=0)
-  grads = h.make_params(shapes, seed=1, scale=1e-2)
+  shapes, params, grads = common.timed_model(model)
+  n = common.num_params(shapes)
   print(f"\n{model}: {n / 1e6:.2f}M parameters, {len(jax.tree.leaves(params))} leaves",
         flush=True)
-  bw_before = h.memory_bandwidth()
-  results = h.time_steps(opts, params, grads, repeats=repeats, warmup=warmup)
-  bw_after = h.memory_bandwidth()
+  bw_before = common.memory_bandwidth()
+  results = common.time_steps(opts, params, grads, repeats=repeats, warmup=warmup)
+  bw_after = common.memory_bandwidth()
   bandwidth = (bw_before + bw_after) / 2
   pass_ms = 1e3 * 4 * n / bandwidth
   ref = results["optax.sgd(momentum=0.9)"]["median_ms"]
@@ -98,14 +90,14 @@ def main(argv=None):
   ap.add_argument("--models", nargs="*", default=["lenet5", "vgg19", "resnet50"])
   ap.add_argument("--repeats", type=int, default=10)
   ap.add_argument("--warmup", type=int, default=2)
-  ap.add_argument("--out", default=RESULTS)
+  ap.add_argument("--out", default=str(common.RESULTS))
   args = ap.parse_args(argv)
-  opts = bench_baselines_cost.optimizers()
+  opts = common.step_optimizers()
   if args.quick:
     args.models, args.repeats, args.warmup = ["lenet5"], 3, 1
     opts = {k: v for k, v in opts.items() if not k.startswith("prox_adam")}
   wall0 = time.time()
-  info = h.machine_info()
+  info = common.machine_info()
   info["load_average_start"] = list(os.getloadavg())
   print(f"{info['cpu']} x {info['cpu_count']}, jax {info['jax']} "
         f"({info['jax_backend']}), optax {info['optax']}, load "
@@ -117,14 +109,11 @@ def main(argv=None):
          "settings": {"step": "jit(update + apply_updates), params and state "
                               "donated, optimizers interleaved round by round",
                       "min_passes": MIN_PASSES,
-                      "l1_strength": bench_baselines_cost.L1_STRENGTH,
-                      "gl_strength": bench_baselines_cost.GL_STRENGTH},
+                      "l1_strength": common.L1_STRENGTH,
+                      "gl_strength": common.GL_STRENGTH},
          "models": models, "wall_seconds": time.time() - wall0}
-  os.makedirs(args.out, exist_ok=True)
   path = os.path.join(args.out, "cost.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(out, f, indent=1)
-  os.replace(path + ".tmp", path)
+  common.write_json(path, out)
   print(f"\nwrote {path} ({out['wall_seconds']:.0f}s)")
   return out
 

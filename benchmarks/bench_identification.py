@@ -14,9 +14,9 @@ regression on MNIST, zero initialisation, group LASSO over the input pixels
    status matches W*'s, the number of status changes since the previous
    epoch, the objective gap F(W) - F(W*) and ||W - W*||.
 
-Usage:
-  python benchmarks/bench_identification.py            # full (see --help)
-  python benchmarks/bench_identification.py --quick --out /tmp/ident
+Usage, from the repository root:
+  python -m benchmarks.bench_identification            # full (see --help)
+  python -m benchmarks.bench_identification --quick --out /tmp/ident
 """
 
 from __future__ import annotations
@@ -24,22 +24,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from matplotlib.figure import Figure
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import step_harness  # noqa: E402  (machine_info)
+import rmda_jax as rj
+from benchmarks import common
+from rmda_jax.examples import data as data_lib
 
-import rmda_jax as rj  # noqa: E402
-from rmda_jax.examples import data as data_lib  # noqa: E402
-
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 NUM_CLASSES = 10
+# The names this benchmark reports -> the methods of common.build_method.
+METHODS = {"RMDA": "rmda", "ProxSGD": "prox_sgd", "ProxGen": "prox_adam", "ProxSSI": "prox_ssi"}
 
 
 def load(n_train: int | None):
@@ -248,22 +247,12 @@ def solve_full_batch(x, y, lam, fista_iters, newton_iters):
 
 # ------------------------------------------------------------- stochastic
 def make_optimizers(lam, steps_per_epoch, milestones_epochs, which):
+  """The authors' settings for this experiment (RMDA: lr 0.1, c 0.01; ProxSGD in
+  its EMA form lr 0.1, rho 0.1; ProxGen, ProxSSI lr 1e-3), every lr x0.1 at the
+  milestones."""
   reg = rj.group_lasso(lam, mask={"w": True, "b": False})
-  ms = [m * steps_per_epoch for m in milestones_epochs]
-  decay = lambda lr: optax.piecewise_constant_schedule(lr, {m: 0.1 for m in ms})
-  all_opts = {
-      # The authors' RMDA settings for this experiment.
-      "RMDA": lambda: rj.rmda_multistep(0.1, 0.01, ms, 0.1, reg),
-      # ProxSGD as the authors ran it (EMA momentum rho 0.1, lr 0.1) is
-      # heavy-ball momentum 0.9 with lr 0.1 * 0.1 and strength lam / 0.1
-      # (see rj.prox_sgd: its fixed points solve f + (1 - momentum) psi);
-      # same lr milestones.
-      "ProxSGD": lambda: rj.prox_sgd(decay(0.01), 0.9, rj.group_lasso(
-          lam / 0.1, mask={"w": True, "b": False})),
-      "ProxGen": lambda: rj.prox_adam(decay(1e-3), regularizer=reg),
-      "ProxSSI": lambda: rj.prox_ssi(decay(1e-3), regularizer=reg),
-  }
-  return reg, {k: v() for k, v in all_opts.items() if k in which}
+  rates = common.Rates([m * steps_per_epoch for m in milestones_epochs], rmda_c0=0.01)
+  return reg, {k: common.build_method(METHODS[k], reg, rates)[0] for k in METHODS if k in which}
 
 
 def run_method(name, tx, reg, x, y, opt, epochs, batch, seed, eval_fn):
@@ -319,7 +308,7 @@ def main(argv=None):
   ap.add_argument("--batch", type=int, default=128)
   ap.add_argument("--methods", nargs="*", default=["RMDA", "ProxSGD", "ProxGen", "ProxSSI"])
   ap.add_argument("--seed", type=int, default=0)
-  ap.add_argument("--out", default=RESULTS, help="output directory")
+  ap.add_argument("--out", default=str(common.RESULTS), help="output directory")
   ap.add_argument("--merge", action="store_true",
                   help="reuse the saved optimum and the methods of the existing "
                        "results file; rerun only --methods")
@@ -391,7 +380,7 @@ def main(argv=None):
                    "dtype": "float32 training, float64 evaluation and optimum"},
       "optimum": solver,
       "methods": results,
-      "machine": step_harness.machine_info(),
+      "machine": common.machine_info(),
       "wall_seconds": time.time() - wall0 + (
           previous["wall_seconds"] if previous else 0),
   }
@@ -399,21 +388,15 @@ def main(argv=None):
     out["merged"] = (previous.get("merged", []) +
                      [f"{', '.join(optimizers)} rerun on {out['machine']['date']}"])
   path = os.path.join(args.out, "identification.json")
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(out, f, indent=1)
-  os.replace(tmp, path)
+  common.write_json(path, out)
   plot(out, os.path.join(args.out, "identification.png"))
   print(f"wrote {path} ({out['wall_seconds']:.0f}s)")
   return out
 
 
 def plot(out, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+  fig = Figure(figsize=(18, 4))
+  axes = fig.subplots(1, 4)
   keys = [("support_match", "groups matching W*'s status", False),
           ("changes", "status changes since last epoch", False),
           ("objective_gap", "F(W) - F(W*)", True),
@@ -443,7 +426,6 @@ def plot(out, path):
                f"({m['cpu']}, jax {m['jax']}, {m['date'][:10]})", fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=90)
-  plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -20,32 +20,32 @@ only (``rmda_jax.examples.xla_flags``); ``--ynn all`` keeps jaxlib's default,
 ``--ynn none`` turns them all off (the flag is process-wide, so each setting is
 a run of its own):
 
-    python benchmarks/bench_train_step.py [--rounds 7] [--steps 468]
-    python benchmarks/bench_train_step.py --ynn all --out benchmarks/results/train_step_ynn.json
-    python benchmarks/bench_train_step.py --ynn none --out benchmarks/results/train_step_ynn_none.json
+Run from the repository root (PyTorch must be installed):
+
+    python -m benchmarks.bench_train_step [--rounds 7] [--steps 468]
+    python -m benchmarks.bench_train_step --ynn all --out benchmarks/results/train_step_ynn.json
+    python -m benchmarks.bench_train_step --ynn none --out benchmarks/results/train_step_ynn_none.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks import common
+from rmda_jax.examples import config, train, xla_flags
+from rmda_jax.examples.data import Dataset
 
 N_TRAIN, BATCH = 60000, 128
 
 
 def synthetic_mnist(seed=0):
-  from rmda_jax.examples.data import Dataset
   rng = np.random.default_rng(seed)
   return Dataset(
       "mnist", rng.random((N_TRAIN, 28, 28, 1), dtype=np.float32),
@@ -58,9 +58,6 @@ def synthetic_mnist(seed=0):
 class JaxVariant:
 
   def __init__(self, optimizer: str):
-    import jax
-    from rmda_jax.examples import config, train
-    self.jax = jax
     argv = ["--optimizer", optimizer, "--batch-size", str(BATCH)]
     if optimizer == "sgd":
       argv += ["--regularizer", "none"]
@@ -76,10 +73,9 @@ class JaxVariant:
     self.run(0, 3)  # compile
 
   def new_epoch(self):
-    import jax.numpy as jnp
-    from rmda_jax.examples.train import epoch_permutation
     self.epoch += 1
-    self.perm = epoch_permutation(np.array([0, 0], np.uint32), self.epoch, N_TRAIN, BATCH)
+    self.perm = jnp.asarray(train.epoch_permutation(np.array([0, 0], np.uint32), self.epoch,
+                                                    N_TRAIN, BATCH))
     self.loss = jnp.zeros((), jnp.float32)
 
   def run(self, start, steps):
@@ -87,7 +83,7 @@ class JaxVariant:
     t = time.perf_counter()
     for i in range(start, start + steps):
       self.state, self.loss = self.trainer.train_step(
-          self.state, self.loss, self.x, self.y, self.perm[i], self.key, np.int32(i))
+          self.state, self.loss, self.x, self.y, self.perm, np.int32(i), self.key)
     float(self.loss)  # wait for the device (rmda-train's progress bar does so every 50)
     return time.perf_counter() - t
 
@@ -145,26 +141,35 @@ class TorchVariant:
     return time.perf_counter() - t
 
 
-def main():
+def _torch():
+  """PyTorch, or a one-line exit: it is what this benchmark measures against."""
+  try:
+    import torch
+  except ImportError:
+    raise SystemExit("bench_train_step: error: PyTorch is not installed (pip install torch); "
+                     "this benchmark compares rmda-train's step with a PyTorch loop") from None
+  return torch
+
+
+def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--steps", type=int, default=N_TRAIN // BATCH)
   p.add_argument("--chunk", type=int, default=50,
                  help="steps per variant between switches (and device waits)")
-  p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_step.json"))
+  p.add_argument("--out", default=str(common.RESULTS / "train_step.json"))
   p.add_argument("--ynn", choices=("reduce", "all", "none"), default="reduce",
                  help="XLA:CPU's YNNPACK fusions: for reductions only (rmda-train's setting), "
                       "all (jaxlib's default) or none")
-  args = p.parse_args()
+  args = p.parse_args(argv)
+  torch = _torch()
 
-  from rmda_jax.examples import xla_flags
   if args.ynn == "all":
     ynn = "all: jaxlib's default (--ynn all)"
   else:
     ynn = xla_flags.limit_ynn_fusions(fusion_types="reduce" if args.ynn == "reduce" else "")
   print(f"XLA:CPU YNNPACK fusions: {ynn}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
-  import jax
-  import torch
+  machine = common.machine_info()  # starts JAX's backend: after the flag
 
   variants = {
       "jax+rmda": JaxVariant("rmda"),
@@ -222,15 +227,14 @@ def main():
       "round_times_s": times, "ratios": ratios,
       "ratios_per_round": paired, "ratios_per_round_median": paired_median,
       "loadavg_1min_before_after": [load_before[0], load_after[0]],
-      "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                  "python": platform.python_version()},
+      "machine": {"cpus": machine["cpu_count"], "platform": machine["platform"],
+                  "python": machine["python"]},
       "versions": {"jax": jax.__version__, "torch": torch.__version__},
       "torch_threads": variants["torch+sgd"].threads,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "ynn_fusions": ynn,
   }
-  Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+  common.write_json(args.out, result, indent=2)
   print(f"wrote {args.out}")
 
 

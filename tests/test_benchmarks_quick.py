@@ -5,22 +5,18 @@ Values are not checked (they are what the benchmarks measure); structure is.
 
 import json
 import math
-import os
-import sys
 
 import pytest
 
-BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                     "benchmarks")
-sys.path.insert(0, BENCH)
+from benchmarks import bench_cost, bench_identification
+from rmda_jax.examples import data
 
 
 def _mnist_available():
   try:
-    from rmda_jax.examples import data
     data.load_mnist(download=True, verbose=False)
     return True
-  except Exception:  # no cache and no network: the benchmark cannot run
+  except data.DatasetError:  # no cache and no network: the benchmark cannot run
     return False
 
 
@@ -31,7 +27,6 @@ def _finite(x):
 def test_identification_quick(tmp_path):
   if not _mnist_available():
     pytest.skip("MNIST not available (no cache, no network)")
-  import bench_identification
   out = bench_identification.main(["--quick", "--out", str(tmp_path)])
   on_disk = json.loads((tmp_path / "identification.json").read_text())
   assert on_disk["quick"] is True and on_disk["optimum"]["groups"] == 784
@@ -51,7 +46,6 @@ def test_identification_quick(tmp_path):
 
 
 def test_cost_quick(tmp_path):
-  import bench_cost
   bench_cost.main(["--quick", "--out", str(tmp_path)])
   d = json.loads((tmp_path / "cost.json").read_text())
   assert set(d["models"]) == {"lenet5"}
