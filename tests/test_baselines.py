@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from absl.testing import parameterized
 
 import rmda_jax as rj
 from rmda_jax import _prox
@@ -202,8 +203,7 @@ def test_prox_sgd_unregularized_is_optax_sgd():
                  noises)
     want = run_rj(optax.sgd(0.1, momentum=0.9, nesterov=nesterov), params,
                   target, noises)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6,
-                                                         atol=1e-6), got, want)
+    chex.assert_trees_all_close(got, want, rtol=1e-6, atol=1e-6)
 
 
 # ---------------------------------------------- preconditioned subproblems
@@ -384,8 +384,7 @@ def test_adaptive_without_shrinkage_is_optax_adam(which, reg):
   eps = 1e-8 if which == "prox_adam" else 1e-6
   got = run_rj(getattr(rj, which)(1e-2, regularizer=reg), params, target, noises)
   want = run_rj(optax.adam(1e-2, eps=eps), params, target, noises)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
-                                                       atol=1e-6), got, want)
+  chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("which", ["prox_adam", "prox_ssi"])
@@ -413,18 +412,16 @@ def test_inner_solvers_are_jitted_loops(which):
   params = {"w": jnp.ones((4, 3)), "b": jnp.zeros(3)}
   tx = getattr(rj, which)(1e-3, regularizer=rj.group_lasso(1e-2))
   state = tx.init(params)
-  traces = []
 
   def step(params, state, grads):
-    traces.append(1)
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state
 
-  jstep = jax.jit(step)
+  chex.clear_trace_counter()  # counts are kept per function code object
+  jstep = jax.jit(chex.assert_max_traces(step, n=1))
   for i in range(3):
     grads = jax.tree.map(lambda x: jnp.full_like(x, 0.1 * (i + 1)), params)
     params, state = jstep(params, state, grads)
-  assert len(traces) == 1
   assert "while" in str(jax.make_jaxpr(step)(params, state, params))
 
 
@@ -461,8 +458,7 @@ def test_inject_hyperparams_in_chain_equals_plain(which):
           learning_rate=lr, regularizer=reg))
   got = run_rj(injected, params, target, noises)
   want = run_rj(plain, params, target, noises)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
-                                                       atol=1e-6), got, want)
+  chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
   assert any(np.any(np.asarray(x) == 0) for x in jax.tree.leaves(got))
 
 
@@ -471,18 +467,18 @@ def test_jit_compiles_once_with_schedule_and_donation(which):
   params = jax.tree.map(jnp.float32, random_tree(np.random.default_rng(13)))
   tx = ALL[which](optax.linear_schedule(0.1, 0.0, 10), rj.l1(0.01))
   state = tx.init(params)
-  traces = []
 
+  chex.clear_trace_counter()  # counts are kept per function code object
+
+  @chex.assert_max_traces(n=1)
   def step(params, state, grads):
-    traces.append(1)
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state
 
   jstep = jax.jit(step, donate_argnums=(0, 1))
-  for i in range(4):
+  for i in range(4):  # a second trace would raise in chex
     grads = jax.tree.map(lambda x: jnp.full_like(x, 0.1 * i), params)
     params, state = jstep(params, state, grads)
-  assert len(traces) == 1
 
 
 def exact_zero_case(dtype):
@@ -692,3 +688,50 @@ def test_grouping_errors_name_the_leaf(which):
   tx = ALL[which](0.01, rj.group_lasso(0.1, groups=2))
   with pytest.raises(ValueError, match=re.escape("['dense']['kernel']")):
     tx.init({"dense": {"kernel": jnp.ones((3, 2))}})
+
+
+class BaselineUpdateVariantsTest(chex.TestCase):
+  """Each baseline's bare update, with and without jit, against NumPy (x64)."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(("l1", "l1", 0.3),
+                                  ("group_lasso", "group_lasso", 0.2))
+  def test_prox_sgd_update(self, kind, lam):
+    with jax.enable_x64(True):
+      rng = np.random.default_rng(16)
+      params, target = random_tree(rng), target_tree(rng)
+      noises = [random_tree(rng, 0.05) for _ in range(25)]
+      tx = rj.prox_sgd(lr_schedule, 0.9, make_reg(kind, lam))
+      update = self.variant(tx.update)
+      state = tx.init(params)
+      for noise in noises:
+        updates, state = update(grad_of(params, target, noise), state, params)
+        params = optax.apply_updates(params, updates)
+      want = np_prox_sgd(flat(random_tree(np.random.default_rng(16))),
+                         flat(target), [flat(n) for n in noises], kind, lam,
+                         0.9, False)
+      assert_same_points(params, want, 1e-10)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(("prox_adam", "prox_adam"),
+                                  ("prox_ssi", "prox_ssi"))
+  def test_adaptive_l1_update(self, which):
+    # With L1 both solve the subproblem in closed form: soft thresholding of
+    # the Adam step Y at lr * lam / D.
+    lr, b1, b2, eps, lam = 0.3, 0.9, 0.99, 1e-3, 0.15
+    with jax.enable_x64(True):
+      rng = np.random.default_rng(17)
+      params = random_tree(rng, 0.3)
+      grads_seq = [random_tree(rng) for _ in range(4)]
+      tx = getattr(rj, which)(lr, b1, b2, eps, rj.l1(lam))
+      update = self.variant(tx.update)
+      state = tx.init(params)
+      for grads in grads_seq:  # params held fixed: the last update is checked
+        updates, state = update(grads, state, params)
+      got = flat(optax.apply_updates(params, updates))
+      ys, ds = np_adam_y_d(flat(params), [flat(g) for g in grads_seq], lr, b1,
+                           b2, eps)
+      want = {n: np_l1_prox(y, lr * lam / ds[n]) if y.ndim >= 2 else y
+              for n, y in ys.items()}
+      chex.assert_trees_all_close(got, want, rtol=0, atol=1e-12)
+      assert 0 < np.mean(got["dense/kernel"] == 0) < 1

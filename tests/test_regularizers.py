@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import rmda_jax as rj
-import reference
+from tests import reference
 
 SHAPES = [(7, 5), (3, 3, 4, 6), (2, 5, 3)]
 

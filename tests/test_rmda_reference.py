@@ -1,13 +1,15 @@
 """rj.rmda against the NumPy transcription in reference.py (float64, 1e-10)."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from absl.testing import parameterized
 
 import rmda_jax as rj
-import reference
+from tests import reference
 
 NUM_STEPS = 300
 SHAPES = {"conv": (3, 3, 4, 6), "dense": (8, 5), "bias": (6,)}
@@ -137,3 +139,38 @@ def test_rmda_multistep_ramp_rule_matches_reference():
         reference.make_prox("l1", lam), 160, restart_at=milestones)
     for t in (0, 59, 60, 61, 159):
       _assert_trees_match(ws[t], ref_ws[t], f"W after update {t}")
+
+
+class RMDAUpdateVariantsTest(chex.TestCase):
+  """The bare update, with and without jit, against the reference (x64)."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(*[(n, n) for n in REGULARIZERS])
+  def test_update_matches_reference(self, reg_name):
+    make, kind, lam = REGULARIZERS[reg_name]
+    steps, restarts = 30, (12, 24)
+    c_fn = lambda t: 0.3 if t < 24 else 1.0
+    with jax.enable_x64(True):
+      w_init, grad_fn = _problem(seed=3)
+      reg = make(lam) if make else None
+      tx = rj.rmda(lambda t: 0.4 * 0.9 ** (t / 10.0),
+                   lambda t: jnp.where(t < 24, 0.3, 1.0), reg,
+                   restart_at=restarts)
+      update = self.variant(tx.update)
+      params = {k: jnp.asarray(v) for k, v in w_init.items()}
+      state = tx.init(params)
+      for t in range(steps):
+        grads = grad_fn({k: np.asarray(v) for k, v in params.items()}, t)
+        updates, state = update(jax.tree.map(jnp.asarray, grads), state, params)
+        params = optax.apply_updates(params, updates)
+      ref_ws, ref_zs = reference.rmda_reference(
+          w_init, grad_fn, lambda t: 0.4 * 0.9 ** (t / 10), c_fn,
+          reference.make_prox(kind, lam), steps, restart_at=restarts)
+      got_w = {k: np.asarray(v) for k, v in params.items()}
+      got_z = {k: np.asarray(v) for k, v in
+               rj.structured_params(state, reg).items()}
+      chex.assert_trees_all_close(got_w, ref_ws[-1], rtol=0, atol=1e-10)
+      chex.assert_trees_all_close(got_z, ref_zs[-1], rtol=0, atol=1e-10)
+      chex.assert_trees_all_equal(jax.tree.map(lambda x: x == 0, got_w),
+                                  jax.tree.map(lambda x: x == 0, ref_ws[-1]))
+      chex.assert_trees_all_equal_dtypes(params, state.dual_point)
