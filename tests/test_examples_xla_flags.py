@@ -8,37 +8,46 @@ from pathlib import Path
 
 import pytest
 
-from rmda_jax.examples import config, train, xla_flags
+from rmda_jax.examples import config, xla_flags
 
 REPO = Path(__file__).resolve().parents[1]
+
+KNOWN = xla_flags.known_jaxlib()   # whether the installed jaxlib gets the flag at all
+needs_known_jaxlib = pytest.mark.skipif(
+    not KNOWN, reason="the installed jaxlib may not know the YNNPACK flag (XLA would abort)")
 
 PROBE = """
 import json, os, sys
 {prelude}
 import jax, jax.numpy as jnp
-a = jnp.ones((512, 512), jnp.float32)
-dot = jax.jit(lambda a, b: a @ b).lower(a, a).compile().as_text()
-red = jax.jit(lambda a: jnp.sum(a * a, axis=0)).lower(a).compile().as_text()
-print(json.dumps({{"status": status, "xla_flags": os.environ.get("XLA_FLAGS", ""),
-                  "ynn_dot": "__ynn_fusion" in dot, "ynn_reduce": "__ynn_fusion" in red}}))
+out = {{"status": status, "xla_flags": os.environ.get("XLA_FLAGS", "")}}
+if {compile}:
+  a = jnp.ones((512, 512), jnp.float32)
+  dot = jax.jit(lambda a, b: a @ b).lower(a, a).compile().as_text()
+  red = jax.jit(lambda a: jnp.sum(a * a, axis=0)).lower(a).compile().as_text()
+  out.update(ynn_dot="__ynn_fusion" in dot, ynn_reduce="__ynn_fusion" in red)
+print(json.dumps(out))
 """
 
+LIMIT = "from rmda_jax.examples import xla_flags\nstatus = xla_flags.limit_ynn_fusions()"
 
-def probe(prelude, **env):
+
+def probe(prelude, compile=True, **env):
+  """Runs PROBE in a fresh process (no backend yet); compile=False never starts XLA."""
   e = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   e.update(env, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  p = subprocess.run([sys.executable, "-c", PROBE.format(prelude=prelude)], env=e, cwd=REPO,
-                     capture_output=True, text=True, timeout=120)
+  p = subprocess.run([sys.executable, "-c", PROBE.format(prelude=prelude, compile=compile)],
+                     env=e, cwd=REPO, capture_output=True, text=True, timeout=120)
   assert p.returncode == 0, p.stderr
   return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+@needs_known_jaxlib
 def test_flag_added_in_a_fresh_process_and_takes_effect():
   default = probe("status = None")
   if not (default["ynn_dot"] and default["ynn_reduce"]):
     pytest.skip("this jaxlib does not hand dots and reductions to YNNPACK by default")
-  after = probe("from rmda_jax.examples import xla_flags\n"
-                "status = xla_flags.limit_ynn_fusions()")
+  after = probe(LIMIT)
   assert after["status"] == "reductions only"
   assert xla_flags.YNN_FLAG in after["xla_flags"].split()
   assert not after["ynn_dot"]      # the compiled matmul is XLA's own, not YNNPACK's
@@ -49,26 +58,45 @@ def test_flag_added_in_a_fresh_process_and_takes_effect():
   assert not none["ynn_dot"] and not none["ynn_reduce"]
 
 
+def test_importing_the_examples_does_not_start_jax():
+  # So main() can set XLA_FLAGS after the imports: XLA reads them when a backend starts.
+  r = probe("import rmda_jax.examples.train, rmda_jax.examples.report\n"
+            "from jax._src import xla_bridge\n"
+            "status = xla_bridge.backends_are_initialized()", compile=False)
+  assert r["status"] is False
+
+
 def test_user_setting_is_left_alone():
-  r = probe("from rmda_jax.examples import xla_flags\n"
-            "status = xla_flags.limit_ynn_fusions()",
-            XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type=dot")
+  r = probe(LIMIT, compile=False, XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type=dot")
   assert r["status"] == "as set in XLA_FLAGS"
   assert r["xla_flags"] == "--xla_cpu_experimental_ynn_fusion_type=dot"
 
 
 def test_other_user_flags_are_kept():
-  r = probe("from rmda_jax.examples import xla_flags\n"
-            "status = xla_flags.limit_ynn_fusions()",
-            XLA_FLAGS="--xla_cpu_enable_fast_math=false")
-  assert r["status"] == "reductions only"
-  assert r["xla_flags"].split() == ["--xla_cpu_enable_fast_math=false", xla_flags.YNN_FLAG]
+  r = probe(LIMIT, compile=False, XLA_FLAGS="--xla_cpu_enable_fast_math=false")
+  if KNOWN:
+    assert r["status"] == "reductions only"
+    assert r["xla_flags"].split() == ["--xla_cpu_enable_fast_math=false", xla_flags.YNN_FLAG]
+  else:
+    assert r["status"].startswith("unchanged: jaxlib")
+    assert r["xla_flags"] == "--xla_cpu_enable_fast_math=false"
 
 
-@pytest.mark.parametrize("version", ["0.9.0", "0.12.0", "1.10.0", "dev"])
-def test_unknown_jaxlib_gets_no_flag(version):
-  # XLA aborts on flags it does not know: outside the known versions, leave XLA_FLAGS alone.
+@pytest.mark.parametrize("version", ["0.10.0", "0.10.2", "0.11.1"])
+def test_known_jaxlib_gets_the_flag(version, monkeypatch):
+  monkeypatch.setattr(xla_flags, "_backends_are_initialized", lambda: False)
   env = {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}
+  assert xla_flags.known_jaxlib(version)
+  assert xla_flags.limit_ynn_fusions(env, jaxlib_version=version) == "reductions only"
+  assert env == {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false " + xla_flags.YNN_FLAG}
+
+
+@pytest.mark.parametrize("version", ["0.4.30", "0.9.0", "0.12.0", "1.10.0", "dev"])
+def test_unknown_jaxlib_gets_no_flag(version, monkeypatch):
+  # XLA aborts on flags it does not know: outside the known versions, leave XLA_FLAGS alone.
+  monkeypatch.setattr(xla_flags, "_backends_are_initialized", lambda: False)
+  env = {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}
+  assert not xla_flags.known_jaxlib(version)
   status = xla_flags.limit_ynn_fusions(env, jaxlib_version=version)
   assert status == f"unchanged: jaxlib {version} may not know the flag"
   assert env == {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}
@@ -77,7 +105,8 @@ def test_unknown_jaxlib_gets_no_flag(version):
 def test_too_late_is_reported_not_pretended(monkeypatch):
   # The test process has a running backend (conftest), so an edit could not take effect.
   monkeypatch.delenv("XLA_FLAGS", raising=False)
-  assert xla_flags.limit_ynn_fusions() == "unchanged: JAX had already started its backend"
+  assert xla_flags.limit_ynn_fusions(jaxlib_version="0.10.0") == \
+      "unchanged: JAX had already started its backend"
   assert "XLA_FLAGS" not in os.environ
 
 
@@ -91,7 +120,7 @@ def test_cli_flag_and_summary(tmp_path):
   env["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
   args = ["--dataset", "digits", "--model", "logreg", "--epochs", "1", "--milestones", "none",
           "--no-progress"]
-  for extra, expect in (([], True), (["--ynn-fusions"], False)):
+  for extra, expect in (([], KNOWN), (["--ynn-fusions"], False)):
     out = tmp_path / str(len(extra))
     p = subprocess.run([sys.executable, "-m", "rmda_jax.examples.train", *args, *extra,
                         "--output-dir", str(out)], env=env, cwd=REPO, capture_output=True,
