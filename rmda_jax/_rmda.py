@@ -43,18 +43,18 @@ class RMDAState(NamedTuple):
   dual_point: optax.Params
 
 
-def _check_restart_at(restart_at) -> tuple[int, ...]:
+def _check_counts(name: str, value, minimum: int) -> tuple[int, ...]:
+  """``value`` as a tuple of integer update counts >= ``minimum``."""
   try:
-    steps = tuple(restart_at)
+    counts = tuple(value)
   except TypeError:
     raise TypeError(
-        f"restart_at must be a sequence of update counts, got {restart_at!r}."
-    ) from None
-  for t in steps:
-    if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
+        f"{name} must be a sequence of update counts, got {value!r}.") from None
+  for t in counts:
+    if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < minimum:
       raise ValueError(
-          f"restart_at must hold integer update counts >= 0, got {t!r}.")
-  return tuple(sorted(set(int(t) for t in steps)))
+          f"{name} must hold integer update counts >= {minimum}, got {t!r}.")
+  return tuple(int(t) for t in counts)
 
 
 def _scalar_dtype():
@@ -157,7 +157,7 @@ def rmda(
   _checks.check_nonnegative("learning_rate", learning_rate)
   _checks.check_unit_interval("momentum", momentum)
   _checks.check_regularizer(regularizer)
-  restarts = _check_restart_at(restart_at)
+  restarts = tuple(sorted(set(_check_counts("restart_at", restart_at, 0))))
 
   def acc_dtype(p):
     return p.dtype if accumulator_dtype is None else jnp.dtype(accumulator_dtype)
@@ -226,21 +226,6 @@ def rmda(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _check_milestones(milestones) -> tuple[int, ...]:
-  try:
-    ms = tuple(milestones)
-  except TypeError:
-    raise TypeError(
-        f"milestones must be a sequence of update counts, got {milestones!r}."
-    ) from None
-  for m in ms:
-    if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m <= 0:
-      raise ValueError(f"milestones must be integers > 0, got {m!r}.")
-  if list(ms) != sorted(set(ms)):
-    raise ValueError(f"milestones must be strictly increasing, got {ms}.")
-  return tuple(int(m) for m in ms)
-
-
 def rmda_multistep(
     learning_rate: optax.ScalarOrSchedule,
     momentum: float,
@@ -305,7 +290,9 @@ def rmda_multistep(
   if momentum_rule not in ("divide", "ramp"):
     raise ValueError(
         f"momentum_rule must be 'divide' or 'ramp', got {momentum_rule!r}.")
-  ms = _check_milestones(milestones)
+  ms = _check_counts("milestones", milestones, 1)
+  if list(ms) != sorted(set(ms)):
+    raise ValueError(f"milestones must be strictly increasing, got {ms}.")
   gamma, c0 = float(gamma), float(momentum)
   bounds = jnp.asarray(ms, jnp.int32)
 
