@@ -203,7 +203,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     with opener(path, "rb") as f:
       data = f.read()
   except _READ_ERRORS as e:
-    raise CorruptDatasetError(f"{path}: unreadable ({_why(e)})") from None
+    raise CorruptDatasetError(f"{path}: damaged or truncated ({_why(e)})") from None
   if len(data) < 4 or data[0] != 0 or data[1] != 0:
     raise CorruptDatasetError(f"{path}: not an IDX file")
   dtype_code, ndim = data[2], data[3]
