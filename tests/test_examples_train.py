@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def final_state(out_dir, argv):
   epoch = ckpt.latest_epoch()
   state, key = ckpt.restore(epoch, trainer.init_state(), np.zeros(2, np.uint32))
   ckpt.close()
-  return epoch, [np.asarray(x) for x in jax.tree.leaves(state)] + [key]
+  return epoch, (jax.tree.map(np.asarray, state), key)
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +99,11 @@ def test_resume_reproduces_uninterrupted_run_bitwise(tiny_run, tmp_path):
   e_full, s_full = final_state(full, TINY)
   e_part, s_part = final_state(part, TINY)
   assert e_full == e_part == 3
-  assert len(s_full) == len(s_part)
-  for a, b in zip(s_full, s_part):
-    assert a.dtype == b.dtype and a.shape == b.shape
-    assert a.tobytes() == b.tobytes()
+  chex.assert_trees_all_equal_dtypes(s_full, s_part)
+  chex.assert_trees_all_equal_shapes(s_full, s_part)
+  bits = lambda t: jax.tree.map(lambda a: np.frombuffer(np.ascontiguousarray(a).tobytes(),
+                                                        np.uint8), t)
+  chex.assert_trees_all_equal(bits(s_full), bits(s_part))   # bit for bit (-0.0 != 0.0)
   rows_full = (full / "metrics.jsonl").read_text().splitlines()
   rows_part = (part / "metrics.jsonl").read_text().splitlines()
   strip = lambda r: {k: v for k, v in json.loads(r).items() if not k.endswith("time_s")}
