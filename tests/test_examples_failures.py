@@ -337,3 +337,28 @@ def test_atomic_open_leaves_the_old_file_on_failure(tmp_path):
   umask = os.umask(0)
   os.umask(umask)
   assert path.stat().st_mode & 0o777 == 0o666 & ~umask   # an ordinary file, not mkstemp's 0600
+
+
+@pytest.mark.parametrize("damage", ["meta", "arrays"])
+def test_damaged_checkpoint(tmp_path, capsys, damage):
+  base = ["--dataset", "digits", "--model", "logreg", "--epochs", "1", "--milestones", "none",
+          "--output-dir", str(tmp_path)]
+  assert run_main(capsys, *base)[0] == 0
+  step = tmp_path / "checkpoints" / "1"
+  if damage == "meta":
+    (step / "meta" / "metadata").write_text("{not json")
+  else:
+    for f in (step / "arrays").rglob("*"):
+      if f.is_file() and f.parent.name == "d":
+        f.write_bytes(b"")
+  rc, err = run_main(capsys, *base, "--epochs", "2", "--resume")
+  assert_one_line_error(rc, err, str(step), "unreadable checkpoint")
+  assert len(err[0]) < 400
+
+
+def test_output_dir_that_is_a_file(tmp_path, capsys):
+  target = tmp_path / "out"
+  target.write_text("a file")
+  rc, err = run_main(capsys, "--dataset", "digits", "--model", "logreg", "--output-dir",
+                     str(target / "run"))
+  assert_one_line_error(rc, err, "--output-dir", str(target / "run"))

@@ -4,4 +4,9 @@ Needs the ``examples`` extra (flax, orbax-checkpoint, scikit-learn, matplotlib,
 tqdm). Submodules are imported on demand::
 
     from rmda_jax.examples import models, data
+
+``models`` (the networks), ``data`` (datasets, safe loading, augmentation),
+``config`` (the flags), ``train`` (the step builders and the loop),
+``checkpoint`` (Orbax checkpoints, resume checks), ``report`` (the final
+table and plot), ``xla_flags`` (rmda-train's XLA:CPU setting).
 """

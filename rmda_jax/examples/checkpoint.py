@@ -18,6 +18,15 @@ import orbax.checkpoint as ocp
 
 __all__ = ["Checkpointer", "ResumeError"]
 
+# What Orbax raises on a damaged checkpoint (tensorstore reports as ValueError).
+_READ_ERRORS = (OSError, ValueError, KeyError, TypeError)
+
+
+def _why(e: BaseException) -> str:
+  """The first sentence of an error, on one line (tensorstore appends its whole spec)."""
+  text = " ".join(str(e).split()).split(" [tensorstore_spec")[0]
+  return (text[:200] + "...") if len(text) > 200 else (text or type(e).__name__)
+
 
 class ResumeError(RuntimeError):
   """The checkpoints in the output directory cannot be used by this run."""
@@ -65,17 +74,16 @@ class Checkpointer:
       The restored state (the type of ``template``) and the data key.
 
     Raises:
-      ResumeError: the checkpoint does not hold a state shaped like ``template``.
+      ResumeError: the checkpoint is damaged or holds no state shaped like ``template``.
     """
     tree = {"state": template._asdict(), "data_key": np.asarray(data_key)}
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
     try:
       out = self.manager.restore(epoch, args=ocp.args.Composite(
           arrays=ocp.args.StandardRestore(abstract)))["arrays"]
-    except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
-      first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-      raise ResumeError(f"{self.directory / str(epoch)}: not a checkpoint of this run "
-                        f"({first})") from None
+    except _READ_ERRORS as e:
+      raise ResumeError(f"{self.directory / str(epoch)}: unreadable checkpoint ({_why(e)}); "
+                        f"use another --output-dir") from None
     return type(template)(**out["state"]), np.asarray(out["data_key"])
 
   def resume_epoch(self, meta: dict, resume: bool) -> int | None:
@@ -101,8 +109,8 @@ class Checkpointer:
                         f"to continue that run, or choose another --output-dir")
     try:
       saved = self.read_meta(last)
-    except (ValueError, KeyError, TypeError, FileNotFoundError):
-      raise ResumeError(f"{self.directory / str(last)}: no readable run configuration; "
+    except _READ_ERRORS as e:
+      raise ResumeError(f"{self.directory / str(last)}: unreadable checkpoint ({_why(e)}); "
                         f"use another --output-dir") from None
     if not isinstance(saved, dict) or saved.get("fingerprint") != meta["fingerprint"]:
       saved_cfg = saved.get("config", {}) if isinstance(saved, dict) else {}

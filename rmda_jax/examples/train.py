@@ -361,9 +361,14 @@ def train(cfg: Config, *, log=print) -> dict:
   Raises:
     data.DatasetError: the dataset is missing, unreadable or refused.
     ResumeError: the output directory holds checkpoints this run cannot use.
+    config.UsageError: the output directory cannot be made, or the batch is
+      larger than the training set.
   """
   out = Path(cfg.output_dir)
-  out.mkdir(parents=True, exist_ok=True)
+  try:
+    out.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise config_lib.UsageError(f"--output-dir {out}: {e.strerror or e}") from None
   t_start = time.perf_counter()
 
   ds = prepare_data(cfg)
