@@ -451,8 +451,9 @@ def make_run(model_name: str, tx: optax.GradientTransformation, data: Data, *,
     trains from the initialisation of ``seed`` and evaluates on the test set at
     the reported point. ``reported``: ``(params, opt_state) -> params`` (e.g.
     RMDA's ``structured_params``; default the iterate). ``start``:
-    ``(params, opt_state) -> params``, the point training starts from (RigL's
-    masked weights; default the initialisation).
+    ``(params, opt_state, seed) -> (params, opt_state)``, what training starts
+    from (``rigl.reseed``: the masks of the seed; default ``tx.init``'s state
+    at the initialisation).
   """
   parts = _model_parts(model_name, data, 0)
   step = jax.jit(train_lib.make_train_step(parts.graphdef_train, tx), donate_argnums=(0, 1))
@@ -464,11 +465,12 @@ def make_run(model_name: str, tx: optax.GradientTransformation, data: Data, *,
 
   def run(*, epochs: int, seed: int = 0,
           reported: Optional[Callable[[Any, Any], Any]] = None,
-          start: Optional[Callable[[Any, Any], Any]] = None,
+          start: Optional[Callable[[Any, Any, int], tuple]] = None,
           log: Optional[Callable[[str], None]] = None) -> Result:
     state = train_lib.init_train_state(_model_parts(model_name, data, seed), tx)
     if start is not None:
-      state = state._replace(params=start(state.params, state.opt_state))
+      params, opt_state = start(state.params, state.opt_state, seed)
+      state = state._replace(params=params, opt_state=opt_state)
     rng = np.random.default_rng([seed, 12345])
     t0 = time.perf_counter()
     train_loss = float("nan")

@@ -8,7 +8,8 @@ algorithm, for ``bench_rigl``:
   :func:`erk_densities` (Erdos-Renyi-Kernel, dense layers capped at density 1)
   or uniform; random initial masks with the exact count per layer;
 * the wrapped optimizer sees the masked gradients, and weights outside the
-  mask stay 0 (:func:`apply_masks` masks the initial weights);
+  mask stay 0 (:func:`apply_masks` masks the initial weights, :func:`reseed`
+  draws the masks of another seed);
 * every ``delta_t`` updates until ``t_end`` (a fraction of training), in each
   sparse layer: drop the ``k = f(t) * n_active`` active weights of smallest
   magnitude and grow the ``k`` inactive ones (just-dropped ones included) of
@@ -77,20 +78,30 @@ class RigLState(NamedTuple):
   inner_state: Any
 
 
-def _random_masks(params, densities: dict, seed: int):
+def _draw_masks(params, counts, seed: int):
+  """Random masks with ``counts[i]`` entries on in leaf ``i``, drawn from ``seed``."""
   key = jax.random.PRNGKey(10_000 + seed)
   masks = []
-  for i, (path, x) in enumerate(jax.tree_util.tree_leaves_with_path(params)):
-    name = jax.tree_util.keystr(path)
-    if name not in densities:
+  for i, (x, n_on) in enumerate(zip(jax.tree.leaves(params), counts)):
+    if n_on == x.size:
       masks.append(jnp.ones(x.shape, bool))
       continue
-    n_on = int(round(densities[name] * x.size))
     score = jax.random.uniform(jax.random.fold_in(key, i), (x.size,))
     rank = jnp.zeros(x.size, jnp.int32).at[jnp.argsort(score)].set(
         jnp.arange(x.size, dtype=jnp.int32))
     masks.append((rank < n_on).reshape(x.shape))
   return jax.tree.unflatten(jax.tree.structure(params), masks)
+
+
+def reseed(params, state: RigLState, seed: int):
+  """(masked params, state) of a start from ``seed``: masks drawn again, same count per leaf.
+
+  What a run from another seed starts from, without building (and compiling)
+  another transformation: ``params, state = reseed(params, tx.init(params), seed)``.
+  """
+  counts = [int(jnp.sum(m)) for m in jax.tree.leaves(state.masks)]
+  masks = _draw_masks(params, counts, seed)
+  return apply_masks(masks, params), state._replace(masks=masks)
 
 
 def _drop_grow(m, w, g, frac):
@@ -123,7 +134,8 @@ def rigl(inner: optax.GradientTransformation, sparsity: float, total_steps: int,
     alpha: the fraction of active weights the first round drops (cosine decay).
     t_end_fraction: no round after this fraction of ``total_steps``.
     distribution: ``"erk"`` or ``"uniform"`` densities per layer.
-    seed: draws the initial masks; start from ``apply_masks(state.masks, params)``.
+    seed: draws the initial masks; start from ``apply_masks(state.masks, params)``
+      (or from :func:`reseed`, for another seed).
 
   Returns:
     An optax transformation whose state is a :class:`RigLState`.
@@ -131,7 +143,10 @@ def rigl(inner: optax.GradientTransformation, sparsity: float, total_steps: int,
   t_end = int(t_end_fraction * total_steps)
 
   def init_fn(params):
-    masks = _random_masks(params, layer_densities(params, sparsity, distribution), seed)
+    dens = layer_densities(params, sparsity, distribution)
+    counts = [int(round(dens.get(jax.tree_util.keystr(p), 1.0) * x.size))
+              for p, x in jax.tree_util.tree_leaves_with_path(params)]
+    masks = _draw_masks(params, counts, seed)
     zero = jnp.zeros([], jnp.int32)
     return RigLState(zero, zero, masks, inner.init(params))
 

@@ -95,5 +95,5 @@ def test_run_trains_with_the_examples_step_and_reports_its_point(digits):
 
 def test_run_starts_from_the_start_point(digits):
   run = common.make_run("mlp", optax.set_to_zero(), digits, batch_size=128)
-  r = run(epochs=1, seed=0, start=lambda p, s: jax.tree.map(jnp.zeros_like, p))
+  r = run(epochs=1, seed=0, start=lambda p, s, seed: (jax.tree.map(jnp.zeros_like, p), s))
   chex.assert_trees_all_equal(r.params, jax.tree.map(jnp.zeros_like, r.params))

@@ -89,3 +89,13 @@ def test_the_update_compiles_under_jit():
   eager = tx.update(grads, state, params)
   jitted = jax.jit(tx.update)(grads, state, params)
   chex.assert_trees_all_close(jitted, eager)
+
+
+def test_reseed_draws_other_masks_with_the_same_counts():
+  _, state, params, _ = _setup(optax.sgd(0.1))
+  params1, state1 = rigl.reseed(params, state, 1)
+  assert int(state1.masks["k"].sum()) == 120 and bool(state1.masks["b"].all())
+  assert bool(jnp.any(state1.masks["k"] != state.masks["k"]))
+  chex.assert_trees_all_equal(params1, rigl.apply_masks(state1.masks, params))
+  params0, state0 = rigl.reseed(params, state, 0)   # seed 0: the masks of tx.init
+  chex.assert_trees_all_equal(state0.masks, state.masks)
