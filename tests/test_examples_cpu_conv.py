@@ -87,17 +87,18 @@ def test_single_channel_conv_is_plain_off_cpu(backend, backend_named):
   assert n_custom_vjp(names) == 0 and names == ["conv_general_dilated"]
 
 
-@pytest.mark.parametrize("name", ["lenet5_small", "lenet5_large"])
-def test_both_paths_agree_on_cpu(name, backend_named):
-  model = models.get_model(name, 10, nnx.Rngs(0), (28, 28, 1))
+def test_both_paths_agree_on_cpu(backend_named):
+  model = models.get_model("lenet5_small", 10, nnx.Rngs(0), (28, 28, 1))
   graphdef, params = nnx.split(model)
-  x = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
+  x = jax.random.normal(jax.random.key(1), (2, 28, 28, 1))
 
   def run():
-    # Fresh functions, eager: each call traces under the current backend name.
+    # Fresh functions: each is traced under the current backend name.
     loss = lambda params: jnp.sum(nnx.merge(graphdef, params)(x) ** 2)
     fused = n_custom_vjp(primitives(jax.make_jaxpr(loss)(params).jaxpr))
-    return fused, (nnx.merge(graphdef, params)(x), jax.grad(loss)(params))
+    value_and_grad = jax.jit(lambda params: (nnx.merge(graphdef, params)(x),
+                                             jax.grad(loss)(params)))
+    return fused, value_and_grad(params)
 
   fused_fast, fast = run()
   backend_named("gpu")

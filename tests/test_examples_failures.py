@@ -191,16 +191,14 @@ def test_resume_with_a_checkpoint_of_another_run(tmp_path, capsys):
   assert_one_line_error(rc, err, str(tmp_path / "checkpoints"), "--resume")
 
 
-def test_resume_error_from_the_command_line(tmp_path):
+def test_resume_error_from_the_command_line(tmp_path, capsys):
   # The same through the console script's module: exit 2, one line, no traceback.
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   base = ["--dataset", "digits", "--model", "logreg", "--epochs", "1", "--milestones", "none",
           "--output-dir", str(tmp_path), *QUIET]
-  run = lambda *extra: subprocess.run(
-      [sys.executable, "-m", "rmda_jax.examples.train", *base, *extra],
-      capture_output=True, text=True, timeout=300, env=env)
-  assert run().returncode == 0
-  p = run("--seed", "3", "--resume")
+  assert run_main(capsys, *base)[0] == 0
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  p = subprocess.run([sys.executable, "-m", "rmda_jax.examples.train", *base, "--seed", "3",
+                      "--resume"], capture_output=True, text=True, timeout=300, env=env)
   assert p.returncode == 2
   assert p.stderr.strip().splitlines() == [p.stderr.strip()]
   assert "different configuration" in p.stderr and "seed" in p.stderr
