@@ -71,22 +71,6 @@ def test_regularizer_in_loss_adds_its_gradient_not_its_value():
   chex.assert_trees_all_close(loss_sum, hand_loss(parts.params, xb, yb), rtol=1e-5)
 
 
-def test_masked_step_keeps_masked_weights_zero_and_returns_the_dense_gradient():
-  parts, x, y, perm = logreg()
-  tx = optax.sgd(0.1, momentum=0.9)
-  masks = jax.tree.map(lambda p: jnp.arange(p.size).reshape(p.shape) % 2 == 0, parts.params)
-  step = jax.jit(train.make_train_step(parts.graphdef_train, tx, masked=True))
-  state = train.init_train_state(parts, tx)
-  state = state._replace(params=jax.tree.map(lambda p, m: jnp.where(m, p, 0), state.params,
-                                             masks))
-  start = state.params
-  state, _, grads = step(state, jnp.float32(0), x, y, perm, jnp.int32(2), None, masks)
-  dense = jax.grad(hand_loss)(start, x[perm[2]], y[perm[2]])
-  chex.assert_trees_all_close(grads, dense, rtol=1e-5, atol=1e-6)
-  expected = jax.tree.map(lambda p, g, m: jnp.where(m, p - 0.1 * g, 0), start, dense, masks)
-  chex.assert_trees_all_close(state.params, expected, rtol=1e-5, atol=1e-6)
-
-
 def test_augment_uses_the_key_of_step_i():
   parts, x, y, perm = logreg()
   tx = optax.sgd(0.1)

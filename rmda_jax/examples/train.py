@@ -136,8 +136,7 @@ def _preprocess(x: jax.Array, norm_stats) -> jax.Array:
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, *,
                     regularizer_in_loss: Callable[[Any], jax.Array] | None = None,
-                    augment: bool = False, norm_stats=None,
-                    masked: bool = False) -> Callable:
+                    augment: bool = False, norm_stats=None) -> Callable:
   """The pure training step of one model and optimizer; jit it with donated state.
 
   ``step = jax.jit(make_train_step(gd, tx), donate_argnums=(0, 1))``, then per
@@ -154,14 +153,10 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, *,
       ``fold_in(key, i)``.
     norm_stats: ``(scale, mean, std)`` for ``data.normalize``, applied to each
       batch on device; None if the inputs are already normalised.
-    masked: the step takes a last argument ``masks`` (a pytree of booleans
-      shaped like the parameters), zeroes the masked gradient entries before
-      the update and the masked parameters after it, and also returns the
-      unmasked gradient (as sparse training with regrowth, e.g. RigL, needs).
 
   Returns:
-    ``train_step(state, loss_sum, x_all, y_all, perm, i, key[, masks])`` ->
-    ``(state, loss_sum + loss[, grads])``: ``state`` a :class:`TrainState`,
+    ``train_step(state, loss_sum, x_all, y_all, perm, i, key)`` ->
+    ``(state, loss_sum + loss)``: ``state`` a :class:`TrainState`,
     ``x_all, y_all`` the whole training set on device, ``perm`` an int32
     ``(steps, batch)`` array of sample indices (one row per step), ``i`` the
     step's row, ``key`` the augmentation key of the epoch (unused without
@@ -174,7 +169,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, *,
     total = loss if regularizer_in_loss is None else loss + regularizer_in_loss(params)
     return total, (loss, new_stats)
 
-  def train_step(state: TrainState, loss_sum, x_all, y_all, perm, i, key, masks=None):
+  def train_step(state: TrainState, loss_sum, x_all, y_all, perm, i, key):
     idx = perm[i]
     x, y = x_all[idx], y_all[idx]
     if augment:
@@ -182,14 +177,8 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, *,
     x = _preprocess(x, norm_stats)
     grads, (loss, new_stats) = jax.grad(loss_fn, has_aux=True)(
         state.params, state.batch_stats, x, y)
-    raw_grads = grads
-    if masked:
-      grads = jax.tree.map(lambda g, m: jnp.where(m, g, 0).astype(g.dtype), grads, masks)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    if masked:
-      params = jax.tree.map(lambda p, m: jnp.where(m, p, 0).astype(p.dtype), params, masks)
-      return TrainState(params, new_stats, opt_state), loss_sum + loss, raw_grads
     return TrainState(params, new_stats, opt_state), loss_sum + loss
 
   return train_step
