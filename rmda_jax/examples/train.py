@@ -344,6 +344,20 @@ def _write_json(path: Path, obj) -> None:
     f.write(json.dumps(obj, indent=2) + "\n")
 
 
+def _rows_until(metrics_path: Path, epoch: int) -> list[dict]:
+  """The rows of ``metrics.jsonl`` up to ``epoch`` (a line torn by a crash is skipped)."""
+  rows = []
+  if metrics_path.exists():
+    for line in metrics_path.read_text().splitlines():
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if isinstance(row, dict) and row.get("epoch", epoch + 1) <= epoch:
+        rows.append(row)
+  return rows
+
+
 def train(cfg: Config, *, log=print) -> dict:
   """Runs ``cfg`` and returns the summary (also written to ``summary.json``).
 
@@ -384,9 +398,7 @@ def train(cfg: Config, *, log=print) -> dict:
   elif last is not None:
     state, data_key = ckpt.restore(last, state, data_key)
     start_epoch = last
-    if metrics_path.exists():
-      rows = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()]
-      rows = [r for r in rows if r["epoch"] <= last]
+    rows = _rows_until(metrics_path, last)
     log(f"resumed from epoch {last} of {ckpt.directory}")
     if last >= cfg.epochs:
       log(f"the checkpoint is already at epoch {last} >= --epochs {cfg.epochs}: nothing to train")
@@ -446,6 +458,8 @@ def train(cfg: Config, *, log=print) -> dict:
     rows.append(row)
     with open(metrics_path, "a") as f:
       f.write(json.dumps(row) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
     ckpt.save(epoch + 1, state, data_key, meta)
     log(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {train_loss:.4f}  objective "
         f"{row['objective']:.4f}  test acc {report.fmt_pct(test_acc)}  group sparsity "
