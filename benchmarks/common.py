@@ -76,6 +76,7 @@ def machine_info() -> Dict[str, Any]:
       "git_commit": commit,
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
   }
 
 
