@@ -5,5 +5,7 @@
 
 ``benchmarks.common`` holds what several benchmarks share (machine record,
 optimizer tables, model shapes, step timing, data and the training loop);
-``benchmarks.rigl`` holds the RigL optimizer that ``bench_rigl`` compares with.
+``benchmarks.sweep`` the lambda-sweep experiment of ``bench_sparsity_accuracy``
+and ``bench_low_rank``; ``benchmarks.rigl`` the RigL optimizer that
+``bench_rigl`` compares with.
 """

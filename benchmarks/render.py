@@ -326,6 +326,7 @@ def main():
       "`benchmarks/common.py` holds what several of them share (machine record, "
       "optimizer tables, model shapes read from `rmda_jax.examples.models`, step "
       "timing, data, the training loop around `rmda-train`'s step); "
+      "`benchmarks/sweep.py` the lambda sweep of section 2; "
       "`benchmarks/rigl.py` the RigL optimizer of section 3.",
       "",
       ident_md,
