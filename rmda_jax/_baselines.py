@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from rmda_jax import _checks
+from rmda_jax._sharding import scalar_like_params
 from rmda_jax.regularizers import Regularizer
 
 __all__ = [
@@ -184,7 +185,7 @@ def prox_sgd(
   def init_fn(params):
     _init_checks(regularizer, params)
     return ProxSGDState(
-        count=jnp.zeros([], jnp.int32),
+        count=scalar_like_params(0, jnp.int32, params),
         trace=jax.tree.map(
             lambda p: jnp.zeros_like(p, dtype=accumulator_dtype or p.dtype),
             params),
@@ -221,7 +222,7 @@ def _preconditioned_adam(learning_rate, b1, b2, eps, regularizer, solver,
   def init_fn(params):
     _init_checks(regularizer, params)
     return ProxAdamState(
-        count=jnp.zeros([], jnp.int32),
+        count=scalar_like_params(0, jnp.int32, params),
         mu=jax.tree.map(jnp.zeros_like, params),
         nu=jax.tree.map(jnp.zeros_like, params),
     )

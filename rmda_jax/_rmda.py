@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from rmda_jax import _checks
+from rmda_jax._sharding import scalar_like_params
 from rmda_jax.regularizers import Regularizer
 
 __all__ = [
@@ -167,9 +168,9 @@ def rmda(
     if regularizer is not None:
       regularizer.check(params)
     return RMDAState(
-        count=jnp.zeros([], jnp.int32),
-        stage_count=jnp.zeros([], jnp.int32),
-        alpha=jnp.zeros([], _scalar_dtype()),
+        count=scalar_like_params(0, jnp.int32, params),
+        stage_count=scalar_like_params(0, jnp.int32, params),
+        alpha=scalar_like_params(0, _scalar_dtype(), params),
         initial_params=jax.tree.map(
             lambda p: jnp.array(p, dtype=acc_dtype(p), copy=True), params),
         dual_point=jax.tree.map(

@@ -4,4 +4,11 @@
 # into the tests after it.
 import jax
 
+# jax.enable_x64 (a context manager) exists from jax 0.8; older releases,
+# which the declared floors admit, spell it jax.experimental.enable_x64.
+if not hasattr(jax, "enable_x64"):
+  import jax.experimental  # noqa: E402
+
+  jax.enable_x64 = jax.experimental.enable_x64
+
 jax.devices()
