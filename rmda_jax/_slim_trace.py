@@ -166,11 +166,11 @@ def _shape(v) -> tuple[int, ...]:
   return tuple(int(d) for d in v.aval.shape)
 
 
-def _where(eqn) -> str:
+def _summary(eqn) -> str:
   try:
     return source_info_util.summarize(eqn.source_info)
   except Exception:  # pragma: no cover - source info is best effort
-    return "unknown location"
+    return ""
 
 
 def _sub_jaxpr(eqn):
@@ -234,6 +234,15 @@ class _Interpreter:
     self.cons_zero: list[np.ndarray] = []
     self.macs: collections.Counter = collections.Counter()
     self.layer_order: dict[str, None] = {}
+    self.calls: list = []     # the equations whose bodies are being interpreted
+
+  def where(self, eqn) -> str:
+    """The source line of ``eqn``, or of the innermost enclosing call that has one."""
+    for e in (eqn, *reversed(self.calls)):
+      summary = _summary(e)
+      if summary and not summary.startswith("<unknown"):
+        return summary
+    return "unknown location"
 
   # -- slots ------------------------------------------------------------------
 
@@ -298,7 +307,11 @@ class _Interpreter:
     name = eqn.primitive.name
     sub = _sub_jaxpr(eqn) if name in _CALLS else None
     if sub is not None:
-      return self.run(sub[0], sub[1], ins)
+      self.calls.append(eqn)
+      try:
+        return self.run(sub[0], sub[1], ins)
+      finally:
+        self.calls.pop()
     if all(a.kind == "const" for a in ins):
       return [_Val("const", value=o) for o in _evaluate(eqn, [a.value for a in ins])]
     for a in ins:
@@ -336,7 +349,7 @@ class _Interpreter:
     layer = next((a.layer for a in ins if a.kind in ("act", "par") and a.layer), "model input")
     return SlimError(
         f"slim cannot follow primitive '{eqn.primitive.name}' applied to the output of layer "
-        f"'{layer}' (at {_where(eqn)}): {why}; use supported operations there (convolutions, "
+        f"'{layer}' (at {self.where(eqn)}): {why}; use supported operations there (convolutions, "
         "dense layers, BatchNorm, elementwise activations, pooling, reshape, concatenate)")
 
   # -- rules ------------------------------------------------------------------
@@ -344,9 +357,12 @@ class _Interpreter:
   def elementwise(self, eqn, ins):
     out_shape = _shape(eqn.outvars[0])
     nd = len(out_shape)
-    merged: dict[tuple[int, ...], np.ndarray] = {}
+    # The k-th factor varying along axes S of each operand merge (elementwise, the same
+    # element of every operand feeds the result's element); factors of one operand stay apart.
+    merged: dict[tuple, np.ndarray] = {}
     varying_const: set[int] = set()
     for var, a in zip(eqn.invars, ins):
+      count: collections.Counter = collections.Counter()
       shape = _shape(var)
       if len(shape) not in (0, nd):
         raise self.refuse(eqn, ins, f"operand of rank {len(shape)} for a result of rank {nd}")
@@ -358,18 +374,20 @@ class _Interpreter:
       for f in a.factors:
         labels = f.labels.reshape((1,) * nd) if len(shape) == 0 else f.labels
         axes = tuple(d for d in f.axes if len(shape) and shape[d] == out_shape[d])
-        if axes in merged:
-          self.uf.union_arrays(merged[axes], labels)
+        key = (axes, count[axes])
+        count[axes] += 1
+        if key in merged:
+          self.uf.union_arrays(merged[key], labels)
         else:
-          merged[axes] = labels
-    for axes, labels in merged.items():
+          merged[key] = labels
+    for (axes, _), labels in merged.items():
       if varying_const & set(axes):
         self.pin(labels, f"'{eqn.primitive.name}' with a constant that varies along the channel "
-                 f"axis (at {_where(eqn)})")
+                 f"axis (at {self.where(eqn)})")
     if eqn.primitive.name == "mul" and {a.kind for a in ins} >= {"act", "par"}:
       par = next(a for a in ins if a.kind == "par")
       self.macs[par.layer] += math.prod(out_shape)
-    factors = [_Factor(lab, axes) for axes, lab in merged.items()]
+    factors = [_Factor(lab, axes) for (axes, _), lab in merged.items()]
     return [factors for _ in eqn.outvars]
 
   def broadcast_in_dim(self, eqn, ins):
@@ -391,7 +409,7 @@ class _Interpreter:
     if eqn.params.get("dimensions") is not None:
       raise self.refuse(eqn, ins, "reshape with a dimension permutation")
     if 0 in in_shape:
-      self.pin_val(ins[0], f"reshape of an empty array (at {_where(eqn)})")
+      self.pin_val(ins[0], f"reshape of an empty array (at {self.where(eqn)})")
       return [[]]
     groups = _reshape_groups(in_shape, out_shape)
     factors = []
@@ -431,7 +449,7 @@ class _Interpreter:
     kept = []
     for f in v.factors:
       if moving & set(f.axes):
-        self.pin(f.labels, f"{what} along the channel axis (at {_where(eqn)})")
+        self.pin(f.labels, f"{what} along the channel axis (at {self.where(eqn)})")
       else:
         kept.append(f)
     return kept
@@ -455,23 +473,23 @@ class _Interpreter:
               or (p.get("window_dilation") or ones)[d] != 1}
     n = len(eqn.outvars)
     for a in ins[n:]:
-      self.pin_val(a, f"'{eqn.primitive.name}' initial value (at {_where(eqn)})")
+      self.pin_val(a, f"'{eqn.primitive.name}' initial value (at {self.where(eqn)})")
     return [self._drop_moving(eqn, a, moving, f"'{eqn.primitive.name}'") for a in ins[:n]]
 
   def cumulative(self, eqn, ins):
     for f in ins[0].factors:
       if eqn.params["axis"] in f.axes:
-        self.pin(f.labels, f"'{eqn.primitive.name}' along the channel axis (at {_where(eqn)})")
+        self.pin(f.labels, f"'{eqn.primitive.name}' along the channel axis (at {self.where(eqn)})")
     return [list(ins[0].factors)]
 
   def indexed(self, eqn, ins):
     for a in ins:
-      self.pin_val(a, f"indexing operation '{eqn.primitive.name}' (at {_where(eqn)})")
+      self.pin_val(a, f"indexing operation '{eqn.primitive.name}' (at {self.where(eqn)})")
     return [[] for _ in eqn.outvars]
 
   def pad(self, eqn, ins):
     moving = {d for d, c in enumerate(eqn.params["padding_config"]) if tuple(c) != (0, 0, 0)}
-    self.pin_val(ins[1], f"padding value (at {_where(eqn)})")
+    self.pin_val(ins[1], f"padding value (at {self.where(eqn)})")
     return [self._drop_moving(eqn, ins[0], moving, "padding")]
 
   def slice(self, eqn, ins):
@@ -486,7 +504,7 @@ class _Interpreter:
     shape = _shape(eqn.invars[0])
     moving = {d for d, s in enumerate(eqn.params["slice_sizes"]) if s != shape[d]}
     for a in ins[1:]:
-      self.pin_val(a, f"index of 'dynamic_slice' (at {_where(eqn)})")
+      self.pin_val(a, f"index of 'dynamic_slice' (at {self.where(eqn)})")
     return [self._drop_moving(eqn, ins[0], moving, "slicing")]
 
   def rev(self, eqn, ins):
@@ -563,7 +581,7 @@ class _Interpreter:
         if set(f.axes) <= wc and f.axes:
           w_flat.append((k, flat(w_side, f.labels)))
         elif set(f.axes) & wc:
-          self.pin(f.labels, f"weight of '{w.layer}' mixes input and output axes (at {_where(eqn)})")
+          self.pin(f.labels, f"weight of '{w.layer}' mixes input and output axes (at {self.where(eqn)})")
         else:
           out_factors.append(carried(w_side, f))
       wval = np.moveaxis(np.asarray(w.value), contract[w_side],
@@ -577,7 +595,7 @@ class _Interpreter:
           continue
         if not set(f.axes) <= ac:
           self.pin(f.labels, f"'{w.layer}' contracts an axis that also varies along others "
-                   f"(at {_where(eqn)})")
+                   f"(at {self.where(eqn)})")
           continue
         lab = flat(a_side, f.labels)
         matched = False
@@ -586,14 +604,15 @@ class _Interpreter:
             matched = used[k] = True
             self.uf.union_arrays(lab, r)
             self.pin(r[lab < 0], f"input of '{w.layer}' not produced by a tracked channel")
+            self.pin(lab[r < 0], f"weight of '{w.layer}' not made of parameters everywhere")
         if not matched:
           self.pin(lab, f"input channels of '{w.layer}' do not match its weight's slots "
-                   f"(at {_where(eqn)})")
+                   f"(at {self.where(eqn)})")
       for k, r in w_flat:
-        if used[k]:
-          self.consume(r, zero)
-        else:
-          self.pin(r, f"input of '{w.layer}' not produced by a tracked channel")
+        self.consume(r, zero)
+        if not used[k]:
+          self.pin(r, f"input of '{w.layer}' not produced by a tracked channel "
+                   f"(at {self.where(eqn)})")
       return _Special([out_factors], w.layer)
     # Activations times activations or constants, or parameters times parameters: the
     # contracted slots are kept; the free ones travel on.
@@ -602,7 +621,7 @@ class _Interpreter:
     for side, v in enumerate(ins):
       for f in v.factors:
         if set(f.axes) & set(contract[side]):
-          self.pin(f.labels, f"contraction without a parameter weight (at {_where(eqn)})")
+          self.pin(f.labels, f"contraction without a parameter weight (at {self.where(eqn)})")
         else:
           out_factors.append(carried(side, f))
     return [out_factors]
@@ -620,7 +639,7 @@ class _Interpreter:
       why = ("grouped convolution" if grouped else "convolution without a parameter kernel")
       self.macs[rhs.layer if rhs.kind == "par" else "(no parameters)"] += macs
       for v in ins:
-        self.pin_val(v, f"{why} (at {_where(eqn)})")
+        self.pin_val(v, f"{why} (at {self.where(eqn)})")
       return [[]]
     self.macs[rhs.layer] += macs
     lb, lf = lhs_spec[0], lhs_spec[1]
@@ -632,8 +651,8 @@ class _Interpreter:
       elif f.axes == (r_out,):
         out_factors.append(_Factor(_place(f.labels, [r_out], [out_spec[1]], out_nd),
                                    (out_spec[1],)))
-      elif {r_in, r_out} & set(f.axes):
-        self.pin(f.labels, f"kernel of '{rhs.layer}' mixes channel and other axes")
+      else:  # spatial slots of the kernel feed every output channel: never removed
+        self.pin(f.labels, f"kernel of '{rhs.layer}' along axes {f.axes}")
     rval = np.moveaxis(np.asarray(rhs.value), r_in, 0).reshape(rs[r_in], -1)
     zero = ~np.any(rval != 0, axis=1)
     matched = False
@@ -656,10 +675,10 @@ class _Interpreter:
       else:
         self.pin(f.labels, f"spatial positions entering '{rhs.layer}'")
     for r in consumers:
-      if matched:
-        self.consume(r, zero)
-      else:
-        self.pin(r, f"input of '{rhs.layer}' not produced by a tracked channel")
+      self.consume(r, zero)
+      if not matched:
+        self.pin(r, f"input of '{rhs.layer}' not produced by a tracked channel "
+                 f"(at {self.where(eqn)})")
     return _Special([out_factors], rhs.layer)
 
 

@@ -280,10 +280,26 @@ def _fix_attributes(model) -> None:
       setattr(module, name, value)
 
 
+def _is_plain(value) -> bool:
+  if value is None or isinstance(value, (bool, int, float, str)):
+    return True
+  return isinstance(value, (tuple, list)) and all(_is_plain(v) for v in value)
+
+
+def _plain_attributes(module) -> dict[str, Any]:
+  """A module's attributes that JSON can hold (sizes, modes, plans), by name."""
+  return {k: v for k, v in vars(module).items()
+          if not k.startswith(("_pytree__", "_object__")) and _is_plain(v)}
+
+
+def _modules(model) -> dict[str, Any]:
+  return {"/".join(map(str, path)): m for path, m in nnx.iter_modules(model)}
+
+
 def _apply_attributes(model, attributes: Mapping[str, Mapping[str, Any]]) -> None:
-  for path, module in nnx.iter_modules(model):
-    for name, value in attributes.get("/".join(map(str, path)), {}).items():
-      setattr(module, name, tuple(value) if isinstance(value, list) else value)
+  for path, module in _modules(model).items():
+    for name, value in attributes.get(path, {}).items():
+      setattr(module, name, _decode(value))
 
 
 def _take(leaf, keep):
@@ -560,11 +576,16 @@ def _constructor_ref(constructor) -> str:
   return ref
 
 
-def _rebuild(spec: Mapping[str, Any]):
-  """The abstract model (shapes only) that ``spec`` describes, with its variable order."""
+def _construct(spec: Mapping[str, Any]):
+  """The constructor's model, abstract (shapes only): ``nnx.eval_shape`` of the call."""
   ctor = _resolve(spec["constructor"])
   kwargs = _decode(spec["constructor_kwargs"])
-  abstract = nnx.eval_shape(lambda: ctor(**kwargs, rngs=nnx.Rngs(0)))
+  return nnx.eval_shape(lambda: ctor(**kwargs, rngs=nnx.Rngs(0)))
+
+
+def _rebuild(spec: Mapping[str, Any]):
+  """graphdef, leaf treedef and variable paths of the model ``spec`` describes."""
+  abstract = _construct(spec)
   _apply_attributes(abstract, spec["attributes"])
   graphdef, treedef, leaves, _, parts = _split(abstract)
   stored = {tuple(v["path"]): v for v in spec["variables"]}
@@ -607,9 +628,11 @@ def save(path: str | os.PathLike, result: SlimResult, *, constructor: Callable |
 
   The directory holds ``state/`` (an Orbax checkpoint of every variable) and
   ``slim.json``: the constructor's import path and keyword arguments, each
-  variable's path, shape and dtype, the size attributes of the Flax layers
-  (``in_features``, ``out_features``, ``num_features``, ``kernel_shape``), the
-  input selection and the report. :func:`load` builds the model's structure
+  variable's path, shape and dtype, the modules' plain attributes (numbers,
+  strings, tuples) that differ from a freshly constructed model (the Flax
+  layers' ``in_features``, ``out_features``, ``num_features``,
+  ``kernel_shape``; BatchNorm's ``use_running_average``), the input selection
+  and the report. :func:`load` builds the model's structure
   with ``nnx.eval_shape(lambda: constructor(**constructor_kwargs, rngs=...))``,
   resizes it to the stored shapes and restores the values. Nothing is pickled.
 
@@ -657,14 +680,11 @@ def save(path: str | os.PathLike, result: SlimResult, *, constructor: Callable |
   ref = _constructor_ref(constructor)
   kwargs = _encode(dict(constructor_kwargs or {}), "")
   _, _, leaves, _, parts = _split(result.model)
-  attributes = {"/".join(map(str, p)): _size_attributes(m)
-                for p, m in nnx.iter_modules(result.model)}
   spec = {
       "format": _FORMAT,
       "constructor": ref,
       "constructor_kwargs": kwargs,
-      "attributes": {k: {n: list(v) if isinstance(v, tuple) else v for n, v in a.items()}
-                     for k, a in attributes.items() if a},
+      "attributes": {},
       "variables": [{"path": list(p), "shape": list(np.shape(l)),
                      "dtype": str(l.dtype) if not _is_key(l) else "key",
                      "key_impl": str(jax.random.key_impl(l)) if _is_key(l) else None}
@@ -674,6 +694,14 @@ def save(path: str | os.PathLike, result: SlimResult, *, constructor: Callable |
       "report": result.report.to_dict(),
   }
   try:
+    built = _modules(_construct(spec))
+    # The attributes where the slim model differs from a fresh one: sizes, eval mode, ...
+    for where, module in _modules(result.model).items():
+      fresh = _plain_attributes(built[where]) if where in built else {}
+      diff = {k: _encode(v, "") for k, v in _plain_attributes(module).items()
+              if k not in fresh or fresh[k] != v or type(fresh[k]) is not type(v)}
+      if diff:
+        spec["attributes"][where] = diff
     _rebuild(spec)
   except (ImportError, AttributeError, TypeError) as e:
     raise ValueError(f"save: {ref}(**constructor_kwargs, rngs=...) fails: "
