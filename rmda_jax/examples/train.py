@@ -389,83 +389,87 @@ def train(cfg: Config, *, log=print) -> dict:
 
   meta = {"fingerprint": cfg.fingerprint(), "config": cfg.fingerprint_fields()}
   ckpt = Checkpointer(out / "checkpoints")
-  start_epoch = 0
-  rows: list[dict] = []
-  metrics_path = out / "metrics.jsonl"
-  last = ckpt.resume_epoch(meta, cfg.resume)
-  if cfg.resume and last is None:
-    log(f"no checkpoint in {ckpt.directory}; starting from scratch")
-  elif last is not None:
-    state, data_key = ckpt.restore(last, state, data_key)
-    start_epoch = last
-    rows = _rows_until(metrics_path, last)
-    log(f"resumed from epoch {last} of {ckpt.directory}")
-    if last >= cfg.epochs:
-      log(f"the checkpoint is already at epoch {last} >= --epochs {cfg.epochs}: nothing to train")
-  with atomic_open(metrics_path, "w") as f:
-    f.write("".join(json.dumps(r) + "\n" for r in rows))
+  try:
+    start_epoch = 0
+    rows: list[dict] = []
+    metrics_path = out / "metrics.jsonl"
+    last = ckpt.resume_epoch(meta, cfg.resume)
+    if cfg.resume and last is None:
+      log(f"no checkpoint in {ckpt.directory}; starting from scratch")
+    elif last is not None:
+      state, data_key = ckpt.restore(last, state, data_key)
+      start_epoch = last
+      rows = _rows_until(metrics_path, last)
+      log(f"resumed from epoch {last} of {ckpt.directory}")
+      if last >= cfg.epochs:
+        log(f"the checkpoint is already at epoch {last} >= --epochs {cfg.epochs}: nothing to train")
+    with atomic_open(metrics_path, "w") as f:
+      f.write("".join(json.dumps(r) + "\n" for r in rows))
 
-  point = "Z (rmda_jax.structured_params)" if cfg.optimizer == "rmda" else "W (the iterate)"
-  n_params = sum(int(np.size(x)) for x in jax.tree.leaves(state.params))
-  log(f"{cfg.model} on {cfg.dataset} ({n_train} train / {len(ds.y_test)} test, "
-      f"{n_params} parameters), {cfg.optimizer} lr {cfg.learning_rate} "
-      f"momentum {cfg.momentum_value}, {cfg.regularizer} {cfg.strength if trainer.reg else ''}"
-      f" ({cfg.groups} groups), {steps} steps/epoch; sparsity reported at {point}")
+    point = "Z (rmda_jax.structured_params)" if cfg.optimizer == "rmda" else "W (the iterate)"
+    n_params = sum(int(np.size(x)) for x in jax.tree.leaves(state.params))
+    log(f"{cfg.model} on {cfg.dataset} ({n_train} train / {len(ds.y_test)} test, "
+        f"{n_params} parameters), {cfg.optimizer} lr {cfg.learning_rate} "
+        f"momentum {cfg.momentum_value}, {cfg.regularizer} {cfg.strength if trainer.reg else ''}"
+        f" ({cfg.groups} groups), {steps} steps/epoch; sparsity reported at {point}")
 
-  prev_support = rj.group_support(trainer.reported(state), trainer.metric_reg)
-  for epoch in range(start_epoch, cfg.epochs):
-    perm = jnp.asarray(epoch_permutation(data_key, epoch, n_train, cfg.batch_size))
-    epoch_key = jax.random.fold_in(aug_key, epoch)
-    loss_sum = jnp.zeros((), jnp.float32)
-    bar = (tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                unit="step", file=sys.stderr) if cfg.progress else None)
-    t0 = time.perf_counter()
-    for i in range(steps):
-      state, loss_sum = trainer.train_step(state, loss_sum, x_train, y_train, perm,
-                                           np.int32(i), epoch_key)
-      if bar is not None and i % 50 == 49:  # keep the bar honest: wait for the device
-        loss_sum.block_until_ready()
-        bar.update(50)
-    train_loss = float(loss_sum) / steps
-    train_time = time.perf_counter() - t0
-    if bar is not None:
-      bar.update(steps - bar.n)
-      bar.close()
+    prev_support = rj.group_support(trainer.reported(state), trainer.metric_reg)
+    for epoch in range(start_epoch, cfg.epochs):
+      perm = jnp.asarray(epoch_permutation(data_key, epoch, n_train, cfg.batch_size))
+      epoch_key = jax.random.fold_in(aug_key, epoch)
+      loss_sum = jnp.zeros((), jnp.float32)
+      bar = (tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                  unit="step", file=sys.stderr) if cfg.progress else None)
+      t0 = time.perf_counter()
+      for i in range(steps):
+        state, loss_sum = trainer.train_step(state, loss_sum, x_train, y_train, perm,
+                                             np.int32(i), epoch_key)
+        if bar is not None and i % 50 == 49:  # keep the bar honest: wait for the device
+          loss_sum.block_until_ready()
+          bar.update(50)
+      train_loss = float(loss_sum) / steps
+      train_time = time.perf_counter() - t0
+      if bar is not None:
+        bar.update(steps - bar.n)
+        bar.close()
 
-    t1 = time.perf_counter()
-    rep = trainer.reported(state)
-    test_loss, test_acc = trainer.evaluate(rep, state.batch_stats, x_test, y_test)
-    psi = float(trainer.psi(rep))
-    support = rj.group_support(rep, trainer.metric_reg)
-    changes = rj.support_changes(prev_support, support)
-    prev_support = support
-    row = {
-        "epoch": epoch + 1,
-        "train_loss": train_loss,
-        "psi": psi,
-        "objective": train_loss + psi,
-        "test_loss": test_loss,
-        "test_accuracy": test_acc,
-        "group_sparsity": float(rj.group_sparsity(rep, trainer.metric_reg)),
-        "weighted_group_sparsity": float(rj.group_sparsity(rep, trainer.metric_reg, weighted=True)),
-        "sparsity": float(rj.sparsity(rep)),
-        "support_changes": int(changes),
-        "epoch_time_s": train_time,
-    }
-    if cfg.optimizer == "rmda":
-      row["test_accuracy_w"] = trainer.evaluate(state.params, state.batch_stats, x_test, y_test)[1]
-    row["eval_time_s"] = time.perf_counter() - t1
-    rows.append(row)
-    with open(metrics_path, "a") as f:
-      f.write(json.dumps(row) + "\n")
-      f.flush()
-      os.fsync(f.fileno())
-    ckpt.save(epoch + 1, state, data_key, meta)
-    log(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {train_loss:.4f}  objective "
-        f"{row['objective']:.4f}  test acc {report.fmt_pct(test_acc)}  group sparsity "
-        f"{report.fmt_pct(row['group_sparsity'])}  changes {changes:4d}  "
-        f"[{train_time:.1f}s train, {steps * cfg.batch_size / train_time:.0f} samples/s]")
-  ckpt.close()
+      t1 = time.perf_counter()
+      rep = trainer.reported(state)
+      test_loss, test_acc = trainer.evaluate(rep, state.batch_stats, x_test, y_test)
+      psi = float(trainer.psi(rep))
+      support = rj.group_support(rep, trainer.metric_reg)
+      changes = rj.support_changes(prev_support, support)
+      prev_support = support
+      row = {
+          "epoch": epoch + 1,
+          "train_loss": train_loss,
+          "psi": psi,
+          "objective": train_loss + psi,
+          "test_loss": test_loss,
+          "test_accuracy": test_acc,
+          "group_sparsity": float(rj.group_sparsity(rep, trainer.metric_reg)),
+          "weighted_group_sparsity": float(
+              rj.group_sparsity(rep, trainer.metric_reg, weighted=True)),
+          "sparsity": float(rj.sparsity(rep)),
+          "support_changes": int(changes),
+          "epoch_time_s": train_time,
+      }
+      if cfg.optimizer == "rmda":
+        row["test_accuracy_w"] = trainer.evaluate(state.params, state.batch_stats, x_test,
+                                                  y_test)[1]
+      row["eval_time_s"] = time.perf_counter() - t1
+      rows.append(row)
+      with open(metrics_path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+      ckpt.save(epoch + 1, state, data_key, meta)
+      log(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {train_loss:.4f}  objective "
+          f"{row['objective']:.4f}  test acc {report.fmt_pct(test_acc)}  group sparsity "
+          f"{report.fmt_pct(row['group_sparsity'])}  changes {changes:4d}  "
+          f"[{train_time:.1f}s train, {steps * cfg.batch_size / train_time:.0f} samples/s]")
+  finally:
+    ckpt.close()  # also when a resume check fails
 
   support = rj.group_support(trainer.reported(state), trainer.metric_reg)
   last_row = rows[-1] if rows else {}
