@@ -259,7 +259,7 @@ class _Interpreter:
     for d, n in enumerate(shape):
       ids = self.new_slots(n, leaf, d)
       factors.append(_Factor(ids.reshape([n if k == d else 1 for k in range(len(shape))]), (d,)))
-    return _Val("par", tuple(factors), layer, value)
+    return _Val("par", tuple(factors), layer, np.asarray(value))
 
   def input(self, shape: Sequence[int]) -> _Val:
     n = math.prod(shape[1:])
@@ -330,6 +330,9 @@ class _Interpreter:
         rule = _Interpreter.cumulative
       elif name in _INDEXED:
         rule = _Interpreter.indexed
+      elif name in ("cond", "while", "scan"):
+        raise self.refuse(eqn, ins, "control flow is not followed (unroll the loop or "
+                          "compute both branches with jnp.where)")
       else:
         raise self.refuse(eqn, ins, "no rule for this operation")
     factor_lists = rule(self, eqn, ins)

@@ -98,7 +98,8 @@ class SlimReport:
       uses them.
     batch_size: the example batch's size.
     seconds_before: median inference time per batch of the jitted model
-      (warm, same batch), or ``None`` when not measured.
+      (warm, same batch, runs interleaved with the slim model's), or ``None``
+      when not measured.
     seconds_after: the same for the slim model.
     timing_runs: how many runs the medians are over.
     input_features_before: features per example of the model's input.
@@ -324,16 +325,19 @@ def _input_selection(mask: np.ndarray | None):
   return None, np.flatnonzero(mask)
 
 
-def _time(f, args, runs: int) -> float | None:
+def _time(calls, runs: int) -> list[float | None]:
+  """Median seconds per call of each ``(f, args)``, warm, runs interleaved (fair under noise)."""
   if runs <= 0:
-    return None
-  jax.block_until_ready(f(*args))
-  times = []
-  for _ in range(runs):
-    t = time.perf_counter()
+    return [None] * len(calls)
+  for f, args in calls:
     jax.block_until_ready(f(*args))
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
+  times = [[] for _ in calls]
+  for _ in range(runs):
+    for (f, args), ts in zip(calls, times):
+      t = time.perf_counter()
+      jax.block_until_ready(f(*args))
+      ts.append(time.perf_counter() - t)
+  return [statistics.median(ts) for ts in times]
 
 
 def _describe(before: tuple, after: tuple) -> str:
@@ -468,8 +472,8 @@ def slim(
   fn_after = _forward_fn(s_graphdef, s_treedef, forward)
   macs_after = analyze(fn_after, s_leaves, s_layers, x_slim, prune_inputs=False).macs
   batch = int(x.shape[0])
-  seconds_before = _time(run_before, (leaves, x), timing_runs)
-  seconds_after = _time(run_after, (s_leaves, x_slim), timing_runs)
+  seconds_before, seconds_after = _time(
+      [(run_before, (leaves, x)), (run_after, (s_leaves, x_slim))], timing_runs)
   names = list(dict.fromkeys([*plan.layer_order, *plan.macs,
                               *(_layer_name(p) for p, v in zip(parts, variables)
                                 if isinstance(v, nnx.Param))]))
