@@ -28,7 +28,9 @@ slot and to its output-channel slot). Slots are merged with a union-find:
 A class of merged slots is removed when it is not pinned, has at least one
 consumer, and every consumer slice is exactly zero. Its channel then reaches
 nothing downstream, so dropping its producer slices (kernel outputs, bias,
-BatchNorm entries) together with the consumer slices is exact.
+BatchNorm entries) together with the consumer slices is exact. Every rule that
+stops following a factor pins its slots first (so nothing removed can reach the
+output unseen), and no axis is ever emptied (its first slot is kept).
 
 An operation on tracked values that none of the rules knows raises
 :class:`SlimError` naming the primitive, the source line and the layer.
