@@ -20,7 +20,7 @@ from rmda_jax.examples.data import DATASETS
 from rmda_jax.examples.models import MODELS
 
 OPTIMIZERS = ("rmda", "prox_sgd", "prox_adam", "prox_ssi", "sgd", "madgrad")
-REGULARIZERS = ("group_lasso", "l1", "none")
+REGULARIZERS = ("group_lasso", "l1", "nuclear", "sparse_group_lasso", "none")
 
 # Per-optimizer defaults used where the flag is not given (None). prox_sgd's
 # 0.01 with momentum 0.9 is the authors' ProxSGD (EMA form, lr 0.1, rho 0.1).
@@ -42,6 +42,7 @@ class Config:
   optimizer: str = "rmda"
   regularizer: str = "group_lasso"
   strength: float = 5e-4
+  l1_strength: float | None = None  # sparse_group_lasso only: lambda of its L1 term
   groups: str = "input"
   lr: float | None = None
   momentum: float | None = None
@@ -68,13 +69,16 @@ class Config:
 
   def fingerprint_fields(self) -> dict:
     """What determines the checkpointed state (epochs may grow on resume)."""
-    return {
+    fields = {
         "model": self.model, "dataset": self.dataset, "optimizer": self.optimizer,
         "regularizer": self.regularizer, "strength": self.strength, "groups": self.groups,
         "lr": self.learning_rate, "momentum": self.momentum_value,
         "milestones": list(self.milestones), "gamma": self.gamma,
         "batch_size": self.batch_size, "seed": self.seed, "weight_decay": self.weight_decay,
     }
+    if self.regularizer == "sparse_group_lasso":  # other runs keep their fingerprints
+      fields["l1_strength"] = self.l1_strength
+    return fields
 
   def fingerprint(self) -> str:
     blob = json.dumps(self.fingerprint_fields(), sort_keys=True)
@@ -184,9 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
                  help="rmda, a proximal baseline, or sgd/madgrad with psi in the loss")
   p.add_argument("--regularizer", choices=REGULARIZERS, default=d.regularizer,
-                 help="psi: group LASSO over --groups, L1, or none")
+                 help="psi: group LASSO over --groups, L1, the nuclear norm of every "
+                      "kernel (low rank), sparse group LASSO (L1 + group LASSO), or none")
   p.add_argument("--strength", type=nonneg_float, default=d.strength,
-                 help="lambda of the regularizer")
+                 help="lambda of the regularizer (sparse_group_lasso: of its group term)")
+  p.add_argument("--l1-strength", type=nonneg_float, default=d.l1_strength,
+                 help="sparse_group_lasso only, required: lambda of its L1 term")
   p.add_argument("--groups", type=groups_value, default=d.groups,
                  help="group LASSO groups: input (kernel axis -2), output (-1) or an axis")
   p.add_argument("--lr", type=positive_float, default=None,
@@ -236,4 +243,13 @@ def parse_args(argv=None) -> Config:
     parser.error(f"argument --momentum: {cfg.optimizer} takes no momentum")
   if cfg.regularizer != "none" and cfg.strength == 0:
     parser.error("argument --strength: must be > 0 (use --regularizer none for no regularizer)")
+  if cfg.regularizer == "sparse_group_lasso":
+    if not cfg.l1_strength:
+      parser.error("argument --l1-strength: sparse_group_lasso needs --l1-strength > 0 "
+                   "(the lambda of its L1 term; --strength is that of its group term)")
+  elif cfg.l1_strength is not None:
+    parser.error("argument --l1-strength: only for --regularizer sparse_group_lasso")
+  if cfg.regularizer == "nuclear" and cfg.optimizer == "prox_ssi":
+    parser.error("argument --optimizer: prox_ssi's Newton solver is per group and has "
+                 "nothing for the nuclear norm; use prox_adam (ProxGen)")
   return cfg

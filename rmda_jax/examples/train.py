@@ -248,10 +248,21 @@ def epoch_permutation(data_key: np.ndarray, epoch: int, n: int, batch: int) -> n
 
 
 def build_regularizers(cfg: Config):
-  """(psi used by the optimizer / objective or None, regularizer that defines groups)."""
+  """(psi used by the optimizer / objective or None, regularizer that defines groups).
+
+  The nuclear norm's "groups" are each kernel's rank-one components (the support
+  is the rank, ``support_changes`` counts rank changes); the sparse group
+  LASSO's are the group LASSO's (``--groups``).
+  """
   groups = cfg.groups if cfg.groups in ("input", "output") else int(cfg.groups)
   if cfg.regularizer == "group_lasso":
     reg = rj.group_lasso(cfg.strength, groups=groups)
+    return reg, reg
+  if cfg.regularizer == "nuclear":
+    reg = rj.nuclear_norm(cfg.strength)
+    return reg, reg
+  if cfg.regularizer == "sparse_group_lasso":
+    reg = rj.sparse_group_lasso(cfg.l1_strength, cfg.strength, groups=groups)
     return reg, reg
   # Group metrics still need groups: same grouping, any strength (value unused).
   metric_reg = rj.group_lasso(1.0, groups=groups)
@@ -286,6 +297,32 @@ def build_optimizer(cfg: Config, reg, steps_per_epoch: int) -> optax.GradientTra
   if cfg.weight_decay:
     tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay), tx)
   return tx
+
+
+def structure_fields(cfg: Config, reg, point) -> dict:
+  """What the regularizer's structure adds to an epoch's row.
+
+  ``nuclear``: the total numerical rank of the kernels and their full rank
+  (``rmda_jax.rank_report``); ``sparse_group_lasso``: the fraction of zero
+  entries in the regularized kernels (next to the group sparsity every row has).
+  """
+  if cfg.regularizer == "nuclear":
+    ranks = rj.rank_report(point, reg)
+    return {"rank": ranks.rank, "full_rank": ranks.full_rank}
+  if cfg.regularizer == "sparse_group_lasso":
+    return {"regularized_sparsity": rj.sparsity_report(point, reg).regularized_sparsity}
+  return {}
+
+
+def structure_words(cfg: Config, row: dict) -> str:
+  """The per-epoch line's words on the structure of the reported point."""
+  if cfg.regularizer == "nuclear":
+    return (f"rank {row['rank']}/{row['full_rank']} "
+            f"({report.fmt_pct(row['rank'] / row['full_rank'])})")
+  words = f"group sparsity {report.fmt_pct(row['group_sparsity'])}"
+  if cfg.regularizer == "sparse_group_lasso":
+    words += f"  kernel sparsity {report.fmt_pct(row['regularized_sparsity'])}"
+  return words
 
 
 def prepare_data(cfg: Config) -> data_lib.Dataset:
@@ -408,10 +445,15 @@ def train(cfg: Config, *, log=print) -> dict:
 
     point = "Z (rmda_jax.structured_params)" if cfg.optimizer == "rmda" else "W (the iterate)"
     n_params = sum(int(np.size(x)) for x in jax.tree.leaves(state.params))
+    strengths = (f"{cfg.l1_strength} (L1) + {cfg.strength} (groups)"
+                 if cfg.regularizer == "sparse_group_lasso"
+                 else (cfg.strength if trainer.reg else ""))
+    structure = ("kernels as matrices" if cfg.regularizer == "nuclear"
+                 else f"{cfg.groups} groups")
     log(f"{cfg.model} on {cfg.dataset} ({n_train} train / {len(ds.y_test)} test, "
         f"{n_params} parameters), {cfg.optimizer} lr {cfg.learning_rate} "
-        f"momentum {cfg.momentum_value}, {cfg.regularizer} {cfg.strength if trainer.reg else ''}"
-        f" ({cfg.groups} groups), {steps} steps/epoch; sparsity reported at {point}")
+        f"momentum {cfg.momentum_value}, {cfg.regularizer} {strengths}"
+        f" ({structure}), {steps} steps/epoch; sparsity reported at {point}")
 
     prev_support = rj.group_support(trainer.reported(state), trainer.metric_reg)
     for epoch in range(start_epoch, cfg.epochs):
@@ -451,6 +493,7 @@ def train(cfg: Config, *, log=print) -> dict:
           "weighted_group_sparsity": float(
               rj.group_sparsity(rep, trainer.metric_reg, weighted=True)),
           "sparsity": float(rj.sparsity(rep)),
+          **structure_fields(cfg, trainer.metric_reg, rep),
           "support_changes": int(changes),
           "epoch_time_s": train_time,
       }
@@ -465,8 +508,8 @@ def train(cfg: Config, *, log=print) -> dict:
         os.fsync(f.fileno())
       ckpt.save(epoch + 1, state, data_key, meta)
       log(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {train_loss:.4f}  objective "
-          f"{row['objective']:.4f}  test acc {report.fmt_pct(test_acc)}  group sparsity "
-          f"{report.fmt_pct(row['group_sparsity'])}  changes {changes:4d}  "
+          f"{row['objective']:.4f}  test acc {report.fmt_pct(test_acc)}  "
+          f"{structure_words(cfg, row)}  changes {changes:4d}  "
           f"[{train_time:.1f}s train, {steps * cfg.batch_size / train_time:.0f} samples/s]")
   finally:
     ckpt.close()  # also when a resume check fails
@@ -486,6 +529,8 @@ def train(cfg: Config, *, log=print) -> dict:
       "weighted_group_sparsity": last_row.get("weighted_group_sparsity"),
       "sparsity": last_row.get("sparsity"),
       "support_changes": last_row.get("support_changes"),
+      **{k: last_row.get(k) for k in ("rank", "full_rank", "regularized_sparsity")
+         if k in last_row},
       "groups_kept": report.layer_groups(support),
       "wall_time_s": time.perf_counter() - t_start,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -497,6 +542,12 @@ def train(cfg: Config, *, log=print) -> dict:
   log("")
   for line in report.final_table(summary):
     log(line)
+  if summary.get("rank") is not None:
+    log(f"total rank kept: {summary['rank']}/{summary['full_rank']} "
+        f"(per kernel in summary.json's groups_kept)")
+  if summary.get("regularized_sparsity") is not None:
+    log(f"sparsity of the regularized kernels: "
+        f"{report.fmt_pct(summary['regularized_sparsity'])}")
   log(f"wrote {metrics_path}, {out / 'summary.json'}"
       + (f", {out / 'training_curves.png'}" if cfg.plot else ""))
   return summary
