@@ -13,20 +13,41 @@ the machine's streaming bandwidth measured in the same run, and so the
 bandwidth bound ``passes * 4 * n_params / bandwidth`` and the fraction of it
 the step reaches (1.0 = bandwidth-bound).
 
+``--nuclear`` adds the nuclear norm (``rj.nuclear_norm``: one thin SVD per
+kernel per step) to RMDA and ProxSGD, and the MLP of the RMDA paper to the
+models; its time is the SVDs', with no bandwidth bound. Its runs go to
+``--name`` (``cost_nuclear``), so that ``cost.json`` stays as it was.
+
 Usage, from the repository root:
   python -m benchmarks.bench_cost --quick --out /tmp/cost   # < 2 minutes
   python -m benchmarks.bench_cost                           # results/cost.json
+  python -m benchmarks.bench_cost --nuclear --models mlp lenet5   # results/cost_nuclear.json
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import time
 
-import jax
+# jax's SVD on CPU is LAPACK from scipy's OpenBLAS, whose threads thrash on a
+# shared machine (see bench_low_rank); nothing else here calls OpenBLAS.
+# Set before numpy / jax load it; machine_info records it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from benchmarks import common
+import time  # noqa: E402
+
+import jax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+import rmda_jax as rj  # noqa: E402
+from benchmarks import common  # noqa: E402
+from rmda_jax.examples import models as models_lib  # noqa: E402
+
+# Strength of the nuclear norm in the step timings (the time does not depend on
+# it: one thin SVD per kernel whatever the threshold).
+NUCLEAR_STRENGTH = 1e-3
+# Models beyond common.SHAPED_MODELS: (model of rmda_jax.examples.models, input).
+EXTRA_MODELS = {"mlp": ("mlp", (28, 28, 1))}   # MNIST, 784-512-...-16-10
 
 # Parameter-sized arrays read + written by one step fused with apply_updates:
 #   sgd        g, m, W read; m, W written                              5
@@ -54,8 +75,26 @@ MIN_PASSES = {
 }
 
 
+def timed_model(name: str):
+  """``common.timed_model``, plus the models of :data:`EXTRA_MODELS`."""
+  if name in common.SHAPED_MODELS:
+    return common.timed_model(name)
+  model, input_shape = EXTRA_MODELS[name]
+  shapes = jax.eval_shape(lambda: nnx.to_pure_dict(nnx.state(
+      models_lib.get_model(model, 10, nnx.Rngs(0), input_shape), nnx.Param)))
+  return (shapes, common.make_params(shapes, seed=0),
+          common.make_params(shapes, seed=1, scale=1e-2))
+
+
+def nuclear_optimizers():
+  """The steps with the nuclear norm (next to optax.sgd, the reference)."""
+  nuc = rj.nuclear_norm(NUCLEAR_STRENGTH)
+  return {"rmda (nuclear_norm)": rj.rmda(0.1, 0.1, nuc),
+          "prox_sgd (nuclear_norm)": rj.prox_sgd(0.1, 0.9, nuc)}
+
+
 def run_model(model, opts, repeats, warmup):
-  shapes, params, grads = common.timed_model(model)
+  shapes, params, grads = timed_model(model)
   n = common.num_params(shapes)
   print(f"\n{model}: {n / 1e6:.2f}M parameters, {len(jax.tree.leaves(params))} leaves",
         flush=True)
@@ -87,12 +126,22 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--quick", action="store_true",
                   help="LeNet5 shapes only, no ProxGen, 3 repeats (< 2 min)")
-  ap.add_argument("--models", nargs="*", default=["lenet5", "vgg19", "resnet50"])
+  ap.add_argument("--models", nargs="*", default=None,
+                  choices=[*common.SHAPED_MODELS, *EXTRA_MODELS],
+                  help="default: lenet5 vgg19 resnet50; with --nuclear: mlp lenet5")
+  ap.add_argument("--nuclear", action="store_true",
+                  help="add RMDA and ProxSGD with the nuclear norm (and the MLP)")
   ap.add_argument("--repeats", type=int, default=10)
   ap.add_argument("--warmup", type=int, default=2)
   ap.add_argument("--out", default=str(common.RESULTS))
+  ap.add_argument("--name", default=None,
+                  help="results file stem (default: cost, or cost_nuclear with --nuclear)")
   args = ap.parse_args(argv)
+  if args.models is None:
+    args.models = ["mlp", "lenet5"] if args.nuclear else ["lenet5", "vgg19", "resnet50"]
   opts = common.step_optimizers()
+  if args.nuclear:
+    opts.update(nuclear_optimizers())
   if args.quick:
     args.models, args.repeats, args.warmup = ["lenet5"], 3, 1
     opts = {k: v for k, v in opts.items() if not k.startswith("prox_adam")}
@@ -110,9 +159,14 @@ def main(argv=None):
                               "donated, optimizers interleaved round by round",
                       "min_passes": MIN_PASSES,
                       "l1_strength": common.L1_STRENGTH,
-                      "gl_strength": common.GL_STRENGTH},
+                      "gl_strength": common.GL_STRENGTH,
+                      **({"nuclear_strength": NUCLEAR_STRENGTH,
+                          "nuclear_note": "one thin SVD (jnp.linalg.svd) per kernel "
+                                          "per step; no bandwidth bound"}
+                         if args.nuclear else {})},
          "models": models, "wall_seconds": time.time() - wall0}
-  path = os.path.join(args.out, "cost.json")
+  name = args.name or ("cost_nuclear" if args.nuclear else "cost")
+  path = os.path.join(args.out, f"{name}.json")
   common.write_json(path, out)
   print(f"\nwrote {path} ({out['wall_seconds']:.0f}s)")
   return out
