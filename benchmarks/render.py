@@ -234,6 +234,89 @@ def generic(title, d, hint, stem, exclude=()):
   return "\n".join(lines)
 
 
+def low_rank(d):
+  """Section 2c: accuracy against total rank kept with the nuclear norm."""
+  title = "## 2c. Low rank at accuracy: the nuclear norm (issue 14)"
+  if d is None:
+    return f"{title}\n\nNot run yet (`python -m benchmarks.bench_low_rank`).\n"
+  s = d["settings"]
+  wall = d.get("wall_s") or 0
+  lines = [
+      title, "",
+      f"`rj.nuclear_norm(lam)` on every kernel (conv kernels as `(kh*kw*in, out)` "
+      f"matrices). {s['epochs']} epochs on {s['data']}, batch {s['batch_size']} "
+      f"({s['total_steps']} steps per run), milestones at steps {s['milestones_steps']} "
+      f"(lr x {s['gamma']}; RMDA restarts, c 0.1 -> 1); test set: {s['test_set']}. "
+      "RMDA is reported at its structured point Z, ProxSGD (the authors' EMA form run "
+      "as heavy-ball) and MSGD (dense reference, no regularizer) at the iterate. "
+      f"Rank: {s['rank_tolerance']}. `factored` = kernel parameters when each kernel "
+      "is stored as rank-r factors, `sum min(mn, r(m+n)) / sum mn`. Machine: "
+      f"{_machine(d.get('machine'))}, OPENBLAS_NUM_THREADS="
+      f"{d.get('machine', {}).get('openblas_num_threads')}; wall time "
+      f"{wall / 60:.1f} min{' (quick mode)' if d.get('quick') else ''}.", "",
+      f"**Budget.** Sized to finish in about 40 minutes on a shared 2-core CPU: "
+      f"{s['epochs']} epochs on a {s['data'].split('subset of ')[-1].split(' ')[0]}-image "
+      "subset, seeds "
+      f"{s['seeds']} for the main lambda ({s['lam_main']:g}) and seed 0 for the sweep "
+      f"({', '.join(f'{x:g}' for x in s['sweep_lams'])}). These are short, unconverged "
+      "runs: with dual averaging the prox threshold grows with the number of steps of "
+      "a stage and the anchor W0 is the random initialisation, so in this budget RMDA "
+      "removes less rank than it would in a long run; the numbers say what happens at "
+      "this budget, not at the papers' settings.", "",
+  ]
+  if d.get("complete") is False:
+    lines += ["**This run did not complete**: the tables hold the runs that finished.", ""]
+
+  def rows_of(rows):
+    out = []
+    for r in rows:
+      acc, frac = r["test_accuracy"], r["rank_fraction"]
+      rank = r["rank"]
+      out.append([r["model"], r["method"], "-" if r["method"] == "msgd" else f"{r['lam']:g}",
+                  f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f}",
+                  f"{rank['mean']:.0f}/{r.get('full_rank', '?')}",
+                  f"{100 * frac['mean']:.1f} ± {100 * frac['std']:.1f}",
+                  f"{100 * r['factored_params_fraction']['mean']:.1f}", acc["n"]])
+    return out
+
+  head = ["model", "method", "lambda", "test acc %", "rank kept", "rank kept %",
+          "factored %", "seeds"]
+  lines += [_table(head, rows_of(d.get("table", []))), "", "Sweep (seed 0):", "",
+            _table(head, rows_of(d.get("sweep", []))), ""]
+  if d.get("plot"):
+    lines += [f"![low rank](results/{d['plot']})", ""]
+  return "\n".join(lines)
+
+
+def cost_nuclear(d):
+  """Section 4d: the step with the nuclear norm (one SVD per kernel) against optax.sgd."""
+  title = "## 4d. Cost per step with the nuclear norm (issue 14)"
+  if d is None:
+    return (f"{title}\n\nNot run yet (`python -m benchmarks.bench_cost --nuclear "
+            "--models mlp lenet5`).\n")
+  lines = [
+      title, "",
+      "`python -m benchmarks.bench_cost --nuclear --models mlp lenet5`: as section 4 "
+      "(jitted, donated `update + apply_updates`, interleaved, median of "
+      f"{d['repeats']} rounds), with `rj.nuclear_norm({d['settings']['nuclear_strength']:g})`"
+      ": one thin SVD (`jnp.linalg.svd`, LAPACK on CPU) per kernel per step, which "
+      "dominates the step. Machine: "
+      f"{_machine(d['machine'])}, OPENBLAS_NUM_THREADS="
+      f"{d['machine'].get('openblas_num_threads')}; load average "
+      f"{d['machine'].get('load_average_start')} at start, {d.get('load_average_end')} "
+      "at the end.", "",
+  ]
+  keep = ("optax.sgd(momentum=0.9)", "optax.adam", "rmda (none)", "rmda (group_lasso)",
+          "prox_sgd (group_lasso)", "rmda (nuclear_norm)", "prox_sgd (nuclear_norm)")
+  for model, m in d["models"].items():
+    lines += [f"### {model}: {m['num_params'] / 1e6:.2f}M parameters, "
+              f"{m['num_leaves']} leaves", ""]
+    rows = [[name, f"{r['median_ms']:.2f}", f"{r['ratio_to_sgd']:.2f}"]
+            for name, r in m["results"].items() if name in keep]
+    lines += [_table(["optimizer", "ms/step", "x optax.sgd"], rows), ""]
+  return "\n".join(lines)
+
+
 def _fmt(v):
   if isinstance(v, dict) and "mean" in v:
     return f"{v['mean']:.4f} ± {v.get('std', 0):.4f} (n={v.get('n', '?')})"
@@ -295,7 +378,12 @@ FULL6EP_CMD = ("python -m benchmarks.bench_sparsity_accuracy --models lenet5_sma
                "--name sparsity_accuracy_lenet5_full6ep")
 
 
-def main():
+def main(argv=None):
+  import argparse
+  ap = argparse.ArgumentParser(description="benchmarks/results/*.json -> README tables")
+  ap.add_argument("--skip-headline", action="store_true",
+                  help="write benchmarks/README.md only, not the main README's headline")
+  args = ap.parse_args(argv)
   ident_md, ident_h = identification(_load("identification.json"))
   cost_md, cost_h = cost(_load("cost.json"))
   train_md, train_h = train_step(_load("train_step.json"), _load("train_step_ynn.json"),
@@ -318,7 +406,9 @@ def main():
       "| bench_sparsity_accuracy | 2. structured sparsity at accuracy | results/sparsity_accuracy.json, .png |",
       "| bench_sparsity_accuracy (flags in 2b) | 2b. the same on all of MNIST, 6 epochs | results/sparsity_accuracy_lenet5_full6ep.json, .png |",
       "| bench_rigl | 3. unstructured sparsity vs RigL | results/rigl.json |",
+      "| bench_low_rank | 2c. low rank (nuclear norm) at accuracy | results/low_rank.json, .png |",
       "| bench_cost | 4. cost per step, bandwidth bound | results/cost.json |",
+      "| bench_cost --nuclear | 4d. cost per step with the nuclear norm | results/cost_nuclear.json |",
       "| bench_baselines_cost | 4. cost on the ResNet50 pytree (issue 3) | results/baselines_cost.json |",
       "| bench_baselines_cost (XLA_FLAGS per run) | 4c. optimizer step by YNNPACK setting | results/cost_ynn_{all,reduce,none}.json |",
       "| bench_train_step (needs PyTorch) | 4b. whole training step vs PyTorch | results/train_step.json (_ynn.json, _ynn_none.json) |",
@@ -336,14 +426,19 @@ def main():
       generic("2b. Structured sparsity at accuracy: LeNet5 (small), all of MNIST, 6 epochs, "
               "rmda-train's schedule", _load("sparsity_accuracy_lenet5_full6ep.json"),
               FULL6EP_CMD, "sparsity_accuracy_lenet5_full6ep"),
+      low_rank(_load("low_rank.json")),
       generic("3. Unstructured sparsity against RigL", _load("rigl.json"),
               "python -m benchmarks.bench_rigl", "rigl"),
       cost_md,
       train_md,
       ynn_cost({k: _load(f"cost_ynn_{k}.json") for k in ("all", "reduce", "none")}),
+      cost_nuclear(_load("cost_nuclear.json")),
   ]
   with open(os.path.join(HERE, "README.md"), "w") as f:
     f.write("\n".join(parts).rstrip() + "\n")
+  if args.skip_headline:
+    print("wrote benchmarks/README.md")
+    return
   readme = os.path.join(ROOT, "README.md")
   with open(readme) as f:
     text = f.read()
