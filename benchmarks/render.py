@@ -234,13 +234,35 @@ def generic(title, d, hint, stem, exclude=()):
   return "\n".join(lines)
 
 
-def low_rank(d):
-  """Section 2c: accuracy against total rank kept with the nuclear norm."""
+LOW_RANK_EXTRA = "low_rank_lam"  # results of extra sweep points, one lambda per file
+
+
+def low_rank(d, extra=()):
+  """Section 2c: accuracy against total rank kept with the nuclear norm.
+
+  ``extra``: results of ``bench_low_rank --name low_rank_lam<lam>`` runs (same
+  settings, one more lambda): their rows join the sweep table, marked.
+  """
   title = "## 2c. Low rank at accuracy: the nuclear norm (issue 14)"
   if d is None:
     return f"{title}\n\nNot run yet (`python -m benchmarks.bench_low_rank`).\n"
   s = d["settings"]
   wall = d.get("wall_s") or 0
+  load = ", ".join(f"{x:.1f}" for x in d.get("machine", {}).get("load_average_at_start", []))
+  # Which method kept less rank, lambda by lambda (seed 0), read from the sweep.
+  frac = {(r["model"], r["method"], r["lam"]): r["rank_fraction"]["mean"]
+          for r in d.get("sweep", [])}
+  pairs = [(frac[k], frac[(k[0], "prox_sgd", k[2])]) for k in frac
+           if k[1] == "rmda" and (k[0], "prox_sgd", k[2]) in frac]
+  verdict = ""
+  if pairs and all(a > b or a == b == 1.0 for a, b in pairs):
+    verdict = ("; at this budget RMDA kept as much or more rank than ProxSGD at every "
+               "lambda and model of the sweep (more wherever either removed any). A possible reason, not tested here: RMDA's prox "
+               "threshold grows with the steps of a stage and is applied around W0, the "
+               "random initialisation in the first stage, so short stages remove little "
+               "rank")
+  elif pairs and all(a <= b for a, b in pairs) and any(a < b for a, b in pairs):
+    verdict = "; at this budget RMDA kept as little or less rank than ProxSGD at every lambda"
   lines = [
       title, "",
       f"`rj.nuclear_norm(lam)` on every kernel (conv kernels as `(kh*kw*in, out)` "
@@ -254,15 +276,13 @@ def low_rank(d):
       f"{_machine(d.get('machine'))}, OPENBLAS_NUM_THREADS="
       f"{d.get('machine', {}).get('openblas_num_threads')}; wall time "
       f"{wall / 60:.1f} min{' (quick mode)' if d.get('quick') else ''}.", "",
-      f"**Budget.** Sized to finish in about 40 minutes on a shared 2-core CPU: "
+      f"**Budget.** Sized to fit about 40 minutes of a shared 2-core CPU: "
       f"{s['epochs']} epochs on a {s['data'].split('subset of ')[-1].split(' ')[0]}-image "
-      "subset, seeds "
-      f"{s['seeds']} for the main lambda ({s['lam_main']:g}) and seed 0 for the sweep "
-      f"({', '.join(f'{x:g}' for x in s['sweep_lams'])}). These are short, unconverged "
-      "runs: with dual averaging the prox threshold grows with the number of steps of "
-      "a stage and the anchor W0 is the random initialisation, so in this budget RMDA "
-      "removes less rank than it would in a long run; the numbers say what happens at "
-      "this budget, not at the papers' settings.", "",
+      f"subset, seeds {s['seeds']} for the main lambda ({s['lam_main']:g}) and seed 0 for "
+      f"the sweep ({', '.join(f'{x:g}' for x in s['sweep_lams'])}); the run took "
+      f"{wall / 60:.1f} min (load average {load} at its start). These are short, "
+      f"unconverged runs{verdict}. The numbers say what happens at this budget, not at "
+      "the papers' settings.", "",
   ]
   if d.get("complete") is False:
     lines += ["**This run did not complete**: the tables hold the runs that finished.", ""]
@@ -281,8 +301,22 @@ def low_rank(d):
 
   head = ["model", "method", "lambda", "test acc %", "rank kept", "rank kept %",
           "factored %", "seeds"]
+  sweep_rows = rows_of(d.get("sweep", []))
+  notes = []
+  for name, e in extra:
+    for row in rows_of(e.get("table", [])):
+      row[2] += " *"
+      sweep_rows.append(row)
+    notes.append(f"`results/{name}` (`--seeds 1 --methods rmda prox_sgd --lam "
+                 f"{e['settings']['lam_main']:g} --sweep-lams --name {name[:-5]}`, "
+                 f"wall time {(e.get('wall_s') or 0) / 60:.1f} min)")
+  order = {m: i for i, m in enumerate(("mlp", "lenet5_large"))}
+  sweep_rows.sort(key=lambda r: (order.get(r[0], 9), r[1], float(r[2].rstrip(" *"))))
   lines += [_table(head, rows_of(d.get("table", []))), "", "Sweep (seed 0):", "",
-            _table(head, rows_of(d.get("sweep", []))), ""]
+            _table(head, sweep_rows), ""]
+  if notes:
+    lines += ["\\* one more lambda, run afterwards with the same settings: "
+              + "; ".join(notes) + ". The plot shows the main run only.", ""]
   if d.get("plot"):
     lines += [f"![low rank](results/{d['plot']})", ""]
   return "\n".join(lines)
@@ -314,6 +348,48 @@ def cost_nuclear(d):
     rows = [[name, f"{r['median_ms']:.2f}", f"{r['ratio_to_sgd']:.2f}"]
             for name, r in m["results"].items() if name in keep]
     lines += [_table(["optimizer", "ms/step", "x optax.sgd"], rows), ""]
+  return "\n".join(lines)
+
+
+def slim_section(d):
+  """Section 5: parameters, multiply-adds and inference time before and after rmda_jax.slim."""
+  title = "## 5. Slimming: the zeros become a smaller, faster model (issue 11)"
+  if d is None:
+    return f"{title}\n\nNot run yet (`python -m benchmarks.bench_slim`).\n"
+  s, run = d["settings"], d.get("lenet5_run")
+  lines = [
+      title, "",
+      "`rmda_jax.slim.slim(model, batch)` removes every channel that all the layers "
+      "reading it have zeroed (their input groups, kernel axis -2, what RMDA's group "
+      "LASSO zeroes) and checks that the slim model's outputs equal the model's on the "
+      "batch. Times: the jitted forward of each model, warm, on the same batch, the two "
+      "models' calls interleaved, median per batch "
+      f"({s['lenet_timing_runs']} calls for LeNet5, {s['cifar_timing_runs']} for the CIFAR "
+      f"models), BatchNorm in eval mode. Machine: {_machine(d.get('machine'))}; load "
+      f"average {d['machine'].get('load_average_start')} at start, "
+      f"{d.get('load_average_end')} at the end; wall time "
+      f"{d.get('wall_seconds', 0) / 60:.1f} min{' (quick mode)' if d.get('quick') else ''}.",
+      "",
+  ]
+  if run:
+    lines += [
+        f"**LeNet5 (small)**: {s['lenet5']}; {run['epochs']} epochs on {run['dataset']}, "
+        f"test accuracy {100 * run['test_accuracy']:.2f}%, group sparsity "
+        f"{100 * run['group_sparsity']:.1f}% (groups kept: "
+        + ", ".join(f"{k.split(chr(39))[1]} {v}" for k, v in run["groups_kept"].items())
+        + f"); batch: the first {s['lenet_batch']} MNIST test images, as `rmda-train "
+        "--slim` slims it.", "",
+    ]
+  lines += [
+      f"**VGG19-BN, ResNet50** (CIFAR shapes, 32x32x3, not trained): {s['cifar_models']}; "
+      f"batch {s['cifar_batch']}. A channel goes only when every reader zeroed it: in "
+      "VGG19 each channel has one reader, so about the stated fraction of each layer's "
+      "outputs goes; ResNet50's residual-stream channels are read by every block of "
+      "their stage and by the next shortcut, and at random independent zeros they "
+      "mostly stay.", "",
+      _table(list(d["table"][0]), [list(r.values()) for r in d["table"]]) if d.get("table")
+      else "No model was measured.", "",
+  ]
   return "\n".join(lines)
 
 
@@ -412,6 +488,7 @@ def main(argv=None):
       "| bench_baselines_cost | 4. cost on the ResNet50 pytree (issue 3) | results/baselines_cost.json |",
       "| bench_baselines_cost (XLA_FLAGS per run) | 4c. optimizer step by YNNPACK setting | results/cost_ynn_{all,reduce,none}.json |",
       "| bench_train_step (needs PyTorch) | 4b. whole training step vs PyTorch | results/train_step.json (_ynn.json, _ynn_none.json) |",
+      "| bench_slim | 5. slimming: parameters, multiply-adds, inference time | results/slim.json |",
       "",
       "`benchmarks/common.py` holds what several of them share (machine record, "
       "optimizer tables, model shapes read from `rmda_jax.examples.models`, step "
@@ -426,13 +503,16 @@ def main(argv=None):
       generic("2b. Structured sparsity at accuracy: LeNet5 (small), all of MNIST, 6 epochs, "
               "rmda-train's schedule", _load("sparsity_accuracy_lenet5_full6ep.json"),
               FULL6EP_CMD, "sparsity_accuracy_lenet5_full6ep"),
-      low_rank(_load("low_rank.json")),
+      low_rank(_load("low_rank.json"),
+               [(f, _load(f)) for f in sorted(os.listdir(RESULTS))
+                if f.startswith(LOW_RANK_EXTRA) and f.endswith(".json")]),
       generic("3. Unstructured sparsity against RigL", _load("rigl.json"),
               "python -m benchmarks.bench_rigl", "rigl"),
       cost_md,
       train_md,
       ynn_cost({k: _load(f"cost_ynn_{k}.json") for k in ("all", "reduce", "none")}),
       cost_nuclear(_load("cost_nuclear.json")),
+      slim_section(_load("slim.json")),
   ]
   with open(os.path.join(HERE, "README.md"), "w") as f:
     f.write("\n".join(parts).rstrip() + "\n")
