@@ -166,3 +166,10 @@ def test_a_slim_failure_keeps_the_run_and_exits_1(tmp_path, capfd, monkeypatch):
   assert ckpt.latest_epoch() == 1
   ckpt.close()
   assert not (out / "slim").exists()
+
+
+def test_a_multi_process_run_is_not_slimmed_but_told_how(tmp_path, monkeypatch):
+  monkeypatch.setattr(slimming.jax, "process_count", lambda: 2)
+  with pytest.raises(slimming.SlimFailed, match=r"one process, this run has 2 .*--resume --slim"):
+    slimming.slim_run(None, None, None, None, tmp_path, {})
+  assert list(tmp_path.iterdir()) == []

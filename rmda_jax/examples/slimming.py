@@ -108,9 +108,16 @@ def slim_run(cfg, ds, trainer, state, out: Path, summary: dict, *,
 
   Raises:
     SlimFailed: slim refused the model or the slim directory could not be
-      written; ``summary.json`` holds ``"slim": {"error": ...}``.
+      written (``summary.json`` then holds ``"slim": {"error": ...}``), or the
+      run has several processes (nothing is done; slim it with ``--resume
+      --slim`` in one process).
   """
   out = Path(out)
+  if jax.process_count() > 1:
+    # The parameters are spread over hosts and Orbax's save is collective: slim on one.
+    raise SlimFailed(f"--slim runs in one process, this run has {jax.process_count()} (the "
+                     f"trained run is complete in {out}); slim it on one machine with "
+                     "rmda-train --resume --slim and the run's flags")
   path = out / "slim"
   model = trained_model(trainer, state)
   x = example_batch(ds)
