@@ -80,7 +80,10 @@ def test_slim_flag_has_help_and_is_off_by_default():
   assert config.parse_args([]).slim is False
   assert config.parse_args(["--slim"]).slim is True
   text = config.build_parser().format_help()
-  assert "--slim" in text and "OUTPUT_DIR/slim" in " ".join(text.split())
+  start = text.index("\n  --slim") + 1
+  slim_help = " ".join(text[start:text.find("\n  -", start + 1)].split())
+  assert "OUTPUT_DIR/slim" in slim_help and "rmda_jax.slim.load" in slim_help
+  assert "(default:" not in slim_help
   # Not part of the checkpointed state: a run may be slimmed on --resume.
   assert config.parse_args(["--slim"]).fingerprint() == config.parse_args([]).fingerprint()
 
