@@ -405,22 +405,37 @@ def _group_axis(groups) -> int:
       f"groups must be 'input', 'output' or an int axis, got {groups!r}.")
 
 
-def _check_group_axis(name, groups, axis, path, x):
-  ndim = jnp.ndim(x)
-  if not -ndim <= axis < ndim:
-    raise ValueError(
-        f"{name}(groups={groups!r}) needs axis {axis}, but leaf "
-        f"{path_str(path)} has shape {tuple(jnp.shape(x))} (ndim {ndim}); "
-        "exclude it with `mask` or choose another `groups`.")
+class _AxisGroups(GroupRegularizer):
+  """Groups that are one index of an axis, weighted by ``sqrt(group size)``.
+
+  The grouping of :class:`GroupLasso` and :class:`SparseGroupLasso`: a group
+  is one index of ``axis`` together with every entry along the other axes.
+  Subclasses call :meth:`_set_groups` from their constructor.
+  """
+
+  def _set_groups(self, groups: Union[str, int]) -> None:
+    self.axis = _group_axis(groups)
+    self.groups = groups
+
+  def check_leaf(self, path, x):
+    super().check_leaf(path, x)
+    ndim = jnp.ndim(x)
+    if not -ndim <= self.axis < ndim:
+      raise ValueError(
+          f"{self.name}(groups={self.groups!r}) needs axis {self.axis}, but leaf "
+          f"{path_str(path)} has shape {tuple(jnp.shape(x))} (ndim {ndim}); "
+          "exclude it with `mask` or choose another `groups`.")
+
+  def group_axes(self, x):
+    ndim = jnp.ndim(x)
+    axis = self.axis % ndim
+    return tuple(a for a in range(ndim) if a != axis)
+
+  def group_weight(self, x):
+    return math.sqrt(self.group_size(x))
 
 
-def _other_axes(x, axis) -> tuple[int, ...]:
-  ndim = jnp.ndim(x)
-  axis = axis % ndim
-  return tuple(a for a in range(ndim) if a != axis)
-
-
-class GroupLasso(GroupRegularizer):
+class GroupLasso(_AxisGroups):
   """``psi(W) = strength * sum_g sqrt(|g|) ||W_g||_2`` over masked-in leaves.
 
   A group is one index of ``axis`` together with every entry along the other
@@ -434,20 +449,9 @@ class GroupLasso(GroupRegularizer):
 
   def __init__(self, strength: float, *, groups: Union[str, int] = "input",
                mask: MaskOrFn = None):
-    axis = _group_axis(groups)
+    _group_axis(groups)  # a bad `groups` is reported before a bad strength
     super().__init__(strength, mask=mask)
-    self.groups = groups
-    self.axis = axis
-
-  def check_leaf(self, path, x):
-    super().check_leaf(path, x)
-    _check_group_axis(self.name, self.groups, self.axis, path, x)
-
-  def group_axes(self, x):
-    return _other_axes(x, self.axis)
-
-  def group_weight(self, x):
-    return math.sqrt(self.group_size(x))
+    self._set_groups(groups)
 
   def __repr__(self):
     return f"GroupLasso(strength={self.strength!r}, groups={self.groups!r})"
@@ -708,7 +712,7 @@ def nuclear_norm(strength: float, *, mask: MaskOrFn = None) -> NuclearNorm:
   return NuclearNorm(strength, mask=mask)
 
 
-class SparseGroupLasso(GroupRegularizer):
+class SparseGroupLasso(_AxisGroups):
   r"""L1 plus group LASSO: sparse groups, and sparse entries inside the groups kept.
 
   .. math::
@@ -769,26 +773,15 @@ class SparseGroupLasso(GroupRegularizer):
                groups: Union[str, int] = "input", mask: MaskOrFn = None):
     lam1 = _check_strength(l1_strength, "l1_strength")
     lam2 = _check_strength(group_strength, "group_strength")
-    axis = _group_axis(groups)
+    _group_axis(groups)  # a bad `groups` is reported before a bad mask
     super().__init__(lam1 + lam2, mask=mask)
+    self._set_groups(groups)
     self.l1_strength, self.group_strength = lam1, lam2
     self.l1_fraction = lam1 / (lam1 + lam2) if lam1 + lam2 > 0 else None
-    self.groups = groups
-    self.axis = axis
 
   def _mix(self) -> float:
     # With both strengths 0 every threshold is 0 and the mix is irrelevant.
     return 0.5 if self.l1_fraction is None else self.l1_fraction
-
-  def check_leaf(self, path, x):
-    super().check_leaf(path, x)
-    _check_group_axis(self.name, self.groups, self.axis, path, x)
-
-  def group_axes(self, x):
-    return _other_axes(x, self.axis)
-
-  def group_weight(self, x):
-    return math.sqrt(self.group_size(x))
 
   def _taus(self, x, threshold):
     t = jnp.asarray(threshold, x.dtype)
