@@ -52,12 +52,15 @@ def _problem():
   return params, target
 
 
+def _noises(params):
+  """Gradient noise of every step, drawn on the host (the same on any mesh)."""
+  rng = np.random.default_rng(1)
+  return [jax.tree.map(lambda p: np.float32(0.1) * rng.normal(
+      size=p.shape).astype(np.float32), params) for _ in range(STEPS)]
+
+
 def _step_fn(tx, target):
-  def step(params, state, t):
-    noise = jax.tree.map(
-        lambda p: 0.1 * jax.random.normal(jax.random.fold_in(jax.random.key(1),
-                                                             t), p.shape),
-        params)
+  def step(params, state, noise):
     grads = jax.tree.map(lambda p, c, n: p - c + n, params, target, noise)
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state
@@ -74,8 +77,10 @@ def _mesh(shape, names, explicit):
 
 def _run(tx, params, target, shardings=None):
   params = jax.tree.map(jnp.copy, params)  # the step donates its inputs
+  noises = _noises(params)
   if shardings is not None:
     params = jax.device_put(params, shardings)
+    noises = [jax.device_put(n, shardings) for n in noises]
   # Eagerly, as nnx.Optimizer does; under explicit mesh axes also jitted.
   explicit = shardings is not None and any(
       t == jax.sharding.AxisType.Explicit for t in getattr(
@@ -83,12 +88,12 @@ def _run(tx, params, target, shardings=None):
   state = jax.jit(tx.init)(params) if explicit else tx.init(params)
   init_state = state
   hlo = jax.jit(_step_fn(tx, target), donate_argnums=(0, 1)).lower(
-      params, state, jnp.int32(0)).compile().as_text()
+      params, state, noises[0]).compile().as_text()
   chex.clear_trace_counter()
   step = jax.jit(chex.assert_max_traces(_step_fn(tx, target), n=1),
                  donate_argnums=(0, 1))
-  for t in range(STEPS):  # a second trace (a recompile) raises in chex
-    params, state = step(params, state, jnp.int32(t))
+  for noise in noises:  # a second trace (a recompile) raises in chex
+    params, state = step(params, state, noise)
   return params, state, init_state, hlo
 
 
