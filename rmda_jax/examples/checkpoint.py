@@ -5,6 +5,13 @@ optimizer state), the data-order key and, as JSON, the configuration's
 fingerprint. :meth:`Checkpointer.resume_epoch` refuses a checkpoint written
 under another configuration, or checkpoints the user did not ask to resume,
 with a :class:`ResumeError` whose message is one line.
+
+Sharded state (``rmda-train --mesh``, several processes): Orbax writes each
+array's shards from the processes that hold them (every process calls
+:meth:`Checkpointer.save`, the JSON and the data key are written once), and
+:meth:`Checkpointer.restore` reads each array into the sharding of the
+template's leaf, whatever mesh wrote it: a run saved on 8 devices resumes on
+one, and the other way round.
 """
 
 from __future__ import annotations
@@ -67,7 +74,9 @@ class Checkpointer:
 
     Args:
       epoch: which checkpoint.
-      template: a state of the same NamedTuple type, shapes and dtypes.
+      template: a state of the same NamedTuple type, shapes and dtypes; each
+        array is restored with the sharding of its template leaf (the mesh of
+        this run, not necessarily the one that saved it).
       data_key: an array shaped like the saved data key.
 
     Returns:
@@ -77,6 +86,7 @@ class Checkpointer:
       ResumeError: the checkpoint is damaged or holds no state shaped like ``template``.
     """
     tree = {"state": template._asdict(), "data_key": np.asarray(data_key)}
+    # ShapeDtypeStructs carrying the template's shardings: the restore targets.
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
     try:
       out = self.manager.restore(epoch, args=ocp.args.Composite(

@@ -58,6 +58,12 @@ class Config:
   progress: bool = True
   ynn_fusions: bool = False
   offline: bool = False
+  # Devices and hosts (rmda_jax/examples/sharding.py); not in the fingerprint:
+  # a run may resume on another mesh.
+  mesh: str | None = None
+  coordinator: str | None = None
+  num_processes: int | None = None
+  process_id: int | None = None
 
   @property
   def learning_rate(self) -> float:
@@ -226,6 +232,20 @@ def build_parser() -> argparse.ArgumentParser:
                  help="keep all of XLA:CPU's YNNPACK library fusions (by default "
                       "rmda-train keeps them for reductions only, unless XLA_FLAGS mentions "
                       "them: see rmda_jax/examples/xla_flags.py)")
+  p.add_argument("--mesh", default=d.mesh,
+                 help="data=N: shard each batch over N devices (data parallelism); "
+                      "data=N,fsdp=M: also shard parameters and optimizer state over M "
+                      "(default: data parallelism over all devices; --batch-size must be a "
+                      "multiple of N; see rmda_jax/examples/sharding.py)")
+  p.add_argument("--coordinator", default=d.coordinator,
+                 help="host:port of process 0, to train over several processes with "
+                      "jax.distributed (with --num-processes and --process-id; or set "
+                      "JAX_COORDINATOR_ADDRESS in a cluster jax.distributed detects)")
+  p.add_argument("--num-processes", type=positive_int, default=d.num_processes,
+                 help="number of processes of a --coordinator run")
+  p.add_argument("--process-id", type=nonneg_int, default=d.process_id,
+                 help="this process's index in a --coordinator run (0 writes the logs, "
+                      "metrics and summary)")
   return p
 
 

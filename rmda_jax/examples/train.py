@@ -54,6 +54,7 @@ import rmda_jax as rj
 from rmda_jax.examples import config as config_lib
 from rmda_jax.examples import data as data_lib
 from rmda_jax.examples import report
+from rmda_jax.examples import sharding as sharding_lib
 from rmda_jax.examples import xla_flags
 from rmda_jax.examples._files import atomic_open
 from rmda_jax.examples.checkpoint import Checkpointer
@@ -164,7 +165,10 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, *,
     ``x_all, y_all`` the whole training set on device, ``perm`` an int32
     ``(steps, batch)`` array of sample indices (one row per step), ``i`` the
     step's row, ``key`` the augmentation key of the epoch (unused without
-    ``augment``; may be None).
+    ``augment``; may be None). Batches gathered beforehand work too:
+    ``x_all, y_all`` shaped ``(steps, batch, ...)`` and ``perm =
+    arange(steps)`` make step ``i`` take batch ``i`` whole (what a mesh run
+    does, its batches sharded over devices: ``sharding.Layout.epoch_inputs``).
   """
 
   def loss_fn(params, batch_stats, x, y):
@@ -344,9 +348,13 @@ class Trainer:
     cfg: the run's configuration.
     ds: its dataset (for shapes, classes, normalisation, augmentation).
     steps_per_epoch: updates per epoch (for the schedule's milestones).
+    layout: a mesh to train on (``sharding.layout_for``): state, batches and
+      the jitted functions placed on it; None for one device.
   """
 
-  def __init__(self, cfg: Config, ds: data_lib.Dataset, steps_per_epoch: int):
+  def __init__(self, cfg: Config, ds: data_lib.Dataset, steps_per_epoch: int,
+               layout: sharding_lib.Layout | None = None):
+    self.layout = layout
     self.reg, self.metric_reg = build_regularizers(cfg)
     self.tx = build_optimizer(cfg, self.reg, steps_per_epoch)
     self.parts = split_model(get_model(cfg.model, ds.num_classes, nnx.Rngs(cfg.seed),
@@ -366,14 +374,52 @@ class Trainer:
       self.reported = jax.jit(lambda s: rj.structured_params(s.opt_state, reg))
     else:
       self.reported = lambda s: s.params
+    if layout is not None:  # the same functions, jitted with the mesh's shardings
+      state = jax.eval_shape(lambda: init_train_state(self.parts, self.tx))
+      self.train_step = layout.jit_train_step(
+          make_train_step(self.parts.graphdef_train, self.tx, regularizer_in_loss=in_loss,
+                          augment=ds.augment, norm_stats=norm_stats), state)
+      self.eval_step = layout.jit_eval_step(
+          make_eval_step(self.parts.graphdef_eval, norm_stats), state.params,
+          state.batch_stats)
+      if cfg.optimizer == "rmda":
+        self.reported = layout.jit_params_fn(
+            lambda s: rj.structured_params(s.opt_state, reg), state, state.params)
 
   def init_state(self) -> TrainState:
-    """The state before the first step."""
-    return init_train_state(self.parts, self.tx)
+    """The state before the first step (on the layout's mesh if any)."""
+    if self.layout is None:
+      return init_train_state(self.parts, self.tx)
+    params = self.layout.put(self.parts.params)
+    return TrainState(params, self.layout.put(self.parts.batch_stats),
+                      self.layout.init_opt_state(self.tx, params))
 
   def evaluate(self, params, batch_stats, x, y) -> tuple[float, float]:
     """(mean loss, accuracy) over device arrays ``x, y``, in eval mode."""
-    return evaluate(self.eval_step, params, batch_stats, x, y)
+    if self.layout is None:
+      return evaluate(self.eval_step, params, batch_stats, x, y)
+    return evaluate(self.eval_step, params, batch_stats, x, y,
+                    self.layout.eval_batch(EVAL_BATCH))
+
+  def place_data(self, ds: data_lib.Dataset) -> tuple:
+    """``(x_train, y_train, x_test, y_test)`` where :meth:`epoch_inputs` and
+    :meth:`evaluate` read them: on the device, or (mesh) the training set on
+    the host and the test set replicated."""
+    if self.layout is None:
+      return (jax.device_put(ds.x_train), jax.device_put(ds.y_train),
+              jax.device_put(ds.x_test), jax.device_put(ds.y_test))
+    return self.layout.place_data(ds)
+
+  def epoch_inputs(self, x_train, y_train, perm: np.ndarray) -> tuple:
+    """``(x_all, y_all, perm)`` of one epoch for :attr:`train_step` (``perm`` from
+    :func:`epoch_permutation`; a mesh gathers the epoch's batches, sharded)."""
+    if self.layout is None:
+      return x_train, y_train, jnp.asarray(perm)
+    return self.layout.epoch_inputs(x_train, y_train, perm)
+
+  def gathered(self, tree):
+    """``tree`` whole on this host, for the metrics (unchanged on one device)."""
+    return tree if self.layout is None else self.layout.fetch(tree)
 
 
 # --------------------------------------------------------------------------
@@ -405,8 +451,9 @@ def train(cfg: Config, *, log=print) -> dict:
   Raises:
     data.DatasetError: the dataset is missing, unreadable or refused.
     ResumeError: the output directory holds checkpoints this run cannot use.
-    config.UsageError: the output directory cannot be made, or the batch is
-      larger than the training set.
+    config.UsageError: the output directory cannot be made, the batch is
+      larger than the training set, or ``--mesh`` does not fit the devices or
+      the batch.
   """
   out = Path(cfg.output_dir)
   try:
@@ -414,6 +461,10 @@ def train(cfg: Config, *, log=print) -> dict:
   except OSError as e:
     raise config_lib.UsageError(f"--output-dir {out}: {e.strerror or e}") from None
   t_start = time.perf_counter()
+  layout = sharding_lib.layout_for(cfg)  # None: one device
+  main_process = jax.process_index() == 0  # the one that logs and writes files
+  if not main_process:
+    log = lambda *args, **kwargs: None
 
   ds = prepare_data(cfg)
   n_train = len(ds.y_train)
@@ -421,11 +472,10 @@ def train(cfg: Config, *, log=print) -> dict:
   if steps == 0:
     raise config_lib.UsageError(
         f"--batch-size {cfg.batch_size} exceeds the {n_train} training samples")
-  trainer = Trainer(cfg, ds, steps)
+  trainer = Trainer(cfg, ds, steps, layout)
   state = trainer.init_state()
   data_key = np.asarray(jax.random.key_data(jax.random.key(cfg.seed)))
-  x_train, y_train = jax.device_put(ds.x_train), jax.device_put(ds.y_train)
-  x_test, y_test = jax.device_put(ds.x_test), jax.device_put(ds.y_test)
+  x_train, y_train, x_test, y_test = trainer.place_data(ds)
   aug_key = jax.random.key(cfg.seed + 1)
 
   meta = {"fingerprint": cfg.fingerprint(), "config": cfg.fingerprint_fields()}
@@ -444,8 +494,9 @@ def train(cfg: Config, *, log=print) -> dict:
       log(f"resumed from epoch {last} of {ckpt.directory}")
       if last >= cfg.epochs:
         log(f"the checkpoint is already at epoch {last} >= --epochs {cfg.epochs}: nothing to train")
-    with atomic_open(metrics_path, "w") as f:
-      f.write("".join(json.dumps(r) + "\n" for r in rows))
+    if main_process:
+      with atomic_open(metrics_path, "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
 
     point = "Z (rmda_jax.structured_params)" if cfg.optimizer == "rmda" else "W (the iterate)"
     n_params = sum(int(np.size(x)) for x in jax.tree.leaves(state.params))
@@ -458,18 +509,21 @@ def train(cfg: Config, *, log=print) -> dict:
         f"{n_params} parameters), {cfg.optimizer} lr {cfg.learning_rate} "
         f"momentum {cfg.momentum_value}, {cfg.regularizer} {strengths}"
         f" ({structure}), {steps} steps/epoch; sparsity reported at {point}")
+    if layout is not None:
+      log(f"mesh {sharding_lib.mesh_name(layout)}")
 
-    prev_support = rj.group_support(trainer.reported(state), trainer.metric_reg)
+    prev_support = rj.group_support(trainer.gathered(trainer.reported(state)),
+                                    trainer.metric_reg)
     for epoch in range(start_epoch, cfg.epochs):
-      perm = jnp.asarray(epoch_permutation(data_key, epoch, n_train, cfg.batch_size))
+      inputs = trainer.epoch_inputs(
+          x_train, y_train, epoch_permutation(data_key, epoch, n_train, cfg.batch_size))
       epoch_key = jax.random.fold_in(aug_key, epoch)
       loss_sum = jnp.zeros((), jnp.float32)
       bar = (tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                  unit="step", file=sys.stderr) if cfg.progress else None)
+                  unit="step", file=sys.stderr) if cfg.progress and main_process else None)
       t0 = time.perf_counter()
       for i in range(steps):
-        state, loss_sum = trainer.train_step(state, loss_sum, x_train, y_train, perm,
-                                             np.int32(i), epoch_key)
+        state, loss_sum = trainer.train_step(state, loss_sum, *inputs, np.int32(i), epoch_key)
         if bar is not None and i % 50 == 49:  # keep the bar honest: wait for the device
           loss_sum.block_until_ready()
           bar.update(50)
@@ -483,6 +537,7 @@ def train(cfg: Config, *, log=print) -> dict:
       rep = trainer.reported(state)
       test_loss, test_acc = trainer.evaluate(rep, state.batch_stats, x_test, y_test)
       psi = float(trainer.psi(rep))
+      rep = trainer.gathered(rep)  # the metrics read it whole, on the host
       support = rj.group_support(rep, trainer.metric_reg)
       changes = rj.support_changes(prev_support, support)
       prev_support = support
@@ -506,10 +561,11 @@ def train(cfg: Config, *, log=print) -> dict:
                                                   y_test)[1]
       row["eval_time_s"] = time.perf_counter() - t1
       rows.append(row)
-      with open(metrics_path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+      if main_process:
+        with open(metrics_path, "a") as f:
+          f.write(json.dumps(row) + "\n")
+          f.flush()
+          os.fsync(f.fileno())
       ckpt.save(epoch + 1, state, data_key, meta)
       log(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {train_loss:.4f}  objective "
           f"{row['objective']:.4f}  test acc {report.fmt_pct(test_acc)}  "
@@ -518,7 +574,7 @@ def train(cfg: Config, *, log=print) -> dict:
   finally:
     ckpt.close()  # also when a resume check fails
 
-  support = rj.group_support(trainer.reported(state), trainer.metric_reg)
+  support = rj.group_support(trainer.gathered(trainer.reported(state)), trainer.metric_reg)
   last_row = rows[-1] if rows else {}
   summary = {
       "config": dataclasses.asdict(cfg),
@@ -538,9 +594,11 @@ def train(cfg: Config, *, log=print) -> dict:
       "groups_kept": report.layer_groups(support),
       "wall_time_s": time.perf_counter() - t_start,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "mesh": None if layout is None else layout.describe(),
   }
-  _write_json(out / "summary.json", summary)
-  if cfg.plot and rows:
+  if main_process:
+    _write_json(out / "summary.json", summary)
+  if cfg.plot and rows and main_process:
     report.write_plot(rows, out / "training_curves.png")
 
   log("")
@@ -566,6 +624,8 @@ def main(argv=None) -> int:
     if status != "reductions only":
       print(f"rmda-train: XLA:CPU YNNPACK fusions {status}", file=sys.stderr)
   try:
+    # Before any JAX computation too: jax.distributed must start first.
+    sharding_lib.initialize_distributed(cfg.coordinator, cfg.num_processes, cfg.process_id)
     train(cfg)
   except (data_lib.DatasetError, ResumeError, config_lib.UsageError) as e:
     print(f"rmda-train: error: {e}", file=sys.stderr)
