@@ -91,13 +91,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def two_processes(out):
-  """Two processes with 4 CPU devices each, one jax.distributed job (default mesh: data=8)."""
+  """Two processes with 4 CPU devices each, one jax.distributed job, two runs: the
+  default mesh (data=8) and FSDP with its kernels split within each process."""
   port = _free_port()
-  argv = run(str(out / "two"))
+  runs = [run(str(out / "two")), run(str(out / "two_fsdp"), "--mesh", "data=4,fsdp=2")]
   procs = [subprocess.Popen(
       [sys.executable, "-m", "tests._mesh_child", json.dumps([argv + [
           "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-          "--process-id", str(i)]])],
+          "--process-id", str(i)] for argv in runs])],
       cwd=ROOT, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
       for i in range(2)]
   results = []
@@ -199,7 +200,7 @@ def test_fsdp_shards_the_kernels(eight):
 
 
 @pytest.mark.parametrize("name,words", [
-    ("bad_batch", "--batch-size 30 does not split over the data axis of 8 devices"),
+    ("bad_batch", "--batch-size 30 does not split over the mesh's 8 devices"),
     ("too_many", "needs 16 devices; there are 8"),
     ("fsdp_3", "--mesh fsdp=3: does not divide the 8 devices"),
 ])
@@ -210,19 +211,20 @@ def test_mesh_refusals_are_one_line(eight, name, words):
   assert words in f["stderr"][0]
 
 
-def test_two_processes_equal_one(two_processes, out, eight):
+@pytest.mark.parametrize("k,name,mesh", [(0, "two", {"data": 8, "fsdp": 1}),
+                                          (1, "two_fsdp", {"data": 4, "fsdp": 2})])
+def test_two_processes_equal_one(two_processes, out, eight, k, name, mesh):
   first, second = two_processes
   for f in (first, second):
     assert f["devices"] == 8 and f["local_devices"] == 4 and f["processes"] == 2
-    assert f["runs"][0]["rc"] == 0, f["runs"][0]["stderr"]
-  assert any(l.startswith("epoch") for l in first["runs"][0]["stdout"])
-  assert second["runs"][0]["stdout"] == []  # only process 0 logs
-  rows = (out / "two" / "metrics.jsonl").read_text().splitlines()
+    assert f["runs"][k]["rc"] == 0, f["runs"][k]["stderr"]
+  assert any(l.startswith("epoch") for l in first["runs"][k]["stdout"])
+  assert second["runs"][k]["stdout"] == []  # only process 0 logs
+  rows = (out / name / "metrics.jsonl").read_text().splitlines()
   assert [json.loads(l)["epoch"] for l in rows] == list(range(1, EPOCHS + 1))  # written once
-  summary = json.loads((out / "two" / "summary.json").read_text())
-  assert summary["mesh"] == {"data": 8, "fsdp": 1, "devices": 8, "processes": 2,
-                             "platform": "cpu"}
-  assert assert_same_training(out / "ref", out / "two") > 0.2
+  summary = json.loads((out / name / "summary.json").read_text())
+  assert summary["mesh"] == {**mesh, "devices": 8, "processes": 2, "platform": "cpu"}
+  assert assert_same_training(out / "ref", out / name) > 0.2
 
 
 # ---------------------------------------------------------------- in this process

@@ -234,9 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "them: see rmda_jax/examples/xla_flags.py)")
   p.add_argument("--mesh", default=d.mesh,
                  help="data=N: shard each batch over N devices (data parallelism); "
-                      "data=N,fsdp=M: also shard parameters and optimizer state over M "
-                      "(default: data parallelism over all devices; --batch-size must be a "
-                      "multiple of N; see rmda_jax/examples/sharding.py)")
+                      "data=N,fsdp=M: also shard parameters and optimizer state over M, "
+                      "the batch over all N*M (default: data parallelism over all devices; "
+                      "--batch-size must be a multiple of N*M; see "
+                      "rmda_jax/examples/sharding.py)")
   p.add_argument("--coordinator", default=d.coordinator,
                  help="host:port of process 0, to train over several processes with "
                       "jax.distributed (with --num-processes and --process-id; or set "

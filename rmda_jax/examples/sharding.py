@@ -4,8 +4,9 @@
 ``jax.sharding.Mesh``; ``--mesh data=N,fsdp=M`` also shards the parameters,
 the BatchNorm statistics and the optimizer state along the ``fsdp`` axis (each
 kernel on its largest axis divisible by ``M``; leaves without one, biases and
-scales are replicated). Without ``--mesh`` the batch is sharded over all
-devices (``data`` = the device count). The step is ``rmda-train``'s own
+scales are replicated), and the batch over both axes (as FSDP does: every
+device computes on its own rows, gathering the kernels it needs). Without
+``--mesh`` the batch is sharded over all devices (``data`` = the device count). The step is ``rmda-train``'s own
 (``train.make_train_step``) jitted with these shardings: XLA's SPMD partitioner
 inserts the collectives (the gradient all-reduce of data parallelism, FSDP's
 parameter all-gathers and gradient reduce-scatters); there is no hand-written
@@ -20,12 +21,12 @@ global batch (JAX's partitionable threefry draws the same numbers however the
 batch is split), and BatchNorm statistics are means over the global batch.
 
 Batches. Each epoch, every process gathers *its* rows of every batch of the
-epoch from its copy of the training set (the rows its devices hold on the
-``data`` axis, found from the sharding: :meth:`Layout.local_rows`) and hands
-them to ``jax.make_array_from_process_local_data``: the epoch becomes one
-global ``(steps, batch, ...)`` array sharded over ``data``, and step ``i``
-reads its row ``i`` (``make_train_step`` with ``perm = arange(steps)``). The
-test set is replicated and evaluated in batches sharded over ``data``.
+epoch from its copy of the training set (the rows its devices hold, found
+from the sharding: :meth:`Layout.local_rows`) and hands them to
+``jax.make_array_from_process_local_data``: the epoch becomes one global
+``(steps, batch, ...)`` array sharded over the devices, and step ``i`` reads
+its row ``i`` (``make_train_step`` with ``perm = arange(steps)``). The test
+set is replicated and evaluated in batches split over the devices.
 
 Many hosts: ``--coordinator host:port --num-processes P --process-id i`` (or
 ``JAX_COORDINATOR_ADDRESS`` and a cluster environment ``jax.distributed``
@@ -170,8 +171,9 @@ class Layout:
     self.data = mesh.shape["data"]
     self.fsdp = mesh.shape["fsdp"]
     self.replicated = NamedSharding(mesh, P())
-    self.batches = NamedSharding(mesh, P(None, "data"))  # an epoch: (steps, batch, ...)
-    self.rows = NamedSharding(mesh, P("data"))           # one batch of indices
+    self.batch_devices = self.data * self.fsdp  # a batch is split over both axes
+    self.batches = NamedSharding(mesh, P(None, AXES))  # an epoch: (steps, batch, ...)
+    self.rows = NamedSharding(mesh, P(AXES))           # one batch of indices
     # XLA:CPU's cross-process (gloo) collectives hang when a process has
     # several executions in flight (jax 0.10.2, 2 processes x 4 CPU devices:
     # the loop stopped within a few steps, at random; waiting for each step
@@ -235,8 +237,8 @@ class Layout:
                    perm: np.ndarray) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``(xs, ys, rows)`` of one epoch for ``make_train_step``'s ``(x_all, y_all, perm)``.
 
-    ``xs, ys`` are the epoch's batches, ``(steps, batch, ...)`` sharded over
-    ``data``: this process gathers only its rows of each batch (from ``perm``,
+    ``xs, ys`` are the epoch's batches, ``(steps, batch, ...)`` split over the
+    devices: this process gathers only its rows of each batch (from ``perm``,
     the same on every process). ``rows = arange(steps)``: step ``i`` takes
     batch ``i`` whole.
     """
@@ -261,8 +263,9 @@ class Layout:
     return jax.tree.map(one, tree)
 
   def eval_batch(self, batch: int) -> int:
-    """``batch`` rounded up to a multiple of the data axis (evaluation batches are split too)."""
-    return -(-batch // self.data) * self.data
+    """``batch`` rounded up to a multiple of :attr:`batch_devices` (evaluation batches are
+    split too)."""
+    return -(-batch // self.batch_devices) * self.batch_devices
 
   # ------------------------------------------------------------ jitted functions
   def jit_train_step(self, train_step: Callable, abstract_state) -> Callable:
@@ -300,7 +303,7 @@ class Layout:
     return waited
 
   def jit_eval_step(self, eval_step: Callable, abstract_params, abstract_stats) -> Callable:
-    """``make_eval_step``'s step with its batch of sample indices split over ``data``."""
+    """``make_eval_step``'s step with its batch of sample indices split over the devices."""
     rows = self.rows
 
     def sharded_eval_step(params, batch_stats, x_all, y_all, idx, weight):
@@ -357,17 +360,17 @@ def layout_for(cfg: Config) -> Layout | None:
 
   Raises:
     UsageError: a malformed ``--mesh``, sizes that do not fit the devices, or a
-      global batch that the data axis does not divide.
+      global batch that the mesh's devices do not divide.
   """
   spec = parse_mesh(cfg.mesh)
   mesh = make_mesh(spec)
   if mesh.size == 1 and jax.process_count() == 1:
     return None
-  data = mesh.shape["data"]
-  if cfg.batch_size % data:
-    lower = cfg.batch_size - cfg.batch_size % data
-    raise UsageError(f"--batch-size {cfg.batch_size} does not split over the data axis of "
-                     f"{data} devices: use a multiple of {data} (e.g. {lower or data})")
+  n = mesh.size  # the batch is split over data x fsdp
+  if cfg.batch_size % n:
+    lower = cfg.batch_size - cfg.batch_size % n
+    raise UsageError(f"--batch-size {cfg.batch_size} does not split over the mesh's {n} "
+                     f"devices (data x fsdp): use a multiple of {n} (e.g. {lower or n})")
   return Layout(mesh)
 
 
