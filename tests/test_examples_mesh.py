@@ -190,13 +190,19 @@ def test_data_parallel_step_sums_the_gradient_once(eight, out):
   assert 4 * n <= sum(b for _, b in ops) <= 4 * n + 64
 
 
-def test_fsdp_shards_the_kernels(eight):
+def test_fsdp_shards_the_kernels(eight, out):
   assert eight["check_dp"]["param_specs"] == ["P()"]
   specs = eight["check_fsdp"]["param_specs"]
   assert "P('fsdp',)" in specs  # fc kernels, on their input axis (the largest)
   assert "P(None, None, None, 'fsdp')" in specs  # conv2, on its output axis
   assert "P()" in specs  # biases, and conv1 (5x5x1x6: no axis divisible by 4)
-  assert {"all-gather", "all-reduce"} <= {op for op, _ in eight["check_fsdp"]["collectives"]}
+  ops = eight["check_fsdp"]["collectives"]
+  assert {"all-gather", "all-reduce"} <= {op for op, _ in ops}
+  # The kernels move (gathered whole, gradients summed), not the activations:
+  # about twice the parameters' bytes, as FSDP does.
+  (params, _, _), _ = final_state(out / "ref")
+  n = sum(int(np.size(p)) for p in jax.tree.leaves(params))
+  assert sum(b for _, b in ops) <= 2 * 4 * n + 1024
 
 
 @pytest.mark.parametrize("name,words", [

@@ -267,6 +267,18 @@ class Layout:
     split too)."""
     return -(-batch // self.batch_devices) * self.batch_devices
 
+  @property
+  def gather(self) -> Callable | None:
+    """What ``make_train_step`` applies to the params before the forward pass: with
+    ``fsdp > 1``, each split leaf is gathered whole (FSDP: the kernels move, the
+    activations stay split by batch rows; left to itself, XLA's partitioner may
+    move activations instead, far more bytes); None without ``fsdp``."""
+    if self.fsdp == 1:
+      return None
+    replicated = self.replicated
+    return lambda params: jax.tree.map(
+        lambda p: jax.lax.with_sharding_constraint(p, replicated), params)
+
   # ------------------------------------------------------------ jitted functions
   def jit_train_step(self, train_step: Callable, abstract_state) -> Callable:
     """``make_train_step``'s step, jitted with the state's shardings in and out (donated).

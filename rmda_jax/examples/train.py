@@ -141,7 +141,8 @@ def _preprocess(x: jax.Array, norm_stats) -> jax.Array:
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, *,
                     regularizer_in_loss: Callable[[Any], jax.Array] | None = None,
-                    augment: bool = False, norm_stats=None) -> Callable:
+                    augment: bool = False, norm_stats=None,
+                    params_for_forward: Callable[[Any], Any] | None = None) -> Callable:
   """The pure training step of one model and optimizer; jit it with donated state.
 
   ``step = jax.jit(make_train_step(gd, tx), donate_argnums=(0, 1))``, then per
@@ -158,6 +159,9 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, *,
       ``fold_in(key, i)``.
     norm_stats: ``(scale, mean, std)`` for ``data.normalize``, applied to each
       batch on device; None if the inputs are already normalised.
+    params_for_forward: applied to the parameters before the forward pass
+      (an FSDP mesh run gathers its split kernels there:
+      ``sharding.Layout.gather``); None: the parameters as they are.
 
   Returns:
     ``train_step(state, loss_sum, x_all, y_all, perm, i, key)`` ->
@@ -172,6 +176,8 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, *,
   """
 
   def loss_fn(params, batch_stats, x, y):
+    if params_for_forward is not None:
+      params = params_for_forward(params)
     logits, new_stats = forward(graphdef, params, batch_stats, x)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     total = loss if regularizer_in_loss is None else loss + regularizer_in_loss(params)
@@ -192,13 +198,15 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, *,
   return train_step
 
 
-def make_eval_step(graphdef, norm_stats=None) -> Callable:
+def make_eval_step(graphdef, norm_stats=None,
+                   params_for_forward: Callable[[Any], Any] | None = None) -> Callable:
   """The pure evaluation step of one model; jit it (:func:`evaluate` calls it per batch).
 
   Args:
     graphdef: ``ModelParts.graphdef_eval``.
     norm_stats: ``(scale, mean, std)`` for ``data.normalize``; None if the
       inputs are already normalised.
+    params_for_forward: as for :func:`make_train_step`.
 
   Returns:
     ``eval_step(params, batch_stats, x_all, y_all, idx, weight)`` ->
@@ -209,6 +217,8 @@ def make_eval_step(graphdef, norm_stats=None) -> Callable:
   def eval_step(params, batch_stats, x_all, y_all, idx, weight):
     x = _preprocess(x_all[idx], norm_stats)
     y = y_all[idx]
+    if params_for_forward is not None:
+      params = params_for_forward(params)
     logits, _ = forward(graphdef, params, batch_stats, x)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     correct = jnp.argmax(logits, -1) == y
@@ -378,10 +388,11 @@ class Trainer:
       state = jax.eval_shape(lambda: init_train_state(self.parts, self.tx))
       self.train_step = layout.jit_train_step(
           make_train_step(self.parts.graphdef_train, self.tx, regularizer_in_loss=in_loss,
-                          augment=ds.augment, norm_stats=norm_stats), state)
+                          augment=ds.augment, norm_stats=norm_stats,
+                          params_for_forward=layout.gather), state)
       self.eval_step = layout.jit_eval_step(
-          make_eval_step(self.parts.graphdef_eval, norm_stats), state.params,
-          state.batch_stats)
+          make_eval_step(self.parts.graphdef_eval, norm_stats, layout.gather),
+          state.params, state.batch_stats)
       if cfg.optimizer == "rmda":
         self.reported = layout.jit_params_fn(
             lambda s: rj.structured_params(s.opt_state, reg), state, state.params)
