@@ -54,6 +54,7 @@ class Config:
   output_dir: str = "runs/default"
   weight_decay: float = 0.0
   plot: bool = False
+  slim: bool = False
   resume: bool = False
   progress: bool = True
   ynn_fusions: bool = False
@@ -224,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--weight-decay", type=nonneg_float, default=d.weight_decay,
                  help="decoupled L2 added to the gradient (optax.add_decayed_weights)")
   p.add_argument("--plot", action="store_true", help="write training_curves.png")
+  p.add_argument("--slim", action="store_true",
+                 help="at the end, remove the channels that every layer reading them has "
+                      "zeroed (rmda_jax.slim; at Z for rmda, BatchNorm in eval mode), print "
+                      "the report, write the smaller model to OUTPUT_DIR/slim "
+                      "(rmda_jax.slim.load reads it) and the report into summary.json")
   p.add_argument("--resume", action="store_true",
                  help="continue from the last checkpoint in --output-dir")
   p.add_argument("--no-progress", dest="progress", action="store_false",

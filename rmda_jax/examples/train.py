@@ -55,6 +55,7 @@ from rmda_jax.examples import config as config_lib
 from rmda_jax.examples import data as data_lib
 from rmda_jax.examples import report
 from rmda_jax.examples import sharding as sharding_lib
+from rmda_jax.examples import slimming
 from rmda_jax.examples import xla_flags
 from rmda_jax.examples._files import atomic_open
 from rmda_jax.examples.checkpoint import Checkpointer
@@ -465,6 +466,7 @@ def train(cfg: Config, *, log=print) -> dict:
     config.UsageError: the output directory cannot be made, the batch is
       larger than the training set, or ``--mesh`` does not fit the devices or
       the batch.
+    slimming.SlimFailed: ``--slim`` failed; everything else was written.
   """
   out = Path(cfg.output_dir)
   try:
@@ -623,11 +625,14 @@ def train(cfg: Config, *, log=print) -> dict:
         f"{report.fmt_pct(summary['regularized_sparsity'])}")
   log(f"wrote {metrics_path}, {out / 'summary.json'}"
       + (f", {out / 'training_curves.png'}" if cfg.plot else ""))
+  if cfg.slim:  # last: a slim failure (SlimFailed) finds the run written
+    slimming.slim_run(cfg, ds, trainer, state, out, summary, log=log)
   return summary
 
 
 def main(argv=None) -> int:
-  """``rmda-train``: 0 on success, 2 on a problem the user can fix (one line on stderr)."""
+  """``rmda-train``: 0 on success, 2 on a problem the user can fix, 1 when ``--slim``
+  fails after the run was written (one line on stderr)."""
   cfg = config_lib.parse_args(argv)
   if not cfg.ynn_fusions:
     # Before JAX starts its backend: XLA reads XLA_FLAGS then (importing jax does not).
@@ -644,6 +649,9 @@ def main(argv=None) -> int:
   except KeyboardInterrupt:
     print("rmda-train: interrupted; continue with --resume", file=sys.stderr)
     return 130
+  except slimming.SlimFailed as e:
+    print(f"rmda-train: error: {e}", file=sys.stderr)
+    return 1
   return 0
 
 
