@@ -418,6 +418,130 @@ def slim_section(d):
   return "\n".join(lines)
 
 
+def scale(d):
+  """Section 6: communication per step and step time on 1-8 (virtual) devices."""
+  title = "## 6. Scaling out: communication per step and step time on a mesh"
+  if d is None:
+    return f"{title}\n\nNot run yet (`python -m benchmarks.bench_scale`).\n"
+  runs, s = d["runs"], d["settings"]
+  m = d["machine"]
+  counts = sorted(runs, key=int)
+  cols = ["dp/sgd", "dp/rmda", "fsdp/sgd", "fsdp/rmda"]
+
+  def cell(n, col, key):
+    r = runs[n]["train_step"].get(col)
+    if r is None:
+      return "-"
+    return f"{r[key]:,}" if key == "bytes_per_step" else f"{r[key]:.1f}"
+
+  def ops(n, col):
+    r = runs[n]["train_step"].get(col)
+    return "-" if r is None else ", ".join(f"{op} {b:,}" for op, b in sorted(r["by_op"].items()))
+
+  lines = [
+      title, "",
+      f"`rmda-train`'s own training step (`Trainer` with a `sharding.Layout`: "
+      f"`make_train_step` jitted with the mesh's shardings) of {s['model']}, batch "
+      f"{s['batch']}, {s['data']} data. `rmda`: {d['optimizers']['rmda']}; `sgd`: "
+      f"{d['optimizers']['sgd']}. `dp`: `{d['layouts']['dp']}` (parameters replicated, "
+      f"batch split); `fsdp`: `{d['layouts']['fsdp']}` (parameters and optimizer state "
+      f"split too, kernels gathered for the forward pass). Machine: {_machine(m)}; "
+      f"load average {m.get('load_average_start')} at the start, "
+      f"{d.get('load_average_end')} at the end; wall time {d['wall_seconds'] / 60:.1f} min"
+      f"{' (quick mode)' if d.get('quick') else ''}.",
+      "",
+      f"**The devices are virtual**: {s['devices']}. All N of them share the same "
+      f"{m.get('cpu_count', '?')} CPU cores, so the step time cannot fall with N; it shows "
+      "what the partitioned program costs on one machine, not a speed-up. Each device "
+      "count runs in its own process at its own time, under whatever load the shared "
+      "machine had then: compare times within a row, not down a column. The bytes are "
+      "what N real devices would exchange (they do not depend on the load).",
+      "",
+      "Bytes communicated per device per step: the sum of the result sizes of the "
+      "collectives in the compiled step's HLO (`jit(step).lower(...).compile().as_text()`, "
+      "read by `sharding.collectives`). XLA:CPU sums the gradient with an all-reduce "
+      "(no reduce-scatter), so FSDP's bytes are the kernels gathered plus the whole "
+      "gradient summed: about twice data parallelism's. RMDA's extra bytes over SGD are "
+      "its group norms' partial sums where a kernel's groups span shards.",
+      "",
+      _table(["devices"] + cols, [[n] + [cell(n, c, "bytes_per_step") for c in cols]
+                                  for n in counts]),
+      "",
+      _table(["devices"] + [f"{c}: by collective" for c in ("dp/rmda", "fsdp/rmda")],
+             [[n, ops(n, "dp/rmda"), ops(n, "fsdp/rmda")] for n in counts if n != "1"]),
+      "",
+      f"Step time, ms (median of {s['rounds']} rounds of {s['steps_per_round']} steps, "
+      f"the variants interleaved in chunks of {s['chunk']}); on 1 device `single` is "
+      "`rmda-train`'s single-device path (what it runs there), `dp` the mesh path on a "
+      "1-device mesh:",
+      "",
+      _table(["devices"] + cols + ["single/sgd", "single/rmda"],
+             [[n] + [cell(n, c, "step_ms_median") for c in cols + ["single/sgd", "single/rmda"]]
+              for n in counts]),
+      "",
+  ]
+  upd = [(n, runs[n]["update_fsdp"]) for n in counts if "update_fsdp" in runs[n]]
+  if upd:
+    u0 = upd[0][1]
+    lines += [
+        f"The optimizer update alone (`tx.update` + `apply_updates`) on the "
+        f"{s['update_model']}-shaped pytree ({u0['num_params'] / 1e6:.1f}M parameters, "
+        f"{u0['param_bytes']:,} bytes), FSDP over N devices: bytes per device per step.",
+        "",
+        _table(["devices", "sgd", "rmda (group LASSO)", "rmda's collectives",
+                "rmda / parameter bytes"],
+               [[n, f"{u['sgd']['bytes_per_step']:,}", f"{u['rmda']['bytes_per_step']:,}",
+                 u["rmda"]["collectives"],
+                 f"{u['rmda']['bytes_per_step'] / u['param_bytes']:.2e}"] for n, u in upd]),
+        "",
+    ]
+  return "\n".join(lines)
+
+
+def gpu(d):
+  """Section 7: one accelerator (benchmarks/gpu.py)."""
+  title = "## 7. One accelerator: the update against the bandwidth, an epoch against PyTorch"
+  if d is None or d.get("quick"):
+    return (f"{title}\n\nNot run yet: `python -m benchmarks.gpu` on a machine with a GPU "
+            "(none was available where these results were made; `--quick` is its smoke "
+            "run, on any device).\n")
+  dev, bw, upd = d["device"], d["bandwidth"], d["update"]
+  lines = [
+      title, "",
+      f"Device: {dev['kind']} ({dev['platform']}); jax {d['machine'].get('jax')}, "
+      f"{d['machine'].get('date', '')[:10]}. Bandwidth measured in the same run: copy "
+      f"{bw['copy_GBps']:.0f} GB/s, axpy {bw['axpy_GBps']:.0f} GB/s "
+      f"(arrays of {bw['array_bytes'] / 2**20:.0f} MiB); the larger is the reference.",
+      "",
+      f"Optimizer step on the {upd['model']}-shaped pytree ({upd['num_params'] / 1e6:.1f}M "
+      "parameters): `passes` parameter-sized float32 arrays at the least, and the fraction "
+      "of the bandwidth that makes.",
+      "",
+      _table(["optimizer", "ms/step", "x sgd", "passes", "GB/s", "of bandwidth"],
+             [[k, f"{r['median_ms']:.3f}", f"{r['ratio_to_sgd']:.2f}", r["min_passes"],
+               f"{r['achieved_GBps']:.0f}", f"{r['fraction_of_bandwidth']:.2f}"]
+              for k, r in upd["results"].items()]),
+      "",
+  ]
+  ep = d["epochs"]
+  rows = []
+  for name, row in ep.items():
+    if not isinstance(row, dict) or "model" not in row:
+      continue
+    for v in ("jax+rmda", "jax+sgd", "torch+sgd"):
+      if v in row:
+        rows.append([name, v, f"{row[v]['step_ms']:.2f}", f"{row[v]['epoch_s']:.1f}"])
+  lines += [
+      "Training epoch (batch 128, data on the device, no augmentation), from timed steps:",
+      "",
+      _table(["model", "variant", "ms/step", "epoch s"], rows),
+      "",
+  ]
+  if ep.get("torch_note"):
+    lines += [ep["torch_note"] + ".", ""]
+  return "\n".join(lines)
+
+
 def _fmt(v):
   if isinstance(v, dict) and "mean" in v:
     return f"{v['mean']:.4f} ± {v.get('std', 0):.4f} (n={v.get('n', '?')})"
@@ -514,6 +638,8 @@ def main(argv=None):
       "| bench_baselines_cost (XLA_FLAGS per run) | 4c. optimizer step by YNNPACK setting | results/cost_ynn_{all,reduce,none}.json |",
       "| bench_train_step (needs PyTorch) | 4b. whole training step vs PyTorch | results/train_step.json (_ynn.json, _ynn_none.json) |",
       "| bench_slim | 5. slimming: parameters, multiply-adds, inference time | results/slim.json |",
+      "| bench_scale | 6. scaling out on a mesh: bytes and step time, 1-8 devices | results/scale.json |",
+      "| gpu (an accelerator; PyTorch optional) | 7. one accelerator: update vs bandwidth, epoch vs PyTorch | results/gpu.json |",
       "",
       "`benchmarks/common.py` holds what several of them share (machine record, "
       "optimizer tables, model shapes read from `rmda_jax.examples.models`, step "
@@ -538,6 +664,8 @@ def main(argv=None):
       ynn_cost({k: _load(f"cost_ynn_{k}.json") for k in ("all", "reduce", "none")}),
       cost_nuclear(_load("cost_nuclear.json")),
       slim_section(_load("slim.json")),
+      scale(_load("scale.json")),
+      gpu(_load("gpu.json")),
   ]
   with open(os.path.join(HERE, "README.md"), "w") as f:
     f.write("\n".join(parts).rstrip() + "\n")
