@@ -106,39 +106,21 @@ def _number(kind, text, what):
   return v
 
 
-def positive_float(text):
-  v = _number(float, text, "value")
-  if v <= 0:
-    raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-  return v
+def _checked(kind, ok, requirement):
+  """An argparse type: ``kind(text)`` (finite) for which ``ok`` holds."""
+  def parse(text):
+    v = _number(kind, text, "value")
+    if not ok(v):
+      raise argparse.ArgumentTypeError(f"{requirement}, got {text}")
+    return v
+  return parse
 
 
-def nonneg_float(text):
-  v = _number(float, text, "value")
-  if v < 0:
-    raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-  return v
-
-
-def positive_int(text):
-  v = _number(int, text, "value")
-  if v <= 0:
-    raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-  return v
-
-
-def nonneg_int(text):
-  v = _number(int, text, "value")
-  if v < 0:
-    raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
-  return v
-
-
-def unit_interval(text):
-  v = _number(float, text, "value")
-  if not 0 <= v <= 1:
-    raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
-  return v
+positive_float = _checked(float, lambda v: v > 0, "must be > 0")
+nonneg_float = _checked(float, lambda v: v >= 0, "must be >= 0")
+positive_int = _checked(int, lambda v: v > 0, "must be a positive integer")
+nonneg_int = _checked(int, lambda v: v >= 0, "must be an integer >= 0")
+unit_interval = _checked(float, lambda v: 0 <= v <= 1, "must lie in [0, 1]")
 
 
 def milestone_list(text):
