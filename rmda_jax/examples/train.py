@@ -15,6 +15,13 @@ On CPU, ``rmda-train`` limits XLA's YNNPACK library fusions to reductions
 before JAX starts its backend (``xla_flags.limit_ynn_fusions``;
 ``--ynn-fusions`` leaves jaxlib's default).
 
+On several devices (``--mesh``; by default data parallelism over all of them)
+and hosts (``--coordinator``), the same step is jitted with a mesh's
+shardings and fed each epoch's batches split over the devices
+(``sharding.Layout``); parameters and zero groups match the one-device run to
+float32 rounding, and only process 0 writes logs and files. One device in one
+process runs the path above unchanged.
+
 Each epoch writes a line to ``metrics.jsonl`` and a checkpoint
 (``checkpoint.Checkpointer``: parameters, BatchNorm statistics, optimizer
 state, data-order key, config fingerprint). ``--resume`` continues from it and
