@@ -128,3 +128,16 @@ def test_cli_flag_and_summary(tmp_path):
     assert p.returncode == 0, p.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert (xla_flags.YNN_FLAG in summary["xla_flags"].split()) is expect
+
+
+@pytest.mark.parametrize("platforms,expected", [("cuda", "cuda"), ("tpu,cpu", "tpu"),
+                                                ("cpu", None), (" CPU ", None)])
+def test_accelerator_expected_reads_jax_platforms(platforms, expected):
+  assert xla_flags.accelerator_expected({"JAX_PLATFORMS": platforms}) == expected
+
+
+def test_the_cpu_flag_is_not_set_for_an_accelerator():
+  env = {"JAX_PLATFORMS": "cuda", "XLA_FLAGS": "--xla_dump_to=/tmp/x"}
+  status = xla_flags.limit_ynn_fusions(environ=env, jaxlib_version="0.10.2")
+  assert status == "unchanged: JAX will run on cuda"
+  assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/x"

@@ -21,6 +21,8 @@ never touches process flags.
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
 
 import jaxlib
@@ -31,7 +33,7 @@ except ImportError:  # a jax without it: assume not started, as the flag is then
   def _backends_are_initialized() -> bool:
     return False
 
-__all__ = ["YNN_FLAG", "known_jaxlib", "limit_ynn_fusions"]
+__all__ = ["YNN_FLAG", "accelerator_expected", "known_jaxlib", "limit_ynn_fusions"]
 
 _YNN_NAME = "xla_cpu_experimental_ynn_fusion_type"
 YNN_FLAG = f"--{_YNN_NAME}=reduce"
@@ -51,6 +53,25 @@ def known_jaxlib(version: str | None = None) -> bool:
   return _known(jaxlib.__version__ if version is None else version)
 
 
+def accelerator_expected(environ=None) -> str | None:
+  """The platform JAX will start instead of the CPU, or ``None`` for the CPU.
+
+  Read before JAX starts: the first entry of ``JAX_PLATFORMS`` when it is
+  set, else an installed PJRT plugin (``jax_plugins`` entry points: CUDA,
+  ROCm, ...) or ``libtpu``. JAX prefers those to the CPU.
+  """
+  environ = os.environ if environ is None else environ
+  platforms = environ.get("JAX_PLATFORMS", "").strip()
+  if platforms:
+    first = platforms.split(",")[0].strip().lower()
+    return None if first == "cpu" else first
+  plugins = sorted(ep.name for ep in
+                   importlib.metadata.entry_points(group="jax_plugins"))
+  if plugins:
+    return plugins[0]
+  return "tpu" if importlib.util.find_spec("libtpu") is not None else None
+
+
 def limit_ynn_fusions(environ=None, jaxlib_version=None, fusion_types="reduce") -> str:
   """Adds ``--xla_cpu_experimental_ynn_fusion_type=reduce`` to ``XLA_FLAGS``.
 
@@ -64,13 +85,18 @@ def limit_ynn_fusions(environ=None, jaxlib_version=None, fusion_types="reduce") 
     What happened, for logs: ``"reductions only"`` (flag added; ``"ynn fusions:
     <fusion_types or none>"`` for other ``fusion_types``), ``"as set in
     XLA_FLAGS"`` (the user already chose; left alone), ``"unchanged: JAX had
-    already started its backend"`` (too late to take effect) or ``"unchanged:
-    jaxlib V may not know the flag"``; nothing is edited in the last three.
+    already started its backend"`` (too late to take effect), ``"unchanged:
+    jaxlib V may not know the flag"`` or ``"unchanged: JAX will run on P"``
+    (an accelerator: the flag is XLA:CPU's, see :func:`accelerator_expected`);
+    nothing is edited in the last four.
   """
   environ = os.environ if environ is None else environ
   flags = environ.get("XLA_FLAGS", "")
   if _YNN_NAME in flags:
     return "as set in XLA_FLAGS"
+  accelerator = accelerator_expected(environ)
+  if accelerator is not None:
+    return f"unchanged: JAX will run on {accelerator}"
   version = jaxlib.__version__ if jaxlib_version is None else jaxlib_version
   if not _known(version):
     return f"unchanged: jaxlib {version} may not know the flag"
