@@ -1,10 +1,15 @@
 """Independent NumPy transcriptions of the equations in shared/docs/rmda.md.
 
 Written from the equations, not from rmda_jax's code: loops, float64, and
-dicts of arrays instead of pytrees.
+dicts of arrays instead of pytrees. ``run_on_quadratic`` is the one JAX
+helper: it drives an optimizer on 1/2 ||W - T||^2 for tests that check the
+structure it ends with.
 """
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 
 def group_lasso_prox(x, t, axis):
@@ -82,3 +87,20 @@ def rmda_reference(w_init, grad_fn, lr_fn, c_fn, prox, num_steps, restart_at=())
     Ws.append(W)
     Zs.append(Z)
   return Ws, Zs
+
+
+def run_on_quadratic(tx, params, target, steps):
+  """``steps`` jitted updates of ``tx`` on f(W) = 1/2 ||W - target||^2."""
+  def loss(p):
+    return sum(jnp.sum((a - b) ** 2) for a, b in zip(
+        jax.tree.leaves(p), jax.tree.leaves(target))) / 2
+
+  @jax.jit
+  def step(params, state):
+    updates, state = tx.update(jax.grad(loss)(params), state, params)
+    return optax.apply_updates(params, updates), state
+
+  state = tx.init(params)
+  for _ in range(steps):
+    params, state = step(params, state)
+  return params

@@ -13,6 +13,7 @@ import pytest
 from absl.testing import parameterized
 
 import rmda_jax as rj
+from tests import reference
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 # Absolute tolerance of the optimality residuals, data of order 1.
@@ -225,18 +226,7 @@ def test_every_optimizer_lowers_the_rank(make_tx):
   rng = np.random.default_rng(6)
   params, target = _tree(rng), _tree(rng)
   reg = rj.nuclear_norm(3.0)
-  tx = make_tx(reg)
-  state = tx.init(params)
-
-  @jax.jit
-  def step(params, state):
-    grads = jax.grad(lambda p: sum(jnp.sum((a - b) ** 2) for a, b in zip(
-        jax.tree.leaves(p), jax.tree.leaves(target))) / 2)(params)
-    updates, state = tx.update(grads, state, params)
-    return optax.apply_updates(params, updates), state
-
-  for _ in range(4):
-    params, state = step(params, state)
+  params = reference.run_on_quadratic(make_tx(reg), params, target, 4)
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
   report = rj.rank_report(params, reg)
   assert report.full_rank == 4 + 5

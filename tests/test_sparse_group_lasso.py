@@ -13,6 +13,7 @@ import pytest
 from absl.testing import parameterized
 
 import rmda_jax as rj
+from tests import reference
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 ATOL = {"float32": 1e-5, "float64": 1e-12}
@@ -225,18 +226,7 @@ def test_every_optimizer_gives_both_sparsities(make_tx):
   params = _tree(rng)
   target = _tree(rng)  # f = 1/2 ||W - T||^2: the optimum is prox(T)
   reg = rj.sparse_group_lasso(0.15, 0.08)
-  tx = make_tx(reg)
-  state = tx.init(params)
-
-  @jax.jit
-  def step(params, state):
-    grads = jax.grad(lambda p: sum(jnp.sum((a - b) ** 2) for a, b in zip(
-        jax.tree.leaves(p), jax.tree.leaves(target))) / 2)(params)
-    updates, state = tx.update(grads, state, params)
-    return optax.apply_updates(params, updates), state
-
-  for _ in range(10):
-    params, state = step(params, state)
+  params = reference.run_on_quadratic(make_tx(reg), params, target, 10)
   report = rj.sparsity_report(params, reg)
   assert 0 < report.group_sparsity < 1
   # Sparse inside the groups that survive, too.
