@@ -10,6 +10,14 @@ order rotating (so that machine load hits all of them alike):
   * torch+sgd  (and torch+sgd/1t, one intra-op thread) the same model in PyTorch with ``torch.optim.SGD(momentum=0.9)``,
                batches indexed from in-memory tensors (no DataLoader overhead).
 
+PyTorch runs with ``torch.set_flush_denormal(True)`` (set right after the
+import, before PyTorch starts its worker threads, which inherit it; recorded
+as ``torch_flush_denormal`` in the results): XLA flushes denormal floats on
+CPU, and a PyTorch loop that does not can be slowed by them
+(``bench_torch_denormal`` measures that for the authors' RMDA); flushed on
+both sides, the comparison is like for like. Results files without that key
+were measured before it was set, with denormals not flushed.
+
 Each round runs one epoch-worth of steps (60000 // 128 = 468) per variant,
 waiting for the device after every chunk (as rmda-train's progress bar does).
 Prints samples/s (median over rounds) and the ratios, and writes
@@ -142,13 +150,16 @@ class TorchVariant:
 
 
 def _torch():
-  """PyTorch, or a one-line exit: it is what this benchmark measures against."""
+  """(PyTorch, whether its denormals are flushed), or a one-line exit: it is what this
+  benchmark measures against; flushed as XLA:CPU does."""
   try:
     import torch
   except ImportError:
     raise SystemExit("bench_train_step: error: PyTorch is not installed (pip install torch); "
                      "this benchmark compares rmda-train's step with a PyTorch loop") from None
-  return torch
+  # A per-thread CPU flag: set before PyTorch's first parallel op, so that its
+  # worker threads (created then) inherit it. False where the CPU lacks it.
+  return torch, torch.set_flush_denormal(True)
 
 
 def main(argv=None):
@@ -162,7 +173,7 @@ def main(argv=None):
                  help="XLA:CPU's YNNPACK fusions: for reductions only (rmda-train's setting), "
                       "all (jaxlib's default) or none")
   args = p.parse_args(argv)
-  torch = _torch()
+  torch, flushed = _torch()
 
   if args.ynn == "all":
     ynn = "all: jaxlib's default (--ynn all)"
@@ -231,6 +242,7 @@ def main(argv=None):
                   "python": machine["python"]},
       "versions": {"jax": jax.__version__, "torch": torch.__version__},
       "torch_threads": variants["torch+sgd"].threads,
+      "torch_flush_denormal": flushed,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "ynn_fusions": ynn,
   }

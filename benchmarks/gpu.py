@@ -21,7 +21,10 @@ CPU, to check the script):
      the same model and ``torch.optim.SGD(momentum=0.9)`` on the same device,
      if PyTorch is installed (and sees the device). Both sides index batches
      from data already on the device, no augmentation (random data: the
-     cost does not depend on the pixels).
+     cost does not depend on the pixels). PyTorch runs with
+     ``torch.set_flush_denormal(True)``, as XLA:CPU flushes denormals
+     (recorded as ``epochs.torch_flush_denormal``; a CPU flag, so it matters
+     for the CPU smoke run only and changes nothing on a GPU).
 
 Writes ``gpu.json`` into ``--out`` (default ``benchmarks/results/``; give
 the smoke run another folder). Nothing here is specific to a GPU maker, and
@@ -216,6 +219,10 @@ def epochs(models, steps_of, quick: bool) -> dict:
   else:
     torch_note = f"PyTorch cannot use JAX's device ({platform}): no comparison"
   out = {"torch_note": torch_note}
+  if torch is not None:
+    # A per-thread CPU flag: set before PyTorch's first parallel op, so that its
+    # worker threads (created then) inherit it. False where the CPU lacks it.
+    out["torch_flush_denormal"] = torch.set_flush_denormal(True)
   for name in models:
     model, shape, n, classes = EPOCHS[name]
     if quick:

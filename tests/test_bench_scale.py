@@ -53,6 +53,7 @@ def test_gpu_quick_runs_on_cpu(tmp_path):
     assert _finite(row[v]["epoch_s"]) and row[v]["steps"] == 5
   if d["epochs"]["torch_note"] is None:  # PyTorch installed: compared on the same device
     assert _finite(row["torch+sgd"]["epoch_s"])
+    assert isinstance(d["epochs"]["torch_flush_denormal"], bool)  # set, and recorded
   else:
     assert "torch+sgd" not in row
   # A quick run is not rendered as results; a full record of the same form is.

@@ -57,3 +57,81 @@ def test_cost_quick(tmp_path):
       assert r["median_ms"] > 0 and _finite(r["ratio_to_sgd"])
       assert 0 < r["fraction_of_bound"]
     assert m["memory_bandwidth_GBps"] > 0
+
+
+# ------------------------------------------------ bench_torch_denormal (PyTorch optional)
+def test_torch_denormal_without_torch_exits_2(monkeypatch, capsys):
+  from benchmarks import bench_torch_denormal
+  monkeypatch.setattr(bench_torch_denormal, "_torch", lambda: None)
+  with pytest.raises(SystemExit) as e:
+    bench_torch_denormal.main(["--quick"])
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "PyTorch is not installed" in err
+
+
+def test_torch_denormal_authors_rmda_is_rmda_jax_rmda():
+  """The transcription of the authors' optimizer takes rmda_jax's steps (same lr, c,
+  input-unit group LASSO; torch layouts (out, in[, kh, kw]) against Flax's)."""
+  torch = pytest.importorskip("torch")
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  import rmda_jax as rj
+  from benchmarks import bench_torch_denormal
+  RMDA, prox_glasso = bench_torch_denormal.authors_rmda(torch)
+  rng = np.random.default_rng(0)
+  w = {"conv": rng.normal(size=(4, 3, 2, 2)).astype(np.float32),
+       "fc": rng.normal(size=(5, 6)).astype(np.float32),
+       "bias": rng.normal(size=(5,)).astype(np.float32)}
+  w["fc"][:, 2] *= 1e-3  # a group the prox zeroes
+  grads = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in w.items()}
+           for _ in range(4)]
+  for g in grads:
+    g["fc"][:, 2] *= 1e-3
+  to_flax = {"conv": lambda a: a.transpose(2, 3, 1, 0), "fc": lambda a: a.T, "bias": lambda a: a}
+  lr, c, lam = 0.3, 0.1, 0.05
+  params = {k: torch.tensor(v) for k, v in w.items()}
+  opt = RMDA(params.values(), lr=lr, momentum=c, lambda_=lam, prox_fn=prox_glasso)
+  tx = rj.rmda(lr, c, rj.group_lasso(lam))
+  p = {k: jnp.asarray(to_flax[k](v)) for k, v in w.items()}
+  state = tx.init(p)
+  for g in grads:
+    for k, t in params.items():
+      t.grad = torch.tensor(g[k])
+    opt.step()
+    updates, state = tx.update({k: jnp.asarray(to_flax[k](v)) for k, v in g.items()}, state, p)
+    p = optax.apply_updates(p, updates)
+  for k, t in params.items():
+    np.testing.assert_allclose(to_flax[k](t.numpy()), np.asarray(p[k]), rtol=2e-5, atol=2e-6)
+  z = rj.structured_params(state, rj.group_lasso(lam))
+  assert float(jnp.abs(z["fc"][2]).max()) == 0.0  # the group is zero in Z, not in W
+  assert float(jnp.abs(p["fc"][2]).max()) > 0.0
+
+
+def test_torch_denormal_quick(tmp_path):
+  pytest.importorskip("torch")
+  if not _mnist_available():
+    pytest.skip("MNIST not available (no cache, no network)")
+  from benchmarks import bench_torch_denormal
+  out = bench_torch_denormal.main(["--quick", "--out", str(tmp_path)])
+  d = json.loads((tmp_path / "torch_denormal_quick.json").read_text())
+  assert d == json.loads(json.dumps(out))
+  assert d["quick"] is True and d["torch_threads"] == 1
+  variants = bench_torch_denormal.VARIANTS
+  assert set(d["per_epoch"]) == set(variants)
+  assert d["settings"]["flush_denormal"] == {v: v.endswith("+flush") for v in variants}
+  epochs = d["settings"]["epochs"]
+  for v in variants:
+    rows = d["per_epoch"][v]
+    assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
+    for r in rows:
+      assert r["epoch_s"] > 0 and _finite(r["train_loss"])
+      assert r["groups"] == 1 + 6 + 400 + 120 + 84  # input units of the five kernels
+      assert 0 <= r["groups_zero"] <= r["groups_zero_or_denormal"] <= r["groups"]
+  for k in ("rmda", "rmda+flush", "sgd+flush"):
+    assert len(d["ratio_to_sgd"][k]) == epochs and all(_finite(r) for r in d["ratio_to_sgd"][k])
+  assert len(d["rmda_over_rmda_flush"]) == epochs and len(d["loadavg_after_epoch"]) == epochs
+  assert 0 <= d["test_accuracy"]["rmda"] <= 1
+  assert d["xla_cpu"]["backend"] == "cpu" and isinstance(d["xla_cpu"]["flushes"], bool)
