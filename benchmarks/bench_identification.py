@@ -13,10 +13,17 @@ regression on MNIST, zero initialisation, group LASSO over the input pixels
    RMDA's structured point Z): the fraction of groups whose zero/nonzero
    status matches W*'s, the number of status changes since the previous
    epoch, the objective gap F(W) - F(W*) and ||W - W*||.
+3. RMDA runs once more alone for --rmda-long-epochs epochs (same seed and
+   milestones, so only its last stage is longer): does its support ever
+   become exactly W*'s, and from which epoch on? Recorded under "rmda_long",
+   with the first epoch of an exact support and the epoch from which it stays
+   exact to the end (None if never).
 
 Usage, from the repository root:
   python -m benchmarks.bench_identification            # full (see --help)
   python -m benchmarks.bench_identification --quick --out /tmp/ident
+  # only the long RMDA run, kept next to the saved method runs and optimum:
+  python -m benchmarks.bench_identification --merge --methods
 """
 
 from __future__ import annotations
@@ -298,6 +305,39 @@ def run_method(name, tx, reg, x, y, opt, epochs, batch, seed, eval_fn):
   return history, time.time() - t0
 
 
+def exact_support_summary(hist):
+  """When a history's support is exactly the optimum's (support match 1.0)."""
+  first = next((h["epoch"] for h in hist if h["support_match"] == 1.0), None)
+  from_on = None
+  for h in reversed(hist):
+    if h["support_match"] != 1.0:
+      break
+    from_on = h["epoch"]
+  best = max(hist, key=lambda h: h["support_match"])
+  changed = [h["epoch"] for h in hist if h["changes"]]
+  return {"first_epoch_exact_support": first,
+          "exact_support_from_epoch_on": from_on,
+          "best_support_match": best["support_match"],
+          "first_epoch_best_support_match": best["epoch"],
+          "last_epoch_with_support_change": changed[-1] if changed else None}
+
+
+def _compare_histories(a, b):
+  """A run against another of the same seed and schedule, over their common epochs:
+  how many epochs have the same support match, and the largest relative
+  difference of F - F* (float32 rounding differs between library versions and
+  XLA flags, so the records need not be bit-identical)."""
+  pairs = list(zip(a, b))
+  return {
+      "epochs_compared": len(pairs),
+      "epochs_with_same_support_match":
+          sum(x["support_match"] == y["support_match"] for x, y in pairs),
+      "max_relative_objective_gap_difference": max(
+          (abs(x["objective_gap"] - y["objective_gap"]) / abs(y["objective_gap"])
+           for x, y in pairs if y["objective_gap"]), default=None),
+  }
+
+
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--quick", action="store_true",
@@ -312,10 +352,16 @@ def main(argv=None):
   ap.add_argument("--merge", action="store_true",
                   help="reuse the saved optimum and the methods of the existing "
                        "results file; rerun only --methods")
+  ap.add_argument("--rmda-long-epochs", type=int, default=400,
+                  help="also run RMDA alone for this many epochs (same seed and "
+                       "milestones: a longer last stage) to see whether and when its "
+                       "support becomes exactly the optimum's; 0 skips it (with "
+                       "--merge the saved long run is kept)")
   args = ap.parse_args(argv)
   n_train, fista_iters, newton_iters = None, 1000, 15
   if args.quick:
     args.epochs, args.milestones = 8, [3, 5]
+    args.rmda_long_epochs = 12 if args.rmda_long_epochs else 0
     n_train, fista_iters, newton_iters = 2000, 200, 2
   os.makedirs(args.out, exist_ok=True)
   wall0 = time.time()
@@ -365,6 +411,31 @@ def main(argv=None):
           f"{last['changes']}  gap {last['objective_gap']:.2e}  dist "
           f"{last['distance']:.3e}  ({secs:.0f}s)")
 
+  rmda_long = previous.get("rmda_long") if previous else None
+  if args.rmda_long_epochs:
+    _, long_tx = make_optimizers(args.lam, steps_per_epoch, args.milestones, ["RMDA"])
+    load_start = os.getloadavg()
+    hist, secs = run_method("RMDA", long_tx["RMDA"], reg, x, y, opt,
+                            args.rmda_long_epochs, args.batch, args.seed, eval_fn)
+    rmda_long = {
+        "epochs": args.rmda_long_epochs,
+        "milestones_epochs": args.milestones,
+        "seed": args.seed,
+        "summary": {kind: exact_support_summary(h) for kind, h in hist.items()},
+        # Same seed and schedule: its first epochs should repeat the RMDA run's.
+        "vs_RMDA_run": _compare_histories(hist["W"], results["RMDA"]["history"]["W"])
+                       if "RMDA" in results else None,
+        "history": hist,
+        "seconds": secs,
+        "load_average_1min_start_end": [load_start[0], os.getloadavg()[0]],
+    }
+    last = hist["Z"][-1]
+    print(f"RMDA {args.rmda_long_epochs} epochs (Z): support match "
+          f"{last['support_match']:.4f}  gap {last['objective_gap']:.2e}  dist "
+          f"{last['distance']:.3e}  exact support first at "
+          f"{rmda_long['summary']['Z']['first_epoch_exact_support']}, from "
+          f"{rmda_long['summary']['Z']['exact_support_from_epoch_on']} on  ({secs:.0f}s)")
+
   out = {
       "benchmark": "identification",
       "quick": args.quick,
@@ -380,13 +451,16 @@ def main(argv=None):
                    "dtype": "float32 training, float64 evaluation and optimum"},
       "optimum": solver,
       "methods": results,
+      "rmda_long": rmda_long,
       "machine": common.machine_info(),
       "wall_seconds": time.time() - wall0 + (
           previous["wall_seconds"] if previous else 0),
   }
   if previous:
+    rerun = list(optimizers) + ([f"RMDA {args.rmda_long_epochs} epochs (rmda_long)"]
+                                if args.rmda_long_epochs else [])
     out["merged"] = (previous.get("merged", []) +
-                     [f"{', '.join(optimizers)} rerun on {out['machine']['date']}"])
+                     [f"{', '.join(rerun) or 'nothing'} rerun on {out['machine']['date']}"])
   path = os.path.join(args.out, "identification.json")
   common.write_json(path, out)
   plot(out, os.path.join(args.out, "identification.png"))
@@ -418,6 +492,17 @@ def plot(out, path):
         ax.set_title(title)
         if log:
           ax.set_yscale("log")
+  long = out.get("rmda_long")
+  if long:
+    hist = long["history"]["Z"]
+    ep = [h["epoch"] for h in hist]
+    for ax, (key, _, log) in zip(axes, keys):
+      vals = [h[key] for h in hist]
+      ep_ = ep[1:] if key == "changes" else ep
+      vals = vals[1:] if key == "changes" else vals
+      if log:
+        vals = [max(v, 1e-16) for v in vals]
+      ax.plot(ep_, vals, ":", color="black", label=f"RMDA (Z), {long['epochs']} epochs")
   for ax in axes:
     ax.set_xlabel("epoch")
   axes[0].legend()

@@ -65,28 +65,111 @@ def identification(d):
       f"{opt['max_zero_group_gradient_ratio']:.3f} x its threshold.",
       "",
   ]
-  rows, headline = [], {}
+  def exact(hist):  # first epoch with the optimum's support; epoch it holds from to the end
+    first = next((h["epoch"] for h in hist if h["support_match"] == 1.0), None)
+    from_on = None
+    for h in reversed(hist):
+      if h["support_match"] != 1.0:
+        break
+      from_on = h["epoch"]
+    return first, from_on
+
+  def row(label, hist):
+    last = hist[-1]
+    tail = hist[-max(1, len(hist) // 10):]
+    first, from_on = exact(hist)
+    flips = sum(h["changes"] or 0 for h in tail)
+    cells = [label, len(hist), f"{last['support_match']:.4f}",
+             f"{last['objective_gap']:.2e}", f"{last['distance']:.3e}",
+             f"{flips} (epochs {tail[0]['epoch']}-{last['epoch']})",
+             first or "never", from_on or "never"]
+    return cells, last, first, from_on
+
+  rows, finals, headline = [], {}, []
+  measure = ("identification (logistic regression / MNIST, convex, optimum known), last "
+             "epoch: groups matching the optimum's zero/nonzero status; status flips in "
+             "the last 10% of epochs; F - F*; ‖W - W*‖")
   for name, res in d["methods"].items():
     for kind, hist in res["history"].items():
       label = name if kind == "W" else f"{name}, structured point Z"
-      last = hist[-1]
-      tail = hist[-max(1, len(hist) // 10):]
-      flips = sum(h["changes"] or 0 for h in tail)
-      exact_from = None
-      for h in hist:
-        if h["support_match"] == 1.0:
-          exact_from = exact_from or h["epoch"]
-        else:
-          exact_from = None
-      rows.append([label, f"{last['support_match']:.4f}", flips,
-                   exact_from if exact_from else "never",
-                   f"{last['objective_gap']:.2e}", f"{last['distance']:.3e}"])
-      headline[label] = (last["support_match"], flips)
+      cells, last, _, _ = row(label, hist)
+      rows.append(cells)
+      finals[label] = last
+      headline.append([measure, label, f"{cells[2]}; {cells[5].split()[0]}; "
+                                       f"{cells[3]}; {cells[4]}"])
+  long = d.get("rmda_long")
+  long_cells = {}
+  if long:
+    for kind, hist in long["history"].items():
+      label = (f"RMDA, {long['epochs']} epochs" if kind == "W"
+               else f"RMDA, {long['epochs']} epochs, structured point Z")
+      long_cells[kind] = row(label, hist)
+      rows.append(long_cells[kind][0])
   lines.append(_table(
-      ["method (point)", "support match, last epoch",
-       f"status changes, last {len(tail)} epochs",
-       "exact support from epoch (kept to the end)", "F(W) - F(W*)", "||W - W*||"],
+      ["method (point)", "epochs", "support match, last epoch", "F(W) - F(W*), last epoch",
+       "‖W - W*‖, last epoch", "status changes, last 10% of epochs",
+       "exact support first at epoch", "exact support from epoch on (kept to the end)"],
       rows))
+
+  # The same numbers in words: who is best and worst on each measure, RMDA included.
+  w_only = {k: v for k, v in finals.items() if "structured point" not in k}
+  if w_only:
+    def extremes(key, fmt, best_is_max):
+      order = sorted(w_only, key=lambda k: w_only[k][key], reverse=best_is_max)
+
+      def tied(end):  # every method sharing the best (or worst) value
+        v = w_only[end][key]
+        return f"{' and '.join(k for k in order if w_only[k][key] == v)} ({fmt.format(v)})"
+      return order, f"best {tied(order[0])}, worst {tied(order[-1])}"
+    by_match, match_text = extremes("support_match", "{:.4f}", True)
+    by_gap, gap_text = extremes("objective_gap", "{:.2e}", False)
+    by_dist, dist_text = extremes("distance", "{:.3e}", False)
+    lines += ["", f"At the last epoch ({s['epochs']}), across the iterates W: support match "
+              f"{match_text}; F(W) - F(W*) {gap_text}; ‖W - W*‖ {dist_text}."
+              + (f" The method whose zero pattern is closest to the optimum's "
+                 f"({by_match[0]}) is not the one closest to the optimum in "
+                 + " or ".join(m for m, order in (("F - F*", by_gap), ("‖W - W*‖", by_dist))
+                               if order[0] != by_match[0]) + "."
+                 if by_match[0] != by_gap[0] or by_match[0] != by_dist[0] else "")]
+  if long:
+    cells, last, first, from_on = long_cells.get("Z", long_cells["W"])
+    vs = long.get("vs_RMDA_run") or {}
+    # Mismatched groups split into extra nonzeros and missed ones.
+    wrong = round((1 - last["support_match"]) * opt["groups"])
+    surplus = last["nonzero_groups"] - opt["nonzero_groups"]
+    extra, missing = (wrong + surplus) // 2, (wrong - surplus) // 2
+    lines += ["", f"RMDA run alone for {long['epochs']} epochs (same seed and "
+              f"milestones {long['milestones_epochs']}, so its last stage runs "
+              f"{max(0, long['epochs'] - long['milestones_epochs'][-1])} epochs instead of "
+              f"{s['epochs'] - s['milestones_epochs'][-1]}; {long['seconds'] / 60:.1f} min): "
+              f"at epoch {long['epochs']} its structured point Z matches "
+              f"{last['support_match']:.4f} of the groups, F - F* {last['objective_gap']:.2e}, "
+              f"‖Z - W*‖ {last['distance']:.3e}; "
+              f"{extra} groups nonzero that are zero at W*, {missing} of W*'s nonzero "
+              f"groups zero; last support change at epoch "
+              f"{long['summary']['Z']['last_epoch_with_support_change']}. "
+              + (f"The exact optimal support was first reached at epoch {first}"
+                 + (f" and held from epoch {from_on} to the end." if from_on
+                    else ", but not held to the end.")
+                 if first else
+                 f"It never reached the exact optimal support (best match "
+                 f"{long['summary']['Z']['best_support_match']:.4f}, first at epoch "
+                 f"{long['summary']['Z']['first_epoch_best_support_match']}).")
+              + (f" Over the {vs['epochs_compared']} epochs it shares with the "
+                 f"{s['epochs']}-epoch RMDA run the support match agrees in "
+                 f"{vs['epochs_with_same_support_match']} and F - F* differs by at most "
+                 f"{vs['max_relative_objective_gap_difference']:.1e} (relative)."
+                 if vs else "")]
+    headline.append([
+        f"identification, RMDA alone with a longer last stage ({long['epochs']} epochs): "
+        f"exact optimal support reached?; then, last epoch, support match; F - F*; "
+        f"‖W - W*‖", f"RMDA ({long['epochs']} epochs), structured point Z",
+        (f"from epoch {from_on}" if from_on else
+         f"first at epoch {first}, not kept" if first else "never")
+        + f"; {cells[2]}; {cells[3]}; {cells[4]}"])
+  if d.get("merged"):
+    lines += ["", "Runs merged into this file (the machine line above is the last "
+              "run's): " + "; ".join(d["merged"]) + "."]
   lines += ["", "![identification](results/identification.png)", ""]
   return "\n".join(lines), headline
 
@@ -562,10 +645,7 @@ def headline_table(ident, cost_h, train, full6=None):
       if rows:
         break
   if ident:
-    for label, (match, flips) in ident.items():
-      rows.append(["identification (logistic regression / MNIST): groups matching "
-                   "the optimum's status at the end; flips in the last 10% epochs",
-                   label, f"{match:.4f}; {flips}"])
+    rows.extend(ident)  # [measure, method, value] rows from identification()
   if full6:
     for r in full6.get("table", []):
       if r.get("method") in ("rmda", "prox_sgd", "prox_adam", "prox_ssi"):

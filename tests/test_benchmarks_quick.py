@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from benchmarks import bench_cost, bench_identification
+from benchmarks import bench_cost, bench_identification, render
 from rmda_jax.examples import data
 
 
@@ -43,6 +43,54 @@ def test_identification_quick(tmp_path):
         assert 0 <= h["support_match"] <= 1
         assert _finite(h["objective_gap"]) and _finite(h["distance"])
         assert h["changes"] is None or h["changes"] >= 0
+  # The long RMDA run: RMDA alone, same seed and milestones, more epochs.
+  long = on_disk["rmda_long"]
+  assert long["epochs"] > epochs and long["milestones_epochs"] == out["settings"]["milestones_epochs"]
+  assert set(long["history"]) == {"W", "Z"} and set(long["summary"]) == {"W", "Z"}
+  for kind, hist in long["history"].items():
+    assert [h["epoch"] for h in hist] == list(range(1, long["epochs"] + 1))
+    for h in hist:
+      assert 0 <= h["support_match"] <= 1
+      assert _finite(h["objective_gap"]) and _finite(h["distance"])
+    # The summary says what the history says.
+    exact = [h["epoch"] for h in hist if h["support_match"] == 1.0]
+    summary = long["summary"][kind]
+    assert summary["first_epoch_exact_support"] == (exact[0] if exact else None)
+    assert summary["best_support_match"] == max(h["support_match"] for h in hist)
+    kept = summary["exact_support_from_epoch_on"]
+    if kept is None:
+      assert hist[-1]["support_match"] < 1.0
+    else:
+      assert all(h["support_match"] == 1.0 for h in hist[kept - 1:])
+      assert kept == 1 or hist[kept - 2]["support_match"] < 1.0
+    # Same seed, same schedule, same process: its first epochs are the RMDA run's.
+    assert hist[:epochs] == on_disk["methods"]["RMDA"]["history"][kind]
+  assert long["vs_RMDA_run"]["epochs_with_same_support_match"] == epochs
+  assert long["vs_RMDA_run"]["max_relative_objective_gap_difference"] == 0.0
+  # The README section and headline show it, with F - F* and ||W - W*|| for every method.
+  md, headline = render.identification(on_disk)
+  assert f"RMDA, {long['epochs']} epochs, structured point Z" in md
+  assert "F(W) - F(W*), last epoch" in md and "‖W - W*‖, last epoch" in md
+  methods = [row[1] for row in headline]
+  assert {"RMDA", "ProxSGD", "ProxGen", "ProxSSI"} <= set(methods)
+  assert any(str(long["epochs"]) in m for m in methods)
+  last = on_disk["methods"]["ProxGen"]["history"]["W"][-1]
+  assert f"{last['objective_gap']:.2e}; {last['distance']:.3e}" in headline[methods.index("ProxGen")][2]
+
+
+def test_exact_support_summary():
+  def hist(matches):
+    return [{"epoch": i + 1, "support_match": m, "changes": None if i == 0 else int(m != 1.0)}
+            for i, m in enumerate(matches)]
+  s = bench_identification.exact_support_summary(hist([0.9, 1.0, 0.95, 1.0, 1.0]))
+  assert s["first_epoch_exact_support"] == 2 and s["exact_support_from_epoch_on"] == 4
+  assert s["best_support_match"] == 1.0 and s["first_epoch_best_support_match"] == 2
+  s = bench_identification.exact_support_summary(hist([0.5, 1.0, 0.75]))
+  assert s["first_epoch_exact_support"] == 2 and s["exact_support_from_epoch_on"] is None
+  s = bench_identification.exact_support_summary(hist([0.5, 0.75, 0.7]))
+  assert s["first_epoch_exact_support"] is None and s["exact_support_from_epoch_on"] is None
+  assert s["best_support_match"] == 0.75 and s["first_epoch_best_support_match"] == 2
+  assert s["last_epoch_with_support_change"] == 3
 
 
 def test_cost_quick(tmp_path):
