@@ -1,0 +1,268 @@
+"""Identification in a deep net: does the support stop changing?
+
+Issue 10, part 1. The RMDA paper's central claim (Huang & Lee, ICLR 2022,
+section 5): trained *with* data augmentation and dropout, RMDA's iterates
+identify their structure after finitely many epochs (the zero/nonzero status
+of every group stops changing), while methods without variance reduction keep
+changing it.
+
+Setting: LeNet5 (small) on all of MNIST (60k train / 10k test), random-crop
+augmentation (2 pixels of zero padding, no flip), and in a second
+configuration dropout (``--dropout-rate``) on the input of each dense layer.
+Group LASSO ``rj.group_lasso(lam)`` (input-unit groups of every kernel,
+weighted by sqrt(group size)), the same lam for every method. The authors'
+stage-wise schedule: every learning rate x ``gamma`` at the milestones
+(default epochs 15 and 30 of 60: the authors' 200-epoch MNIST schedule,
+milestones 50 and 100, scaled), where RMDA also restarts and its ``c`` goes
+from ``c0`` to 1 (the ICLR 2022 "divide" rule). Methods and settings are
+``common.build_method``'s: RMDA lr 0.1, c0 0.1 (reported point ``Z``);
+ProxSGD the authors' lr 0.1, rho 0.1; ProxGen (``prox_adam``) and ProxSSI lr
+1e-3 (reported point: the iterate).
+
+Every method sees the same initialisation, data order and augmentation
+(``benchmarks.deep``). After every epoch: the number of groups whose
+zero/nonzero status differs from the previous epoch (``support_changes``),
+group and weighted group sparsity, test accuracy and training loss.
+
+Each (configuration, method, seed) writes its own file under
+``results/identification_deep/`` as it goes (so runs can be spread over
+sessions: completed runs are skipped), and ``identification_deep.json`` /
+``.png`` are rebuilt from those files after every run (``--merge-only``
+rebuilds them without training).
+
+Run from the repository root:
+
+    python -m benchmarks.bench_identification_deep                   # all (hours)
+    python -m benchmarks.bench_identification_deep --configs crop --seeds 0
+    python -m benchmarks.bench_identification_deep --quick --out /tmp/q   # < 2 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+import rmda_jax as rj
+from benchmarks import common, deep
+
+METHODS = ("rmda", "prox_sgd", "prox_adam", "prox_ssi")
+LABELS = {"rmda": "RMDA", "prox_sgd": "ProxSGD", "prox_adam": "ProxGen", "prox_ssi": "ProxSSI"}
+COLORS = {"rmda": "C0", "prox_sgd": "C1", "prox_adam": "C2", "prox_ssi": "C3"}
+LAST = 10  # the claim: no support change over the last LAST epochs
+
+
+def config_settings(name: str, args) -> dict:
+  if name == "crop":
+    return {"crop_padding": args.crop, "dropout": 0.0}
+  if name == "crop_dropout":
+    return {"crop_padding": args.crop, "dropout": args.dropout_rate}
+  raise ValueError(name)
+
+
+def run_one(config: str, method: str, seed: int, args, split, part: Path) -> dict:
+  cs = config_settings(config, args)
+  reg = rj.group_lasso(args.lam)
+  spe = int(split.y_train.shape[0]) // args.batch_size
+  rates = common.Rates([m * spe for m in args.milestones], gamma=args.gamma)
+  tx, reported = common.build_method(method, reg, rates)
+  train = deep.make_trainer("lenet5_small", tx, split, batch_size=args.batch_size,
+                            crop=cs["crop_padding"], dropout=cs["dropout"], reported=reported)
+
+  def log(rec):
+    print(f"  {config} {method:9s} seed {seed} epoch {len(rec['wall_s']):3d}: changes "
+          f"{rec['support_changes'][-1]}, weighted group sp "
+          f"{100 * rec['weighted_group_sparsity'][-1]:.1f}%, test acc "
+          f"{100 * rec['test_accuracy'][-1]:.2f}% ({rec['wall_s'][-1]:.0f}s)", flush=True)
+
+  return deep.observed_run(train, seed, args.epochs, reg, part,
+                           {"config": config, "method": method}, on_record=log)
+
+
+def summarize(run: dict, last: int = LAST) -> dict:
+  ch = [c for c in run["support_changes"] if c is not None]
+  tail = ch[-last:]
+  nonzero = [i + 2 for i, c in enumerate(ch) if c]  # epochs (1-based) with a change
+  return {
+      "changes_last_epochs": int(sum(tail)) if len(tail) == last else None,
+      "last_epoch_with_change": nonzero[-1] if nonzero else None,
+      "final_test_accuracy": run["test_accuracy"][-1] if run["test_accuracy"] else None,
+      "final_weighted_group_sparsity": (run["weighted_group_sparsity"][-1]
+                                        if run["weighted_group_sparsity"] else None),
+      "final_group_sparsity": run["group_sparsity"][-1] if run["group_sparsity"] else None,
+  }
+
+
+def merge(parts_dir: Path, json_path: Path, settings: dict, machine: dict) -> dict:
+  runs = []
+  for f in sorted(parts_dir.glob("*/*.json")):
+    runs.append(json.loads(f.read_text()))
+  order = {m: i for i, m in enumerate(METHODS)}
+  runs.sort(key=lambda r: (r["config"], order.get(r["method"], 9), r["seed"]))
+  table = []
+  for config in sorted({r["config"] for r in runs}):
+    for method in METHODS:
+      rs = [r for r in runs if r["config"] == config and r["method"] == method
+            and r["complete"]]
+      if not rs:
+        continue
+      ss = [summarize(r) for r in rs]
+      table.append({
+          "config": config, "method": method, "seeds": [r["seed"] for r in rs],
+          "changes_last_epochs": [s["changes_last_epochs"] for s in ss],
+          "last_epoch_with_change": [s["last_epoch_with_change"] for s in ss],
+          "frozen_last_epochs_every_seed": all(s["changes_last_epochs"] == 0 for s in ss),
+          "test_accuracy": common.mean_std([s["final_test_accuracy"] for s in ss]),
+          "weighted_group_sparsity": common.mean_std(
+              [s["final_weighted_group_sparsity"] for s in ss]),
+          "group_sparsity": common.mean_std([s["final_group_sparsity"] for s in ss]),
+      })
+  claim = {}
+  for config in sorted({t["config"] for t in table}):
+    rows = {t["method"]: t for t in table if t["config"] == config}
+    if "rmda" in rows:
+      claim[config] = {
+          "rmda_frozen_every_seed": rows["rmda"]["frozen_last_epochs_every_seed"],
+          "baselines_still_changing_every_seed": {
+              m: all(c is not None and c > 0 for c in rows[m]["changes_last_epochs"])
+              for m in METHODS[1:] if m in rows},
+          "seeds": {m: rows[m]["seeds"] for m in rows},
+      }
+  out = {"benchmark": "bench_identification_deep", "machine": machine, "settings": settings,
+         "claim_last_epochs": LAST, "claim": claim, "table": table, "runs": runs,
+         "complete": all(r["complete"] for r in runs) and bool(runs)}
+  common.write_json(json_path, out)
+  plot(out, json_path.with_suffix(".png"))
+  return out
+
+
+def plot(result: dict, path: Path) -> None:
+  runs = result["runs"]
+  configs = sorted({r["config"] for r in runs})
+  if not configs:
+    return
+  fig = Figure(figsize=(6 * len(configs), 7.5))
+  axes = fig.subplots(2, len(configs), squeeze=False)
+  for j, config in enumerate(configs):
+    ax, ax2 = axes[0][j], axes[1][j]
+    for method in METHODS:
+      rs = [r for r in runs if r["config"] == config and r["method"] == method]
+      for k, r in enumerate(rs):
+        ch = r["support_changes"][1:]
+        ep = np.arange(2, 2 + len(ch))
+        # log scale: an epoch without change is drawn at 0.5 (below 1).
+        ax.plot(ep, [c if c else 0.5 for c in ch], "-", color=COLORS[method], lw=1,
+                alpha=0.8, label=LABELS[method] if k == 0 else None)
+        ax2.plot(np.arange(1, 1 + len(r["weighted_group_sparsity"])),
+                 100 * np.asarray(r["weighted_group_sparsity"]), "-", color=COLORS[method],
+                 lw=1, alpha=0.8, label=LABELS[method] if k == 0 else None)
+    for m in result["settings"].get("milestones_epochs", []):
+      ax.axvline(m, color="gray", ls=":", lw=0.8)
+      ax2.axvline(m, color="gray", ls=":", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_ylim(0.4, None)
+    ax.set_title(f"{config}: groups changing status per epoch (0 drawn at 0.5)", fontsize=9)
+    ax.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax2.set_title(f"{config}: weighted group sparsity (%)", fontsize=9)
+    ax2.set_xlabel("epoch")
+    ax2.grid(alpha=0.3)
+  m = result["machine"]
+  s = result["settings"]
+  fig.suptitle(f"LeNet5 small, MNIST, group LASSO lam {s['lam']:g}, one line per seed; "
+               f"{m['cpu']}, jax {m['jax']}", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--quick", action="store_true", help="tiny run (< 2 min) to check the pipeline")
+  p.add_argument("--out", type=Path, default=common.RESULTS, help="output folder")
+  p.add_argument("--name", default=None, help="results file stem (default by mode)")
+  p.add_argument("--configs", nargs="+", default=("crop", "crop_dropout"),
+                 choices=("crop", "crop_dropout"))
+  p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+  p.add_argument("--seeds", type=int, nargs="+", default=(0, 1, 2))
+  p.add_argument("--epochs", type=int, default=60)
+  p.add_argument("--milestones", type=int, nargs="*", default=(15, 30),
+                 help="epochs where every lr is multiplied by gamma (RMDA restarts)")
+  p.add_argument("--gamma", type=float, default=0.1)
+  p.add_argument("--lam", type=float, default=5e-4)
+  p.add_argument("--batch-size", type=int, default=128)
+  p.add_argument("--crop", type=int, default=2, help="random-crop padding (pixels)")
+  p.add_argument("--dropout-rate", type=float, default=0.25)
+  p.add_argument("--merge-only", action="store_true",
+                 help="only rebuild the JSON and PNG from the per-run files")
+  args = p.parse_args(argv)
+  common.cpu_speed_flags()
+  if args.quick:
+    args.epochs, args.milestones, args.seeds = 4, (2, 3), (0,)
+  stem = args.name or ("identification_deep_quick" if args.quick else "identification_deep")
+  json_path = args.out / f"{stem}.json"
+  parts_dir = args.out / stem
+  settings = {
+      "model": "lenet5_small", "data": None, "epochs": args.epochs,
+      "milestones_epochs": list(args.milestones), "gamma": args.gamma, "lam": args.lam,
+      "regularizer": "rj.group_lasso(lam): input-unit groups of every kernel, sqrt(size) "
+                     "weights; biases unregularised",
+      "batch_size": args.batch_size,
+      "configs": {c: config_settings(c, args) for c in ("crop", "crop_dropout")},
+      "augmentation": f"random crop, {args.crop}-pixel zero padding (black), no flip",
+      "dropout": "on the input of each dense layer (fc1, fc2, fc3), inverted scaling",
+      "methods": {
+          "rmda": "rj.rmda_multistep(0.1, 0.1, milestones, gamma) ('divide' rule: c 0.1 "
+                  "then 1); reported point Z = rj.structured_params",
+          "prox_sgd": "authors' form lr 0.1, rho 0.1: rj.prox_sgd(0.01, 0.9, "
+                      "group_lasso(10 lam)); reported point: the iterate",
+          "prox_adam": "ProxGen: rj.prox_adam(1e-3); reported point: the iterate",
+          "prox_ssi": "rj.prox_ssi(1e-3); reported point: the iterate",
+      },
+      "tuning": "none: the published settings (shared/docs/rmda.md section 5); the same "
+                "lam, schedule, seeds, initialisation, data order and augmentation for all",
+      "support_changes": "groups whose zero/nonzero status at the reported point differs "
+                         "from the previous epoch's (None for epoch 1)",
+  }
+  if args.merge_only:
+    prev = json.loads(json_path.read_text()) if json_path.exists() else {}
+    merge(parts_dir, json_path, prev.get("settings", settings),
+          prev.get("machine", common.machine_info()))
+    print(f"wrote {json_path}")
+    return 0
+
+  split = deep.load_split(train_subset=2048 if args.quick else None,
+                          eval_subset=1000 if args.quick else None)
+  settings["data"] = split.note
+  machine = common.machine_info()
+  machine["load_average_at_start"] = os.getloadavg()
+  # Seed by seed: every configuration and method grows alike as runs finish.
+  for seed in args.seeds:
+    for config in args.configs:
+      for method in args.methods:
+        part = parts_dir / config / f"{method}_seed{seed}.json"
+        if deep.load_part(part) is not None:
+          print(f"  {config} {method} seed {seed}: done, skipped", flush=True)
+          continue
+        t0 = time.perf_counter()
+        run_one(config, method, seed, args, split, part)
+        print(f"  {config} {method} seed {seed}: {time.perf_counter() - t0:.0f}s", flush=True)
+        merge(parts_dir, json_path, settings, machine)
+  out = merge(parts_dir, json_path, settings, machine)
+  for t in out["table"]:
+    print(f"{t['config']:13s} {t['method']:9s} seeds {t['seeds']}: changes over the last "
+          f"{LAST} epochs {t['changes_last_epochs']}, test acc "
+          f"{100 * t['test_accuracy']['mean']:.2f}%, weighted group sp "
+          f"{100 * t['weighted_group_sparsity']['mean']:.1f}%")
+  print(f"wrote {json_path}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

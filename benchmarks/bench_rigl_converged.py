@@ -1,0 +1,211 @@
+"""RMDA with L1 against RigL at a budget where both converge, tuned alike.
+
+Issue 10, part 3 (``bench_rigl`` is the short-budget version). LeNet5 (large)
+on MNIST: trained on the first 50k training images, the last 10k held out for
+tuning, the test set read only for the reported numbers; 20 epochs (the
+learning-rate milestones at 50% and 75% of them), batch 128, no augmentation.
+Sparsity is measured over the kernels (``ndim >= 2`` leaves); biases stay
+dense in both methods.
+
+Tuning, the same budget for both (``--lrs-rmda`` and ``--lrs-rigl``: the
+same number of learning rates), seed 0, on validation accuracy at the first
+target (90%):
+
+* **RigL** (``benchmarks.rigl``: ERK, SGD momentum 0.9 on masked gradients)
+  hits the target sparsity by construction; each of its learning rates is one
+  run.
+* **RMDA + L1** (``rj.rmda_multistep(lr, c0)`` with ``rj.l1(lam)``, reported
+  at ``Z``) reaches a sparsity set by ``lam``: for each learning rate, ``lam``
+  is *calibrated* on seed 0 (a log grid, then secant steps in (log lam, logit
+  sparsity), ``bench_rigl.next_lam``) until the kernel sparsity is within
+  ``--tol`` of the target; the accuracy of that run is the configuration's
+  score. Calibration runs are counted and reported (``tuning``); RigL needs
+  none.
+
+The other targets reuse the chosen learning rates (RMDA's ``lam`` is
+calibrated again at the chosen lr). Then every method runs ``--seeds`` seeds
+at each target. Every run writes its own file under ``results/rigl_converged/``
+(finished runs are skipped when run again); ``rigl_converged.json`` is rebuilt
+after each.
+
+    python -m benchmarks.bench_rigl_converged                       # hours
+    python -m benchmarks.bench_rigl_converged --quick --out /tmp/q  # < 2 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import rmda_jax as rj
+from benchmarks import common, deep, rigl
+from benchmarks.bench_rigl import next_lam
+
+
+def _run(kind, lr, target_or_lam, seed, args, split, part, total_steps, spe):
+  """One run (RMDA-L1 at lam, or RigL at a target), recorded per epoch into ``part``."""
+  rec = deep.load_part(part)
+  if rec is not None:
+    return rec
+  rates = common.Rates(common.milestones_of(args.epochs * spe, (0.5, 0.75)), gamma=0.1,
+                       rmda_lr=lr, rmda_c0=args.rmda_c0, msgd_lr=lr)
+  start = None
+  if kind == "rmda_l1":
+    tx, reported = common.build_method("rmda", rj.l1(target_or_lam), rates)
+  else:
+    msgd, _ = common.build_method("msgd", None, rates)
+    tx = rigl.rigl(msgd, target_or_lam, total_steps, delta_t=args.delta_t, alpha=0.3,
+                   t_end_fraction=0.75, distribution="erk")
+    reported, start = None, rigl.reseed
+  train = deep.make_trainer(args.model, tx, split, batch_size=args.batch_size,
+                            reported=reported)
+  acc_key = f"{split.eval_name}_accuracy"
+  rec = {"kind": kind, "lr": lr, "seed": seed, "complete": False, acc_key: [],
+         "kernel_sparsity": [], "train_loss": [], "wall_s": []}
+  rec["lam" if kind == "rmda_l1" else "target"] = target_or_lam
+
+  def on_epoch(r: deep.EpochRecord):
+    rec[acc_key].append(r.eval_accuracy)
+    rec["kernel_sparsity"].append(common.kernel_sparsity(r.point))
+    rec["train_loss"].append(r.train_loss)
+    rec["wall_s"].append(round(r.wall_s, 1))
+    common.write_json(part, rec)
+
+  train(seed, args.epochs, on_epoch, start=start)
+  rec["complete"] = True
+  common.write_json(part, rec)
+  print(f"  {part.parent.name}/{part.stem}: {acc_key} {100 * rec[acc_key][-1]:.2f}%, kernel "
+        f"sparsity {100 * rec['kernel_sparsity'][-1]:.2f}% ({rec['wall_s'][-1]:.0f}s)",
+        flush=True)
+  return rec
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--quick", action="store_true", help="tiny run (< 2 min) to check the pipeline")
+  p.add_argument("--out", type=Path, default=common.RESULTS, help="output folder")
+  p.add_argument("--name", default=None, help="results file stem (default by mode)")
+  p.add_argument("--model", default="lenet5_large", choices=("lenet5_large", "mlp"))
+  p.add_argument("--targets", type=float, nargs="+", default=(0.90, 0.95))
+  p.add_argument("--seeds", type=int, nargs="+", default=(0, 1, 2))
+  p.add_argument("--epochs", type=int, default=20)
+  p.add_argument("--batch-size", type=int, default=128)
+  p.add_argument("--lrs-rmda", type=float, nargs="+", default=(0.03, 0.1, 0.3))
+  p.add_argument("--lrs-rigl", type=float, nargs="+", default=(0.01, 0.03, 0.1))
+  p.add_argument("--rmda-c0", type=float, default=0.1)
+  p.add_argument("--lam-grid", type=float, nargs="+", default=(1e-4, 1e-3))
+  p.add_argument("--calibration-steps", type=int, default=4,
+                 help="secant steps per (lr, target) after the grid")
+  p.add_argument("--tol", type=float, default=0.005, help="|sparsity - target| accepted")
+  p.add_argument("--delta-t", type=int, default=100, help="RigL mask update period (steps)")
+  args = p.parse_args(argv)
+  if len(args.lrs_rmda) != len(args.lrs_rigl):
+    p.error("--lrs-rmda and --lrs-rigl must have the same length (the same tuning budget)")
+  common.cpu_speed_flags()
+  if args.quick:
+    args.epochs, args.seeds, args.calibration_steps, args.lam_grid = 2, (0,), 1, (1e-2,)
+    args.lrs_rmda, args.lrs_rigl, args.targets, args.delta_t = (0.1,), (0.03,), (0.9,), 8
+  stem = args.name or ("rigl_converged_quick" if args.quick else "rigl_converged")
+  json_path, parts_dir = args.out / f"{stem}.json", args.out / stem
+  split = deep.load_split(validation=True, train_subset=2048 if args.quick else None,
+                          eval_subset=1000 if args.quick else None)
+  spe = int(split.y_train.shape[0]) // args.batch_size
+  total = spe * args.epochs
+  machine = common.machine_info()
+  machine["load_average_at_start"] = os.getloadavg()
+  settings = {
+      "model": args.model, "data": split.note, "epochs": args.epochs,
+      "batch_size": args.batch_size, "milestones": "50% and 75% of the epochs, lr x0.1",
+      "targets": list(args.targets), "seeds": list(args.seeds),
+      "lrs_rmda": list(args.lrs_rmda), "lrs_rigl": list(args.lrs_rigl),
+      "rmda_c0": args.rmda_c0, "lam_grid": list(args.lam_grid),
+      "calibration_steps": args.calibration_steps, "tol": args.tol,
+      "rigl": {"delta_t": args.delta_t, "alpha": 0.3, "t_end_fraction": 0.75,
+               "distribution": "erk", "optimizer": "optax.sgd(lr, momentum=0.9)"},
+      "selection": f"validation accuracy at target {args.targets[0]}, seed 0",
+      "sparsity_measured_over": "kernels (ndim >= 2 leaves); biases dense",
+  }
+  result = {"benchmark": "bench_rigl_converged", "machine": machine, "settings": settings,
+            "tuning": [], "chosen": {}, "runs": [], "table": []}
+
+  def save():
+    result["table"] = common.aggregate(
+        [r for r in result["runs"]], ("method", "target"),
+        ("test_accuracy", "kernel_sparsity"), carry=("lr", "lam"))
+    common.write_json(json_path, result)
+
+  val, test = split, split.on_test()
+
+  def calibrate(lr, target, seed=0):
+    """RMDA's lam for ``target`` at ``lr``: the calibration runs and the closest one."""
+    tried, recs = {}, {}
+    def point(lam):
+      part = parts_dir / "tune" / f"rmda_l1_lr{lr:g}_lam{lam:.4g}.json"
+      r = _run("rmda_l1", lr, lam, seed, args, val, part, total, spe)
+      tried[lam], recs[lam] = r["kernel_sparsity"][-1], r
+      result["tuning"].append({"method": "rmda_l1", "lr": lr, "lam": lam, "target": target,
+                               "kernel_sparsity": tried[lam],
+                               "validation_accuracy": r["validation_accuracy"][-1]})
+    for lam in args.lam_grid:
+      point(lam)
+    for _ in range(args.calibration_steps):
+      if min(abs(s - target) for s in tried.values()) <= args.tol:
+        break
+      point(float(f"{next_lam(tried, target):.4g}"))
+    lam = min(tried, key=lambda l: abs(tried[l] - target))
+    return lam, recs[lam]
+
+  t0 = args.targets[0]
+  scores = {}
+  for lr in args.lrs_rmda:
+    lam, r = calibrate(lr, t0)
+    scores[lr] = (r["validation_accuracy"][-1], lam)
+    save()
+  lr_rmda = max(args.lrs_rmda, key=lambda lr: scores[lr][0])
+  rigl_scores = {}
+  for lr in args.lrs_rigl:
+    r = _run("rigl", lr, t0, 0, args, val, parts_dir / "tune" / f"rigl_lr{lr:g}_t{t0:g}.json",
+             total, spe)
+    rigl_scores[lr] = r["validation_accuracy"][-1]
+    result["tuning"].append({"method": "rigl", "lr": lr, "target": t0,
+                             "kernel_sparsity": r["kernel_sparsity"][-1],
+                             "validation_accuracy": rigl_scores[lr]})
+    save()
+  lr_rigl = max(args.lrs_rigl, key=lambda lr: rigl_scores[lr])
+  lams = {t0: scores[lr_rmda][1]}
+  for t in args.targets[1:]:
+    lams[t] = calibrate(lr_rmda, t)[0]
+  result["chosen"] = {"rmda_l1": {"lr": lr_rmda, "lam": {str(t): l for t, l in lams.items()}},
+                      "rigl": {"lr": lr_rigl}}
+  result["tuning_runs"] = {"rmda_l1": len({(x["lr"], x["lam"]) for x in result["tuning"]
+                                           if x["method"] == "rmda_l1"}),
+                           "rigl": len(args.lrs_rigl)}
+  save()
+  for seed in args.seeds:
+    for t in args.targets:
+      for kind, lr, arg in (("rmda_l1", lr_rmda, lams[t]), ("rigl", lr_rigl, t)):
+        part = parts_dir / "final" / f"{kind}_t{t:g}_seed{seed}.json"
+        r = _run(kind, lr, arg, seed, args, test, part, total, spe)
+        result["runs"] = [x for x in result["runs"]
+                          if not (x["method"] == kind and x["target"] == t and x["seed"] == seed)]
+        result["runs"].append({"method": kind, "target": t, "seed": seed, "lr": lr,
+                               "lam": arg if kind == "rmda_l1" else None,
+                               "test_accuracy": r["test_accuracy"][-1],
+                               "kernel_sparsity": r["kernel_sparsity"][-1],
+                               "test_accuracy_per_epoch": r["test_accuracy"]})
+        save()
+  for row in result["table"]:
+    a, s = row["test_accuracy"], row["kernel_sparsity"]
+    print(f"{row['method']:8s} target {row['target']:.2f}: test acc {100 * a['mean']:.2f}+-"
+          f"{100 * a['std']:.2f}%, kernel sparsity {100 * s['mean']:.2f}% (seeds {row['seeds']})")
+  print(f"wrote {json_path}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,282 @@
+"""Long MNIST training runs with augmentation and dropout, observed every epoch.
+
+What the deep-network benchmarks of issue 10 share (``bench_identification_deep``,
+``bench_equal_tuning``, ``bench_rigl_converged``):
+
+* :func:`load_split`: MNIST as raw ``uint8`` on the device (normalised per batch,
+  after the crop, so the crop pads with black as torchvision's does on raw
+  images), all 60k training images or the first 50k with the last 10k held out
+  as a validation set that is never trained on.
+* :class:`DropoutLeNet5Small`: ``models.LeNet5Small`` with dropout before each
+  dense layer (same parameters, so the same groups).
+* :func:`make_trainer`: one jitted step per batch (params and optimizer state
+  donated); the data order and the crop / dropout
+  keys come from the seed alone, so every method sees the same batches and the
+  same augmentations. After every epoch ``on_epoch`` receives the reported point
+  (RMDA: ``Z``) and its test (or validation) accuracy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import rmda_jax as rj
+from rmda_jax.examples import data as data_lib
+from rmda_jax.examples import models as models_lib
+from rmda_jax.examples import train as train_lib
+from benchmarks.common import write_json
+
+EVAL_BATCH = 2000
+
+
+@dataclasses.dataclass
+class Split:
+  """Raw uint8 images on the device and the normalisation applied per batch."""
+  note: str
+  x_train: jax.Array
+  y_train: jax.Array
+  x_eval: jax.Array   # the test set, or the validation set
+  y_eval: jax.Array
+  eval_name: str      # "test" or "validation"
+  stats: tuple        # (scale, mean, std) for data.normalize
+  x_test: Optional[jax.Array] = None  # with a validation split: the test set too
+  y_test: Optional[jax.Array] = None
+
+  def on_test(self) -> "Split":
+    """The same training set, evaluated on the test set (after tuning on validation)."""
+    if self.x_test is None:
+      return self
+    return Split(self.note, self.x_train, self.y_train, self.x_test, self.y_test, "test",
+                 self.stats)
+
+
+def load_split(validation: bool = False, train_subset: Optional[int] = None,
+               eval_subset: Optional[int] = None) -> Split:
+  """MNIST on the device. ``validation``: train on the first 50k, evaluate on the
+  last 10k of the training set (the test set is kept aside in ``x_test``).
+  ``train_subset`` / ``eval_subset`` (the quick modes) keep the first images."""
+  ds = data_lib.load_mnist()
+  x, y = ds.x_train, ds.y_train.astype(np.int32)
+  xt, yt = ds.x_test, ds.y_test.astype(np.int32)
+  if validation:
+    x_tr, y_tr, x_ev, y_ev = x[:50000], y[:50000], x[50000:], y[50000:]
+    note = "MNIST: first 50000 train images for training, last 10000 for validation"
+  else:
+    x_tr, y_tr, x_ev, y_ev = x, y, xt, yt
+    note = "MNIST: 60000 train / 10000 test"
+  if train_subset:
+    x_tr, y_tr = x_tr[:train_subset], y_tr[:train_subset]
+    note += f"; quick: first {train_subset} training images"
+  if eval_subset:
+    x_ev, y_ev = x_ev[:eval_subset], y_ev[:eval_subset]
+    xt, yt = xt[:eval_subset], yt[:eval_subset]
+    note += f"; quick: first {eval_subset} evaluation images"
+  return Split(note, jnp.asarray(x_tr), jnp.asarray(y_tr), jnp.asarray(x_ev),
+               jnp.asarray(y_ev), "validation" if validation else "test",
+               (ds.scale, ds.mean, ds.std),
+               jnp.asarray(xt) if validation else None,
+               jnp.asarray(yt) if validation else None)
+
+
+class DropoutLeNet5Small(models_lib.LeNet5Small):
+  """``LeNet5Small`` with dropout (rate ``rate``) on the input of each dense layer."""
+
+  def __init__(self, num_classes: int = 10, *, rngs: nnx.Rngs, input_shape=(28, 28, 1),
+               rate: float = 0.0):
+    super().__init__(num_classes, rngs=rngs, input_shape=input_shape)
+    self.rate = rate
+
+  def __call__(self, x, key=None):
+    def drop(h, i):
+      if key is None or self.rate == 0:
+        return h
+      keep = jax.random.bernoulli(jax.random.fold_in(key, i), 1 - self.rate, h.shape)
+      return jnp.where(keep, h / (1 - self.rate), 0)
+
+    x = models_lib.conv_relu_pool(self.conv1, x)
+    x = models_lib._pool(jax.nn.relu(self.conv2(x)))
+    x = models_lib._flatten(x)
+    x = jax.nn.relu(self.fc1(drop(x, 0)))
+    x = jax.nn.relu(self.fc2(drop(x, 1)))
+    return self.fc3(drop(x, 2))
+
+
+def build_model(name: str, seed: int, dropout: float = 0.0):
+  """(graphdef, params) of ``name`` initialised from ``seed``; dropout only for lenet5_small."""
+  rngs = nnx.Rngs(seed)
+  if dropout:
+    if name != "lenet5_small":
+      raise ValueError(f"dropout is implemented for lenet5_small only, not {name!r}")
+    model = DropoutLeNet5Small(10, rngs=rngs, rate=dropout)
+  else:
+    model = models_lib.get_model(name, 10, rngs, (28, 28, 1))
+  parts = train_lib.split_model(model)
+  if parts.batch_stats:
+    raise ValueError(f"{name} has BatchNorm; these benchmarks train BatchNorm-free models")
+  return parts.graphdef_train, parts.params
+
+
+@dataclasses.dataclass
+class EpochRecord:
+  epoch: int
+  point: Any            # the reported point after the epoch
+  eval_accuracy: float
+  train_loss: float
+  wall_s: float
+
+
+def make_trainer(model: str, tx: optax.GradientTransformation, split: Split, *,
+                 batch_size: int = 128, crop: int = 0, dropout: float = 0.0,
+                 reported: Optional[Callable[[Any, Any], Any]] = None):
+  """``train(seed, epochs, on_epoch, start=None) -> (params, opt_state)``.
+
+  Each epoch draws its order from ``np.random.default_rng([seed, epoch])`` and
+  its crop / dropout keys from ``fold_in(key(seed), epoch)``, step by step: the
+  same for every method. ``crop``: random-crop padding in pixels (0: none).
+  ``on_epoch(EpochRecord)`` after every epoch; returning True stops the run.
+  ``start(params, opt_state, seed) -> (params, opt_state)`` replaces the
+  initial state (RigL's masks).
+  """
+  graphdef, _ = build_model(model, 0, dropout)
+  stats = split.stats
+  n = int(split.y_train.shape[0])
+  spe = n // batch_size
+
+  def apply(params, x, key):
+    m = nnx.merge(graphdef, params, {})
+    return m(x, key) if dropout else m(x)
+
+  def loss_fn(params, x, y, key):
+    logits = apply(params, x, key)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  # One jitted step per call: XLA:CPU runs a fori_loop over the steps about
+  # 4x slower than the same steps dispatched one by one (measured: 48 vs 12
+  # ms per LeNet5 step).
+  def step_fn(params, opt_state, loss_sum, x_all, y_all, perm, i, key):
+    idx = perm[i]
+    x, y = x_all[idx], y_all[idx]
+    k_crop, k_drop = jax.random.split(jax.random.fold_in(key, i))
+    if crop:
+      x = data_lib.random_crop(k_crop, x, crop)
+    x = data_lib.normalize(x, stats)
+    loss, g = jax.value_and_grad(loss_fn)(params, x, y, k_drop)
+    updates, opt_state = tx.update(g, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss_sum + loss
+
+  step_jit = jax.jit(step_fn, donate_argnums=(0, 1, 2))
+
+  def epoch_jit(params, opt_state, x_all, y_all, perm, key):
+    loss_sum = jnp.zeros([], jnp.float32)
+    for i in range(perm.shape[0]):
+      params, opt_state, loss_sum = step_jit(params, opt_state, loss_sum, x_all, y_all,
+                                             perm, np.int32(i), key)
+    return params, opt_state, loss_sum
+
+  @jax.jit
+  def correct(params, x, y):
+    logits = apply(params, data_lib.normalize(x, stats), None)
+    return jnp.sum(jnp.argmax(logits, -1) == y)
+
+  def accuracy(params, x, y) -> float:
+    m = int(y.shape[0])
+    total = 0
+    for i in range(0, m - m % EVAL_BATCH, EVAL_BATCH):
+      total += int(correct(params, x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]))
+    if m % EVAL_BATCH:
+      total += int(correct(params, x[m - m % EVAL_BATCH:], y[m - m % EVAL_BATCH:]))
+    return total / m
+
+  def train(seed: int, epochs: int, on_epoch: Callable[[EpochRecord], Any],
+            start=None):
+    _, params = build_model(model, seed, dropout)
+    params = jax.tree.map(jnp.asarray, params)
+    opt_state = jax.tree.map(lambda x: jnp.array(x, copy=True), tx.init(params))
+    if start is not None:
+      params, opt_state = start(params, opt_state, seed)
+    key = jax.random.key(seed)
+    t0 = time.perf_counter()
+    for e in range(epochs):
+      perm = np.random.default_rng([seed, e]).permutation(n)[: spe * batch_size]
+      perm = jnp.asarray(perm.reshape(spe, batch_size).astype(np.int32))
+      params, opt_state, loss_sum = epoch_jit(params, opt_state, split.x_train,
+                                              split.y_train, perm, jax.random.fold_in(key, e))
+      point = params if reported is None else reported(params, opt_state)
+      acc = accuracy(point, split.x_eval, split.y_eval)
+      stop = on_epoch(EpochRecord(e + 1, point, acc, float(loss_sum) / spe,
+                                  time.perf_counter() - t0))
+      if stop:
+        break
+    return params, opt_state
+
+  train.accuracy = accuracy
+  train.eval_name = split.eval_name
+  train.steps_per_epoch = spe
+  return train
+
+
+def group_record(point, reg) -> dict:
+  """Group support (numpy bools, flat), group and weighted group sparsity of ``point``."""
+  support = np.concatenate([np.asarray(s).ravel() for s in
+                            jax.tree.leaves(rj.group_support(point, reg))])
+  return {"support": support,
+          "group_sparsity": rj.group_sparsity(point, reg),
+          "weighted_group_sparsity": rj.group_sparsity(point, reg, weighted=True)}
+
+
+def load_part(part: Path) -> Optional[dict]:
+  """The record of a finished run (None if the file is missing or the run was cut short)."""
+  try:
+    rec = json.loads(Path(part).read_text())
+  except (OSError, ValueError):
+    return None
+  return rec if rec.get("complete") else None
+
+
+def observed_run(train, seed: int, epochs: int, reg, part: Path, meta: dict,
+                 on_record: Optional[Callable[[dict], None]] = None) -> dict:
+  """Trains ``seed`` for ``epochs`` and records every epoch into ``part`` (JSON, atomically).
+
+  Per epoch: ``support_changes`` (groups whose zero/nonzero status at the
+  reported point differs from the previous epoch's; None for epoch 1),
+  ``nonzero_groups``, ``group_sparsity``, ``weighted_group_sparsity``,
+  ``<eval>_accuracy`` (``test`` or ``validation``), ``train_loss``, ``wall_s``.
+  ``meta`` is copied into the record; ``complete`` becomes True at the end.
+  """
+  acc_key = f"{train.eval_name}_accuracy"
+  rec = dict(meta, seed=seed, epochs=epochs, complete=False, support_changes=[],
+             nonzero_groups=[], group_sparsity=[], weighted_group_sparsity=[],
+             train_loss=[], wall_s=[])
+  rec[acc_key] = []
+  prev = [None]
+
+  def on_epoch(r: EpochRecord):
+    g = group_record(r.point, reg)
+    rec["support_changes"].append(None if prev[0] is None
+                                  else int(np.sum(g["support"] != prev[0])))
+    prev[0] = g["support"]
+    rec["groups"] = int(g["support"].size)
+    rec["nonzero_groups"].append(int(g["support"].sum()))
+    rec["group_sparsity"].append(g["group_sparsity"])
+    rec["weighted_group_sparsity"].append(g["weighted_group_sparsity"])
+    rec[acc_key].append(r.eval_accuracy)
+    rec["train_loss"].append(r.train_loss)
+    rec["wall_s"].append(round(r.wall_s, 2))
+    if on_record is not None:
+      on_record(rec)
+    write_json(part, rec)
+
+  train(seed, epochs, on_epoch)
+  rec["complete"] = True
+  write_json(part, rec)
+  return rec

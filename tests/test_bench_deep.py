@@ -1,0 +1,233 @@
+"""The deep-network benchmarks of issue 10 (benchmarks.deep and its three users).
+
+The training loop is checked against a step written here from its parts (the
+same batch order, crop and update), the dropout model against the model it
+extends, the per-epoch records against supports counted here, the merges on
+synthetic run files, and each ``--quick`` mode end to end (form, not values).
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import rmda_jax as rj
+from benchmarks import bench_equal_tuning, bench_identification_deep, deep
+from rmda_jax.examples import data as data_lib
+from rmda_jax.examples import models as models_lib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _split(n=256, m=64, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.integers(0, 256, (n + m, 28, 28, 1), dtype=np.uint8)
+  y = rng.integers(0, 10, n + m).astype(np.int32)
+  return deep.Split("synthetic", jnp.asarray(x[:n]), jnp.asarray(y[:n]),
+                    jnp.asarray(x[n:]), jnp.asarray(y[n:]), "test",
+                    (1 / 255.0, (0.13,), (0.31,)))
+
+
+def test_dropout_model_without_a_key_is_lenet5_small():
+  x = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))
+  plain = models_lib.LeNet5Small(10, rngs=nnx.Rngs(3))
+  drop = deep.DropoutLeNet5Small(10, rngs=nnx.Rngs(3), rate=0.5)
+  chex.assert_trees_all_close(nnx.to_pure_dict(nnx.state(plain, nnx.Param)),
+                              nnx.to_pure_dict(nnx.state(drop, nnx.Param)))
+  chex.assert_trees_all_close(drop(x), plain(x), atol=1e-6)
+  y1, y2 = drop(x, jax.random.key(1)), drop(x, jax.random.key(2))
+  assert not np.allclose(y1, plain(x)) and not np.allclose(y1, y2)
+
+
+def test_dropout_zeroes_a_rate_of_the_dense_inputs_and_rescales_the_rest():
+  m = deep.DropoutLeNet5Small(10, rngs=nnx.Rngs(0), rate=0.25)
+  seen = {}
+
+  class Spy(nnx.Module):
+    def __init__(self, inner):
+      self.inner = inner
+
+    def __call__(self, h):
+      seen["h"] = h
+      return self.inner(h)
+
+  m.fc1 = Spy(m.fc1)
+  x = jax.random.normal(jax.random.key(0), (64, 28, 28, 1))
+  m(x)
+  clean = seen["h"]
+  m(x, jax.random.key(5))
+  dropped = seen["h"]
+  kept = dropped != 0
+  live = clean != 0
+  frac = 1 - float(jnp.sum(kept & live)) / float(jnp.sum(live))
+  assert abs(frac - 0.25) < 0.03
+  np.testing.assert_allclose(dropped[kept], clean[kept] / 0.75, rtol=1e-5)
+
+
+def test_one_epoch_is_the_steps_written_out():
+  split = _split()
+  tx = optax.sgd(0.05, momentum=0.9)
+  train = deep.make_trainer("lenet5_small", tx, split, batch_size=64, crop=2)
+  got = {}
+  params, _ = train(7, 1, lambda r: got.setdefault("r", r))
+  # Reference: the same model, order, crops and updates, step by step, unjitted.
+  graphdef, p = deep.build_model("lenet5_small", 7)
+  p = jax.tree.map(jnp.asarray, p)
+  s = tx.init(p)
+  perm = np.random.default_rng([7, 0]).permutation(256)[:256].reshape(4, 64)
+  key = jax.random.fold_in(jax.random.key(7), 0)
+  for i in range(4):
+    x = split.x_train[perm[i]]
+    kc, _ = jax.random.split(jax.random.fold_in(key, i))
+    x = data_lib.normalize(data_lib.random_crop(kc, x, 2), split.stats)
+
+    def loss(q):
+      logits = nnx.merge(graphdef, q, {})(x)
+      return optax.softmax_cross_entropy_with_integer_labels(
+          logits, split.y_train[perm[i]]).mean()
+
+    u, s = tx.update(jax.grad(loss)(p), s, p)
+    p = optax.apply_updates(p, u)
+  chex.assert_trees_all_close(params, p, atol=2e-5, rtol=2e-5)
+  logits = nnx.merge(graphdef, p, {})(data_lib.normalize(split.x_eval, split.stats))
+  assert got["r"].eval_accuracy == pytest.approx(
+      float(jnp.mean(jnp.argmax(logits, -1) == split.y_eval)), abs=1e-9)
+
+
+def test_every_method_sees_the_same_batches():
+  # Two optimizers that only differ in a no-op see identical runs.
+  split = _split()
+  a = deep.make_trainer("lenet5_small", optax.sgd(0.05), split, batch_size=64, crop=2,
+                        dropout=0.25)
+  b = deep.make_trainer("lenet5_small", optax.chain(optax.identity(), optax.sgd(0.05)), split,
+                        batch_size=64, crop=2, dropout=0.25)
+  pa, _ = a(3, 2, lambda r: None)
+  pb, _ = b(3, 2, lambda r: None)
+  chex.assert_trees_all_equal(pa, pb)
+
+
+def test_observed_run_counts_the_groups_that_change_status(tmp_path):
+  reg = rj.group_lasso(1e-3)
+  w = np.ones((3, 4), np.float32)
+  points = []
+  for zero_rows in ([], [0], [0, 2], [1], [1]):
+    p = w.copy()
+    p[zero_rows] = 0
+    points.append({"k": jnp.asarray(p), "b": jnp.ones(4)})
+
+  def fake_train(seed, epochs, on_epoch, start=None):
+    for e in range(epochs):
+      on_epoch(deep.EpochRecord(e + 1, points[e], 0.5, 1.0, 0.0))
+  fake_train.eval_name = "test"
+
+  rec = deep.observed_run(fake_train, 0, 5, reg, tmp_path / "r.json", {"method": "x"})
+  assert rec["support_changes"] == [None, 1, 1, 3, 0]
+  assert rec["nonzero_groups"] == [3, 2, 1, 2, 2]
+  assert rec["groups"] == 3 and rec["complete"]
+  assert json.loads((tmp_path / "r.json").read_text()) == rec
+  assert deep.load_part(tmp_path / "r.json") == rec
+  assert deep.load_part(tmp_path / "missing.json") is None
+
+
+def _ident_run(method, seed, changes):
+  n = len(changes) + 1
+  return {"config": "crop", "method": method, "seed": seed, "epochs": n, "complete": True,
+          "support_changes": [None] + changes, "test_accuracy": [0.9] * n,
+          "weighted_group_sparsity": [0.5] * n, "group_sparsity": [0.4] * n,
+          "train_loss": [0.1] * n, "nonzero_groups": [1] * n, "wall_s": [1.0] * n}
+
+
+def test_identification_claim_reads_the_last_epochs(tmp_path):
+  parts = tmp_path / "parts" / "crop"
+  parts.mkdir(parents=True)
+  runs = {("rmda", 0): [5, 3] + [0] * 10, ("rmda", 1): [5, 1] + [0] * 10,
+          ("prox_sgd", 0): [9] * 12, ("prox_sgd", 1): [9] * 11 + [0],
+          ("prox_adam", 0): [4] + [0] * 11}
+  for (m, s), ch in runs.items():
+    (parts / f"{m}_seed{s}.json").write_text(json.dumps(_ident_run(m, s, ch)))
+  machine = {"cpu": "x", "jax": "y"}
+  out = bench_identification_deep.merge(tmp_path / "parts", tmp_path / "r.json",
+                                        {"lam": 1e-3, "milestones_epochs": [3]}, machine)
+  claim = out["claim"]["crop"]
+  assert claim["rmda_frozen_every_seed"] is True
+  assert claim["baselines_still_changing_every_seed"] == {"prox_sgd": True,
+                                                          "prox_adam": False}
+  rows = {t["method"]: t for t in out["table"]}
+  assert rows["rmda"]["last_epoch_with_change"] == [3, 3]
+  assert rows["prox_sgd"]["changes_last_epochs"] == [90, 81]
+  assert (tmp_path / "r.png").exists()
+
+
+def test_equal_tuning_chooses_the_best_validation_accuracy(tmp_path):
+  grid = {"rmda": [{"rmda_lr": 0.1}, {"rmda_lr": 0.3}], "prox_sgd": [{"prox_sgd_lr": 0.1}]}
+  accs = {"rmda": [0.7, 0.9], "prox_sgd": [0.8]}
+  (tmp_path / "tune").mkdir()
+  for m, configs in grid.items():
+    for c, a in zip(configs, accs[m]):
+      (tmp_path / "tune" / f"{m}_{bench_equal_tuning._tag(c)}.json").write_text(
+          json.dumps({"complete": True, "validation_accuracy": [0.1, a],
+                      "weighted_group_sparsity": [0.0, 0.2]}))
+  assert bench_equal_tuning.chosen(tmp_path, grid) == {"rmda": {"rmda_lr": 0.3},
+                                                       "prox_sgd": {"prox_sgd_lr": 0.1}}
+  grid["prox_sgd"].append({"prox_sgd_lr": 1.0})  # not run yet: no choice
+  assert bench_equal_tuning.chosen(tmp_path, grid)["prox_sgd"] is None
+
+
+def test_rigl_converged_needs_equal_tuning_budgets():
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_rigl_converged",
+                         "--lrs-rmda", "0.1", "0.3", "--lrs-rigl", "0.1"], cwd=ROOT,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2
+  assert "same length" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _quick(module, tmp_path):
+  try:
+    data_lib.load_mnist(download=True, verbose=False)
+  except data_lib.DatasetError:
+    pytest.skip("MNIST not available (no cache, no network)")
+  proc = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--quick", "--out",
+                         str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_identification_deep_quick(tmp_path):
+  _quick("bench_identification_deep", tmp_path)
+  d = json.loads((tmp_path / "identification_deep_quick.json").read_text())
+  assert d["complete"] and (tmp_path / "identification_deep_quick.png").exists()
+  assert {(r["config"], r["method"]) for r in d["runs"]} == {
+      (c, m) for c in ("crop", "crop_dropout") for m in bench_identification_deep.METHODS}
+  for r in d["runs"]:
+    assert len(r["support_changes"]) == r["epochs"] == 4 and r["support_changes"][0] is None
+    assert all(isinstance(c, int) and 0 <= c <= r["groups"] for c in r["support_changes"][1:])
+    assert all(0 <= a <= 1 for a in r["test_accuracy"])
+
+
+def test_equal_tuning_quick(tmp_path):
+  _quick("bench_equal_tuning", tmp_path)
+  d = json.loads((tmp_path / "equal_tuning_quick.json").read_text())
+  n = {m: sum(t["method"] == m for t in d["tuning"]) for m in bench_equal_tuning.METHODS}
+  assert len(set(n.values())) == 1 and all(t["complete"] for t in d["tuning"])
+  for m, c in d["chosen"].items():
+    best = max((t for t in d["tuning"] if t["method"] == m),
+               key=lambda t: t["validation_accuracy"])
+    assert c == best["config"]
+  assert {r["method"] for r in d["sweep"]} == set(bench_equal_tuning.METHODS)
+  assert (tmp_path / "equal_tuning_quick.png").exists()
+
+
+def test_rigl_converged_quick(tmp_path):
+  _quick("bench_rigl_converged", tmp_path)
+  d = json.loads((tmp_path / "rigl_converged_quick.json").read_text())
+  assert {r["method"] for r in d["table"]} == {"rmda_l1", "rigl"}
+  rigl_row = next(r for r in d["table"] if r["method"] == "rigl")
+  assert abs(rigl_row["kernel_sparsity"]["mean"] - 0.9) < 0.01
+  assert d["tuning_runs"]["rigl"] == len(d["settings"]["lrs_rigl"])
