@@ -13,6 +13,9 @@ import json
 import os
 import re
 
+from benchmarks import render_deep
+from benchmarks._md import _machine, _table
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 ROOT = os.path.dirname(HERE)
@@ -24,26 +27,6 @@ def _load(name):
     return None
   with open(path) as f:
     return json.load(f)
-
-
-def _machine(m):
-  if not m:
-    return "machine not recorded"
-  cpu = m.get("cpu") or m.get("platform", "?")
-  parts = [f"{cpu} x {m.get('cpu_count', m.get('cpus', '?'))}"]
-  if m.get("jax"):
-    parts.append(f"jax {m['jax']}")
-  if m.get("optax"):
-    parts.append(f"optax {m['optax']}")
-  if m.get("date"):
-    parts.append(m["date"][:10])
-  return ", ".join(parts)
-
-
-def _table(head, rows):
-  out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-  out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-  return "\n".join(out)
 
 
 # ------------------------------------------------------------ sections
@@ -633,7 +616,7 @@ def _fmt(v):
   return "-" if v is None else str(v)
 
 
-def headline_table(ident, cost_h, train, full6=None):
+def headline_table(ident, cost_h, train, full6=None, more=()):
   rows = []
   if cost_h:
     for model in ("resnet50", "vgg19", "lenet5"):
@@ -654,6 +637,7 @@ def headline_table(ident, cost_h, train, full6=None):
                      f"{r['test_accuracy'].get('n', '?')} seeds)", r["method"],
                      f"{100 * r['test_accuracy']['mean']:.2f}%; "
                      f"{100 * r['weighted_group_sparsity']['mean']:.1f}%"])
+  rows.extend(more)  # [measure, method, value] rows of render_deep's sections
   if train:
     sps = train["samples_per_s_median"]
     if "jax+rmda" in sps and "jax+sgd" in sps:
@@ -693,6 +677,9 @@ def main(argv=None):
   cost_md, cost_h = cost(_load("cost.json"))
   train_md, train_h = train_step(_load("train_step.json"), _load("train_step_ynn.json"),
                                  _load("train_step_ynn_none.json"))
+  deep_md, deep_h = render_deep.identification_deep(_load("identification_deep.json"))
+  equal_md = render_deep.equal_tuning(_load("equal_tuning.json"))
+  denormal_md, denormal_h = render_deep.torch_denormal(_load("torch_denormal.json"))
   parts = [
       "# Benchmarks",
       "",
@@ -708,9 +695,13 @@ def main(argv=None):
       "| module | section | full run writes |",
       "|---|---|---|",
       "| bench_identification | 1. identification | results/identification.json, .png |",
+      "| bench_identification_deep | 1b. identification in a deep net (crop, dropout) | results/identification_deep.json, .png, identification_deep/ (one file per run) |",
       "| bench_sparsity_accuracy | 2. structured sparsity at accuracy | results/sparsity_accuracy.json, .png |",
       "| bench_sparsity_accuracy (flags in 2b) | 2b. the same on all of MNIST, 6 epochs | results/sparsity_accuracy_lenet5_full6ep.json, .png |",
+      "| bench_equal_tuning | 2d. equal tuning on a validation split, lambda sweep of all four | results/equal_tuning.json, .png, equal_tuning/ |",
       "| bench_rigl | 3. unstructured sparsity vs RigL | results/rigl.json |",
+      "| bench_rigl_converged | 3b. RMDA + L1 vs RigL, 20 epochs, tuned alike | results/rigl_converged.json, rigl_converged/ |",
+      "| bench_torch_denormal (needs PyTorch) | 4e. the authors' PyTorch RMDA and denormals | results/torch_denormal.json |",
       "| bench_low_rank | 2c. low rank (nuclear norm) at accuracy | results/low_rank.json, .png |",
       "| bench_cost | 4. cost per step, bandwidth bound | results/cost.json |",
       "| bench_cost --nuclear | 4d. cost per step with the nuclear norm | results/cost_nuclear.json |",
@@ -728,6 +719,7 @@ def main(argv=None):
       "`benchmarks/rigl.py` the RigL optimizer of section 3.",
       "",
       ident_md,
+      deep_md,
       generic("2. Structured sparsity at accuracy", _load("sparsity_accuracy.json"),
               "python -m benchmarks.bench_sparsity_accuracy", "sparsity_accuracy",
               exclude=("sparsity_accuracy_lenet5_full6ep",)),
@@ -737,12 +729,15 @@ def main(argv=None):
       low_rank(_load("low_rank.json"),
                [(f, _load(f)) for f in sorted(os.listdir(RESULTS))
                 if f.startswith(LOW_RANK_EXTRA) and f.endswith(".json")]),
+      equal_md,
       generic("3. Unstructured sparsity against RigL", _load("rigl.json"),
               "python -m benchmarks.bench_rigl", "rigl"),
+      render_deep.rigl_converged(_load("rigl_converged.json")),
       cost_md,
       train_md,
       ynn_cost({k: _load(f"cost_ynn_{k}.json") for k in ("all", "reduce", "none")}),
       cost_nuclear(_load("cost_nuclear.json")),
+      denormal_md,
       slim_section(_load("slim.json")),
       scale(_load("scale.json")),
       gpu(_load("gpu.json")),
@@ -755,8 +750,9 @@ def main(argv=None):
   readme = os.path.join(ROOT, "README.md")
   with open(readme) as f:
     text = f.read()
-  block = ("<!-- headline:start -->\n" + headline_table(ident_h, cost_h, train_h,
-                                                   _load("sparsity_accuracy_lenet5_full6ep.json"))
+  block = ("<!-- headline:start -->\n" + headline_table(
+      ident_h, cost_h, train_h, _load("sparsity_accuracy_lenet5_full6ep.json"),
+      deep_h + denormal_h)
            + "\n<!-- headline:end -->")
   if "<!-- headline:start -->" in text:
     text = re.sub(r"<!-- headline:start -->.*?<!-- headline:end -->", lambda _: block,

@@ -20,7 +20,7 @@ import pytest
 from flax import nnx
 
 import rmda_jax as rj
-from benchmarks import bench_equal_tuning, bench_identification_deep, deep
+from benchmarks import bench_equal_tuning, bench_identification_deep, deep, render_deep
 from rmda_jax.examples import data as data_lib
 from rmda_jax.examples import models as models_lib
 
@@ -164,6 +164,25 @@ def test_identification_claim_reads_the_last_epochs(tmp_path):
   assert rows["rmda"]["last_epoch_with_change"] == [3, 3]
   assert rows["prox_sgd"]["changes_last_epochs"] == [90, 81]
   assert (tmp_path / "r.png").exists()
+  out["settings"] = {"data": "d", "epochs": 13, "batch_size": 8, "lam": 1e-3, "gamma": 0.1,
+                     "milestones_epochs": [3], "augmentation": "crop",
+                     "configs": {"crop": {}, "crop_dropout": {"dropout": 0.25}},
+                     "dropout": "here", "methods": {"rmda": "r", "prox_sgd": "p"},
+                     "support_changes": "s"}
+  md, headline = render_deep.identification_deep(out)
+  assert "| crop | RMDA | 0, 1 | 0, 0 | 3, 3 |" in md
+  assert "| crop | ProxSGD | 0, 1 | 90, 81 |" in md
+  assert "RMDA froze (0 changes over the last epochs) in every seed" in md
+  assert "still changing in every seed: ProxSGD" in md and "frozen in some seed: ProxGen" in md
+  assert headline[0][1:] == ["rmda", "0, 0"] and ["", "prox_sgd", "90, 81"] in headline
+
+
+@pytest.mark.parametrize("section", ["identification_deep", "equal_tuning", "rigl_converged",
+                                     "torch_denormal"])
+def test_sections_not_run_yet_say_so(section):
+  out = getattr(render_deep, section)(None)
+  md = out[0] if isinstance(out, tuple) else out
+  assert "Not run yet" in md and f"benchmarks.bench_{section}" in md
 
 
 def test_equal_tuning_chooses_the_best_validation_accuracy(tmp_path):
@@ -222,6 +241,10 @@ def test_equal_tuning_quick(tmp_path):
     assert c == best["config"]
   assert {r["method"] for r in d["sweep"]} == set(bench_equal_tuning.METHODS)
   assert (tmp_path / "equal_tuning_quick.png").exists()
+  md = render_deep.equal_tuning(d)
+  assert md.count("**chosen**") == len(bench_equal_tuning.METHODS)
+  r = d["sweep"][0]
+  assert f"{100 * r['test_accuracy']['mean']:.2f} ± " in md
 
 
 def test_rigl_converged_quick(tmp_path):
@@ -231,3 +254,5 @@ def test_rigl_converged_quick(tmp_path):
   rigl_row = next(r for r in d["table"] if r["method"] == "rigl")
   assert abs(rigl_row["kernel_sparsity"]["mean"] - 0.9) < 0.01
   assert d["tuning_runs"]["rigl"] == len(d["settings"]["lrs_rigl"])
+  md = render_deep.rigl_converged(d)
+  assert f"{100 * rigl_row['test_accuracy']['mean']:.2f} ± 0.00" in md
