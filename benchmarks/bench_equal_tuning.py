@@ -154,22 +154,11 @@ def plot(result: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--quick", action="store_true", help="tiny run (< 2 min) to check the pipeline")
-  p.add_argument("--out", type=Path, default=common.RESULTS, help="output folder")
-  p.add_argument("--name", default=None, help="results file stem (default by mode)")
+  deep.add_run_args(p, epochs=20, milestones=(5, 10))
   p.add_argument("--stage", choices=("tune", "sweep", "all"), default="all")
   p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-  p.add_argument("--seeds", type=int, nargs="+", default=(0, 1, 2))
-  p.add_argument("--epochs", type=int, default=20)
-  p.add_argument("--milestones", type=int, nargs="*", default=(5, 10),
-                 help="epochs where every lr is multiplied by gamma (RMDA restarts)")
-  p.add_argument("--gamma", type=float, default=0.1)
   p.add_argument("--tune-lam", type=float, default=5e-4)
   p.add_argument("--lams", type=float, nargs="+", default=(2.5e-4, 5e-4, 1e-3, 2e-3))
-  p.add_argument("--batch-size", type=int, default=128)
-  p.add_argument("--crop", type=int, default=2, help="random-crop padding (pixels)")
-  p.add_argument("--merge-only", action="store_true",
-                 help="only rebuild the JSON and PNG from the per-run files")
   args = p.parse_args(argv)
   common.cpu_speed_flags()
   grid = {m: GRID[m] for m in args.methods}

@@ -40,7 +40,7 @@ import optax
 from matplotlib.figure import Figure
 
 import rmda_jax as rj
-from benchmarks import common
+from benchmarks import common, render
 from rmda_jax.examples import data as data_lib
 
 NUM_CLASSES = 10
@@ -307,12 +307,7 @@ def run_method(name, tx, reg, x, y, opt, epochs, batch, seed, eval_fn):
 
 def exact_support_summary(hist):
   """When a history's support is exactly the optimum's (support match 1.0)."""
-  first = next((h["epoch"] for h in hist if h["support_match"] == 1.0), None)
-  from_on = None
-  for h in reversed(hist):
-    if h["support_match"] != 1.0:
-      break
-    from_on = h["epoch"]
+  first, from_on = render.exact_support(hist)
   best = max(hist, key=lambda h: h["support_match"])
   changed = [h["epoch"] for h in hist if h["changes"]]
   return {"first_epoch_exact_support": first,

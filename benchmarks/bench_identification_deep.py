@@ -184,23 +184,12 @@ def plot(result: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--quick", action="store_true", help="tiny run (< 2 min) to check the pipeline")
-  p.add_argument("--out", type=Path, default=common.RESULTS, help="output folder")
-  p.add_argument("--name", default=None, help="results file stem (default by mode)")
+  deep.add_run_args(p, epochs=60, milestones=(15, 30))
   p.add_argument("--configs", nargs="+", default=("crop", "crop_dropout"),
                  choices=("crop", "crop_dropout"))
   p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-  p.add_argument("--seeds", type=int, nargs="+", default=(0, 1, 2))
-  p.add_argument("--epochs", type=int, default=60)
-  p.add_argument("--milestones", type=int, nargs="*", default=(15, 30),
-                 help="epochs where every lr is multiplied by gamma (RMDA restarts)")
-  p.add_argument("--gamma", type=float, default=0.1)
   p.add_argument("--lam", type=float, default=5e-4)
-  p.add_argument("--batch-size", type=int, default=128)
-  p.add_argument("--crop", type=int, default=2, help="random-crop padding (pixels)")
   p.add_argument("--dropout-rate", type=float, default=0.25)
-  p.add_argument("--merge-only", action="store_true",
-                 help="only rebuild the JSON and PNG from the per-run files")
   args = p.parse_args(argv)
   common.cpu_speed_flags()
   if args.quick:

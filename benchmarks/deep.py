@@ -18,6 +18,7 @@ What the deep-network benchmarks of issue 10 share (``bench_identification_deep`
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import time
@@ -34,9 +35,25 @@ import rmda_jax as rj
 from rmda_jax.examples import data as data_lib
 from rmda_jax.examples import models as models_lib
 from rmda_jax.examples import train as train_lib
-from benchmarks.common import write_json
+from benchmarks.common import RESULTS, write_json
 
 EVAL_BATCH = 2000
+
+
+def add_run_args(p: argparse.ArgumentParser, *, epochs: int, milestones) -> None:
+  """The flags the deep benchmarks share: mode, output, seeds, schedule, batch, crop."""
+  p.add_argument("--quick", action="store_true", help="tiny run (< 2 min) to check the pipeline")
+  p.add_argument("--out", type=Path, default=RESULTS, help="output folder")
+  p.add_argument("--name", default=None, help="results file stem (default by mode)")
+  p.add_argument("--seeds", type=int, nargs="+", default=(0, 1, 2))
+  p.add_argument("--epochs", type=int, default=epochs)
+  p.add_argument("--milestones", type=int, nargs="*", default=milestones,
+                 help="epochs where every lr is multiplied by gamma (RMDA restarts)")
+  p.add_argument("--gamma", type=float, default=0.1)
+  p.add_argument("--batch-size", type=int, default=128)
+  p.add_argument("--crop", type=int, default=2, help="random-crop padding (pixels)")
+  p.add_argument("--merge-only", action="store_true",
+                 help="only rebuild the JSON and PNG from the per-run files")
 
 
 @dataclasses.dataclass

@@ -30,6 +30,18 @@ def _load(name):
 
 
 # ------------------------------------------------------------ sections
+def exact_support(hist):
+  """(first epoch whose support match is 1.0, epoch from which it stays 1.0 to the end);
+  None where there is none. ``hist``: per-epoch records with ``epoch``, ``support_match``."""
+  first = next((h["epoch"] for h in hist if h["support_match"] == 1.0), None)
+  from_on = None
+  for h in reversed(hist):
+    if h["support_match"] != 1.0:
+      break
+    from_on = h["epoch"]
+  return first, from_on
+
+
 def identification(d):
   if d is None:
     return "## 1. Identification\n\nNot run yet (`python -m benchmarks.bench_identification`).\n", None
@@ -48,19 +60,10 @@ def identification(d):
       f"{opt['max_zero_group_gradient_ratio']:.3f} x its threshold.",
       "",
   ]
-  def exact(hist):  # first epoch with the optimum's support; epoch it holds from to the end
-    first = next((h["epoch"] for h in hist if h["support_match"] == 1.0), None)
-    from_on = None
-    for h in reversed(hist):
-      if h["support_match"] != 1.0:
-        break
-      from_on = h["epoch"]
-    return first, from_on
-
   def row(label, hist):
     last = hist[-1]
     tail = hist[-max(1, len(hist) // 10):]
-    first, from_on = exact(hist)
+    first, from_on = exact_support(hist)
     flips = sum(h["changes"] or 0 for h in tail)
     cells = [label, len(hist), f"{last['support_match']:.4f}",
              f"{last['objective_gap']:.2e}", f"{last['distance']:.3e}",
