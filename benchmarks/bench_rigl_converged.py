@@ -98,7 +98,8 @@ def main(argv=None) -> int:
   p.add_argument("--lrs-rmda", type=float, nargs="+", default=(0.03, 0.1, 0.3))
   p.add_argument("--lrs-rigl", type=float, nargs="+", default=(0.01, 0.03, 0.1))
   p.add_argument("--rmda-c0", type=float, default=0.1)
-  p.add_argument("--lam-grid", type=float, nargs="+", default=(1e-4, 1e-3))
+  p.add_argument("--lam-grid", type=float, nargs="+", default=(3e-4, 3e-3),
+                 help="first lambdas of each calibration (bench_rigl at 300 steps: ~6e-3 for 90%%)")
   p.add_argument("--calibration-steps", type=int, default=4,
                  help="secant steps per (lr, target) after the grid")
   p.add_argument("--tol", type=float, default=0.005, help="|sparsity - target| accepted")
