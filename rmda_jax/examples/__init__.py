@@ -8,5 +8,7 @@ tqdm). Submodules are imported on demand::
 ``models`` (the networks), ``data`` (datasets, safe loading, augmentation),
 ``config`` (the flags), ``train`` (the step builders and the loop),
 ``checkpoint`` (Orbax checkpoints, resume checks), ``report`` (the final
-table and plot), ``xla_flags`` (rmda-train's XLA:CPU setting).
+table and plot), ``sharding`` (``--mesh``: training on several devices and
+hosts), ``slimming`` (``--slim``: the smaller model at the end), ``xla_flags``
+(rmda-train's XLA:CPU setting).
 """
