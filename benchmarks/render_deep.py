@@ -66,13 +66,17 @@ def identification_deep(d):
            else "did **not** freeze in every seed")
         + (f"; still changing in every seed: {', '.join(still)}" if still else "")
         + (f"; frozen in some seed: {', '.join(quiet)}" if quiet else "") + ".")
-    rmda = next(t for t in d["table"] if t["config"] == config and t["method"] == "rmda")
-    headline.append([f"deep identification, LeNet5 / MNIST `{config}`, {s['epochs']} epochs: "
-                     f"groups changing status over the last {last} epochs (per seed)", "rmda",
-                     ", ".join(str(x) for x in rmda["changes_last_epochs"])])
-    for t in d["table"]:
-      if t["config"] == config and t["method"] != "rmda":
-        headline.append(["", t["method"], ", ".join(str(x) for x in t["changes_last_epochs"])])
+    first = True
+    for t in sorted((t for t in d["table"] if t["config"] == config),
+                    key=lambda t: t["method"] != "rmda"):
+      measure = (f"deep identification, LeNet5 / MNIST `{config}`, {s['epochs']} epochs, "
+                 f"published settings: groups changing status over the last {last} epochs "
+                 "(per seed); test accuracy; weighted group sparsity (means)") if first else ""
+      first = False
+      headline.append([measure, t["method"],
+                       f"{', '.join(str(x) for x in t['changes_last_epochs'])}; "
+                       f"{100 * t['test_accuracy']['mean']:.2f}%; "
+                       f"{100 * t['weighted_group_sparsity']['mean']:.1f}%"])
   lines += ["Verdict so far:", ""] + verdicts + ["",
             "![identification in a deep net](results/identification_deep.png)", ""]
   return "\n".join(lines), headline
@@ -167,3 +171,16 @@ def torch_denormal(d):
       f"authors' PyTorch RMDA on CPU, unflushed / flushed epoch time ({s['epochs']} epochs, "
       f"median; {last['denormal_weights']} denormal weights at the end)", "rmda (torch)",
       f"{med:.2f}"]]
+
+
+def status(ident, equal, rigl) -> str:
+  """One clause on how far the issue-10 runs have got, for the headline's note."""
+  done = len([r for r in ident["runs"] if r["complete"]]) if ident else 0
+  parts = [f"{done} of its 24 planned runs have finished (the rows list the seeds)"]
+  parts.append("the equal-tuning sweep (2d) " + (
+      f"has {len(equal['sweep'])} (method, lambda) rows" if equal and equal.get("sweep")
+      else "is implemented but not run yet"))
+  parts.append("RMDA + L1 against RigL at 20 epochs (3b) " + (
+      f"has {len(rigl['runs'])} runs" if rigl and rigl.get("runs")
+      else "is implemented but not run yet"))
+  return "; ".join(parts)
