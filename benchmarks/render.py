@@ -684,7 +684,8 @@ def main(argv=None):
   cost_md, cost_h = cost(_load("cost.json"))
   train_md, train_h = train_step(_load("train_step.json"), _load("train_step_ynn.json"),
                                  _load("train_step_ynn_none.json"))
-  deep_md, deep_h = render_deep.identification_deep(_load("identification_deep.json"))
+  deep_md, deep_h = render_deep.identification_deep(
+      _load("identification_deep.json"), _load("identification_deep_rmda90.json"))
   equal_md = render_deep.equal_tuning(_load("equal_tuning.json"))
   denormal_md, denormal_h = render_deep.torch_denormal(_load("torch_denormal.json"))
   parts = [

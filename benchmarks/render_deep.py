@@ -19,7 +19,7 @@ def _pm(ms, scale=100, digits=2):
   return f"{scale * ms['mean']:.{digits}f} ± {scale * ms['std']:.{digits}f}"
 
 
-def identification_deep(d):
+def identification_deep(d, longer=None):
   title = "## 1b. Identification in a deep net (LeNet5, augmentation, dropout)"
   cmd = "python -m benchmarks.bench_identification_deep"
   if not d:
@@ -77,6 +77,24 @@ def identification_deep(d):
                        f"{', '.join(str(x) for x in t['changes_last_epochs'])}; "
                        f"{100 * t['test_accuracy']['mean']:.2f}%; "
                        f"{100 * t['weighted_group_sparsity']['mean']:.1f}%"])
+  if longer and longer.get("table"):
+    for t in longer["table"]:
+      run = next(r for r in longer["runs"] if r["config"] == t["config"]
+                 and r["method"] == t["method"])
+      ls = longer["settings"]
+      lines += [
+          f"A longer last stage: {LABELS[t['method']]}, `{t['config']}`, seed "
+          f"{', '.join(map(str, t['seeds']))}, {ls['epochs']} epochs (milestones "
+          f"{ls['milestones_epochs']}, so the last stage runs {ls['epochs'] - ls['milestones_epochs'][-1]} "
+          f"epochs instead of {s['epochs'] - s['milestones_epochs'][-1]}): "
+          f"{t['changes_last_epochs'][0]} changes over its last {last} epochs, last change at "
+          f"epoch {t['last_epoch_with_change'][0]}, test accuracy "
+          f"{100 * t['test_accuracy']['mean']:.2f}%, weighted group sparsity "
+          f"{100 * t['weighted_group_sparsity']['mean']:.1f}% "
+          f"(`{cmd} --configs {t['config']} --methods {t['method']} --seeds "
+          f"{' '.join(map(str, t['seeds']))} --epochs {ls['epochs']} --name "
+          "identification_deep_rmda90`). Changes per epoch after epoch "
+          f"{s['epochs']}: {run['support_changes'][s['epochs']:]}.", ""]
   lines += ["Verdict so far:", ""] + verdicts + ["",
             "![identification in a deep net](results/identification_deep.png)", ""]
   return "\n".join(lines), headline

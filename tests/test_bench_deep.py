@@ -175,6 +175,14 @@ def test_identification_claim_reads_the_last_epochs(tmp_path):
   assert "RMDA froze (0 changes over the last epochs) in every seed" in md
   assert "still changing in every seed: ProxSGD" in md and "frozen in some seed: ProxGen" in md
   assert headline[0][1:] == ["rmda", "0, 0; 90.00%; 50.0%"]
+  # A longer RMDA run (here: the same runs read as a 20-epoch budget) gets its sentence.
+  longer = {"settings": dict(out["settings"], epochs=11, milestones_epochs=[3]),
+            "table": [t for t in out["table"] if t["method"] == "rmda"],
+            "runs": [r for r in out["runs"] if r["method"] == "rmda"]}
+  md, _ = render_deep.identification_deep(out, longer)
+  assert ("seed 0, 1, 11 epochs (milestones [3], so the last stage runs 8 epochs instead of "
+          "10): 0 changes over its last 10 epochs, last change at epoch 3") in md
+  assert "Changes per epoch after epoch 13: []" in md
   assert ["", "prox_sgd", "90, 81; 90.00%; 50.0%"] in headline
 
 
