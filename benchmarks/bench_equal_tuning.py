@@ -211,6 +211,7 @@ def main(argv=None) -> int:
       print(f"tuning of {missing} is unfinished: run --stage tune first", file=sys.stderr)
       return 2
     # Sweep seed by seed, so every method's curve grows alike.
+    trainers = {}
     for seed in args.seeds:
       for lam in args.lams:
         for method, c in best.items():
@@ -218,7 +219,10 @@ def main(argv=None) -> int:
           if deep.load_part(part) is not None:
             continue
           # The sweep reports test accuracy: its runs evaluate on the test set.
-          reg, train = _trainer(method, c, lam, args, split.on_test())
+          # One trainer (one compilation) per (method, lam) serves every seed.
+          if (method, lam) not in trainers:
+            trainers[method, lam] = _trainer(method, c, lam, args, split.on_test())
+          reg, train = trainers[method, lam]
           t0 = time.perf_counter()
           deep.observed_run(train, seed, args.epochs, reg, part,
                             {"method": method, "config": c, "lam": lam},
