@@ -112,7 +112,9 @@ def merge(parts_dir: Path, json_path: Path, settings: dict, machine: dict, grid=
                        [r["weighted_group_sparsity"][-1] for r in rs]),
                    "group_sparsity": common.mean_std([r["group_sparsity"][-1] for r in rs]),
                    "support_changes_last_epoch": [r["support_changes"][-1] for r in rs]})
+  devices = sorted({r.get("device", machine.get("cpu", "?")) for r in runs})
   out = {"benchmark": "bench_equal_tuning", "machine": machine, "settings": settings,
+         "devices": devices,
          "grid": grid, "chosen": chosen(parts_dir, grid), "tuning": tuning,
          "sweep": rows,
          "runs": [{k: r[k] for k in ("method", "lam", "seed", "config", "test_accuracy",
@@ -147,7 +149,8 @@ def plot(result: dict, path: Path) -> None:
   ax.legend(fontsize=6)
   s, m = result["settings"], result["machine"]
   ax.set_title(f"LeNet5 small, MNIST (50k train, crop), {s['epochs']} epochs, tuned on "
-               f"validation\nmean +- std over seeds; {m['cpu']}", fontsize=7)
+               f"validation\nmean +- std over seeds; {', '.join(result.get('devices') or [m['cpu']])}",
+               fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
 
@@ -194,16 +197,18 @@ def main(argv=None) -> int:
   machine["load_average_at_start"] = os.getloadavg()
 
   if args.stage in ("tune", "all"):
-    for method, configs in grid.items():
-      for c in configs:
-        part = parts_dir / "tune" / f"{method}_{_tag(c)}.json"
-        if deep.load_part(part) is not None:
-          continue
+    tune_runs = [(method, c) for method, configs in grid.items() for c in configs]
+    for i, (method, c) in enumerate(tune_runs):
+      part = parts_dir / "tune" / f"{method}_{_tag(c)}.json"
+      if deep.owns(i, args.shard) and deep.load_part(part) is None:
         reg, train = _trainer(method, c, args.tune_lam, args, split)
         deep.observed_run(train, 0, args.epochs, reg, part,
                           {"method": method, "config": c, "lam": args.tune_lam},
                           on_record=_log(f"tune {method} {_tag(c)}"))
         merge(parts_dir, json_path, settings, machine, grid)
+    if args.stage == "all" and args.shard is not None:
+      print("with --shard, run --stage tune, then --stage sweep once every shard is done")
+      return 0
   if args.stage in ("sweep", "all"):
     best = chosen(parts_dir, grid)
     missing = [m for m, c in best.items() if c is None]
@@ -212,23 +217,23 @@ def main(argv=None) -> int:
       return 2
     # Sweep seed by seed, so every method's curve grows alike.
     trainers = {}
-    for seed in args.seeds:
-      for lam in args.lams:
-        for method, c in best.items():
-          part = parts_dir / "sweep" / f"{method}_lam{lam:g}_seed{seed}.json"
-          if deep.load_part(part) is not None:
-            continue
-          # The sweep reports test accuracy: its runs evaluate on the test set.
-          # One trainer (one compilation) per (method, lam) serves every seed.
-          if (method, lam) not in trainers:
-            trainers[method, lam] = _trainer(method, c, lam, args, split.on_test())
-          reg, train = trainers[method, lam]
-          t0 = time.perf_counter()
-          deep.observed_run(train, seed, args.epochs, reg, part,
-                            {"method": method, "config": c, "lam": lam},
-                            on_record=_log(f"sweep {method} lam {lam:g} seed {seed}"))
-          print(f"  sweep {method} lam {lam:g} seed {seed}: {time.perf_counter() - t0:.0f}s")
-          merge(parts_dir, json_path, settings, machine, grid)
+    sweep_runs = [(seed, lam, method, c) for seed in args.seeds for lam in args.lams
+                  for method, c in best.items()]
+    for i, (seed, lam, method, c) in enumerate(sweep_runs):
+      part = parts_dir / "sweep" / f"{method}_lam{lam:g}_seed{seed}.json"
+      if not deep.owns(i, args.shard) or deep.load_part(part) is not None:
+        continue
+      # The sweep reports test accuracy: its runs evaluate on the test set.
+      # One trainer (one compilation) per (method, lam) serves every seed.
+      if (method, lam) not in trainers:
+        trainers[method, lam] = _trainer(method, c, lam, args, split.on_test())
+      reg, train = trainers[method, lam]
+      t0 = time.perf_counter()
+      deep.observed_run(train, seed, args.epochs, reg, part,
+                        {"method": method, "config": c, "lam": lam},
+                        on_record=_log(f"sweep {method} lam {lam:g} seed {seed}"))
+      print(f"  sweep {method} lam {lam:g} seed {seed}: {time.perf_counter() - t0:.0f}s")
+      merge(parts_dir, json_path, settings, machine, grid)
   out = merge(parts_dir, json_path, settings, machine, grid)
   print(f"chosen: {out['chosen']}")
   for r in out["sweep"]:

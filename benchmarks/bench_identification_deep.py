@@ -232,17 +232,19 @@ def main(argv=None) -> int:
   machine = common.machine_info()
   machine["load_average_at_start"] = os.getloadavg()
   # Seed by seed: every configuration and method grows alike as runs finish.
-  for seed in args.seeds:
-    for config in args.configs:
-      for method in args.methods:
-        part = parts_dir / config / f"{method}_seed{seed}.json"
-        if deep.load_part(part) is not None:
-          print(f"  {config} {method} seed {seed}: done, skipped", flush=True)
-          continue
-        t0 = time.perf_counter()
-        run_one(config, method, seed, args, split, part)
-        print(f"  {config} {method} seed {seed}: {time.perf_counter() - t0:.0f}s", flush=True)
-        merge(parts_dir, json_path, settings, machine)
+  runs = [(seed, config, method) for seed in args.seeds for config in args.configs
+          for method in args.methods]
+  for i, (seed, config, method) in enumerate(runs):
+    part = parts_dir / config / f"{method}_seed{seed}.json"
+    if not deep.owns(i, args.shard):
+      continue
+    if deep.load_part(part) is not None:
+      print(f"  {config} {method} seed {seed}: done, skipped", flush=True)
+      continue
+    t0 = time.perf_counter()
+    run_one(config, method, seed, args, split, part)
+    print(f"  {config} {method} seed {seed}: {time.perf_counter() - t0:.0f}s", flush=True)
+    merge(parts_dir, json_path, settings, machine)
   out = merge(parts_dir, json_path, settings, machine)
   for t in out["table"]:
     print(f"{t['config']:13s} {t['method']:9s} seeds {t['seeds']}: changes over the last "

@@ -47,11 +47,20 @@ from benchmarks import common, deep, rigl
 from benchmarks.bench_rigl import next_lam
 
 
-def _run(kind, lr, target_or_lam, seed, args, split, part, total_steps, spe):
-  """One run (RMDA-L1 at lam, or RigL at a target), recorded per epoch into ``part``."""
+class Unfinished(Exception):
+  """A run that another stage or shard has not finished yet (``load_only``)."""
+
+
+def _run(kind, lr, target_or_lam, seed, args, split, part, total_steps, spe,
+         load_only=False):
+  """One run (RMDA-L1 at lam, or RigL at a target), recorded per epoch into ``part``.
+
+  ``load_only``: never train; raises ``Unfinished`` if ``part`` is not finished."""
   rec = deep.load_part(part)
   if rec is not None:
     return rec
+  if load_only:
+    raise Unfinished(str(part))
   rates = common.Rates(common.milestones_of(args.epochs * spe, (0.5, 0.75)), gamma=0.1,
                        rmda_lr=lr, rmda_c0=args.rmda_c0, msgd_lr=lr)
   start = None
@@ -65,7 +74,8 @@ def _run(kind, lr, target_or_lam, seed, args, split, part, total_steps, spe):
   train = deep.make_trainer(args.model, tx, split, batch_size=args.batch_size,
                             reported=reported)
   acc_key = f"{split.eval_name}_accuracy"
-  rec = {"kind": kind, "lr": lr, "seed": seed, "complete": False, acc_key: [],
+  rec = {"kind": kind, "lr": lr, "seed": seed, "device": deep.device_name(), "complete": False,
+         acc_key: [],
          "kernel_sparsity": [], "train_loss": [], "wall_s": []}
   rec["lam" if kind == "rmda_l1" else "target"] = target_or_lam
 
@@ -104,13 +114,18 @@ def main(argv=None) -> int:
                  help="secant steps per (lr, target) after the grid")
   p.add_argument("--tol", type=float, default=0.005, help="|sparsity - target| accepted")
   p.add_argument("--delta-t", type=int, default=100, help="RigL mask update period (steps)")
+  p.add_argument("--stage", choices=("tune", "final", "all"), default="all")
+  p.add_argument("--shard", type=deep.shard_arg, default=None, metavar="K/N",
+                 help="run only the units of work whose index is K modulo N")
+  p.add_argument("--merge-only", action="store_true",
+                 help="only rebuild the JSON from the per-run files")
   args = p.parse_args(argv)
   if len(args.lrs_rmda) != len(args.lrs_rigl):
     p.error("--lrs-rmda and --lrs-rigl must have the same length (the same tuning budget)")
   common.cpu_speed_flags()
   if args.quick:
     args.epochs, args.seeds, args.calibration_steps, args.lam_grid = 2, (0,), 1, (1e-2,)
-    args.lrs_rmda, args.lrs_rigl, args.targets, args.delta_t = (0.1,), (0.03,), (0.9,), 8
+    args.lrs_rmda, args.lrs_rigl, args.targets, args.delta_t = (0.1,), (0.03,), (0.9, 0.95), 8
   stem = args.name or ("rigl_converged_quick" if args.quick else "rigl_converged")
   json_path, parts_dir = args.out / f"{stem}.json", args.out / stem
   split = deep.load_split(validation=True, train_subset=2048 if args.quick else None,
@@ -119,6 +134,8 @@ def main(argv=None) -> int:
   total = spe * args.epochs
   machine = common.machine_info()
   machine["load_average_at_start"] = os.getloadavg()
+  if args.merge_only and json_path.exists():  # the machine that ran the runs, not this one
+    machine = json.loads(json_path.read_text()).get("machine", machine)
   settings = {
       "model": args.model, "data": split.note, "epochs": args.epochs,
       "batch_size": args.batch_size, "milestones": "50% and 75% of the epochs, lr x0.1",
@@ -142,64 +159,124 @@ def main(argv=None) -> int:
 
   val, test = split, split.on_test()
 
-  def calibrate(lr, target, seed=0):
-    """RMDA's lam for ``target`` at ``lr``: the calibration runs and the closest one."""
-    tried, recs = {}, {}
+  def calibrate(lr, target, start=(), load_only=False):
+    """RMDA's lam for ``target`` at ``lr`` (seed 0): its calibration runs and the closest.
+
+    Starts from ``--lam-grid`` and the lambdas of ``start`` (the first target's
+    calibration at this lr, for the later targets), then secant steps."""
+    tried, recs, tuning = {}, {}, []
     def point(lam):
       part = parts_dir / "tune" / f"rmda_l1_lr{lr:g}_lam{lam:.4g}.json"
-      r = _run("rmda_l1", lr, lam, seed, args, val, part, total, spe)
+      r = _run("rmda_l1", lr, lam, 0, args, val, part, total, spe, load_only)
       tried[lam], recs[lam] = r["kernel_sparsity"][-1], r
-      result["tuning"].append({"method": "rmda_l1", "lr": lr, "lam": lam, "target": target,
-                               "kernel_sparsity": tried[lam],
-                               "validation_accuracy": r["validation_accuracy"][-1]})
-    for lam in args.lam_grid:
-      point(lam)
+      tuning.append({"method": "rmda_l1", "lr": lr, "lam": lam, "target": target,
+                     "kernel_sparsity": tried[lam],
+                     "validation_accuracy": r["validation_accuracy"][-1]})
+    for lam in (*args.lam_grid, *start):
+      if lam not in tried:
+        point(lam)
     for _ in range(args.calibration_steps):
       if min(abs(s - target) for s in tried.values()) <= args.tol:
         break
       point(float(f"{next_lam(tried, target):.4g}"))
     lam = min(tried, key=lambda l: abs(tried[l] - target))
-    return lam, recs[lam]
+    return lam, recs[lam], tuning
+
+  def rigl_tune(lr, load_only=False):
+    part = parts_dir / "tune" / f"rigl_lr{lr:g}_t{t0:g}.json"
+    r = _run("rigl", lr, t0, 0, args, val, part, total, spe, load_only)
+    return r, [{"method": "rigl", "lr": lr, "target": t0, "kernel_sparsity": r["kernel_sparsity"][-1],
+                "validation_accuracy": r["validation_accuracy"][-1]}]
+
+  def final(kind, lr, arg, t, seed, load_only=False):
+    part = parts_dir / "final" / f"{kind}_t{t:g}_seed{seed}.json"
+    r = _run(kind, lr, arg, seed, args, test, part, total, spe, load_only)
+    return {"method": kind, "target": t, "seed": seed, "lr": lr,
+            "lam": arg if kind == "rmda_l1" else None, "test_accuracy": r["test_accuracy"][-1],
+            "kernel_sparsity": r["kernel_sparsity"][-1], "device": r.get("device"),
+            "test_accuracy_per_epoch": r["test_accuracy"]}
+
+  def choice(load_only):
+    """The chosen learning rates and each target's lam (``Unfinished`` if tuning is not done)."""
+    scores, tuning, chains = {}, [], {}
+    for lr in args.lrs_rmda:
+      lam, r, tu = calibrate(lr, t0, load_only=load_only)
+      scores[lr], chains[lr] = (r["validation_accuracy"][-1], lam), tu
+      tuning += tu
+    rigl_scores = {}
+    for lr in args.lrs_rigl:
+      r, tu = rigl_tune(lr, load_only)
+      rigl_scores[lr] = r["validation_accuracy"][-1]
+      tuning += tu
+    lr_rmda = max(args.lrs_rmda, key=lambda lr: scores[lr][0])
+    lr_rigl = max(args.lrs_rigl, key=lambda lr: rigl_scores[lr])
+    start = tuple(x["lam"] for x in chains[lr_rmda])
+    return lr_rmda, lr_rigl, scores[lr_rmda][1], start, tuning
+
+  def collect():
+    """``rigl_converged.json`` from every finished per-run file (partial while shards run)."""
+    result["tuning"], result["runs"] = [], []
+    try:
+      lr_rmda, lr_rigl, lam0, start, tuning = choice(load_only=True)
+    except Unfinished:
+      common.write_json(json_path, result)
+      return
+    lams = {t0: lam0}
+    for t in args.targets[1:]:
+      try:
+        lams[t], _, tu = calibrate(lr_rmda, t, start, load_only=True)
+        tuning += tu
+      except Unfinished:
+        pass
+    result["tuning"] = tuning
+    result["chosen"] = {"rmda_l1": {"lr": lr_rmda, "lam": {str(t): l for t, l in lams.items()}},
+                        "rigl": {"lr": lr_rigl}}
+    result["tuning_runs"] = {"rmda_l1": len({(x["lr"], x["lam"]) for x in tuning
+                                             if x["method"] == "rmda_l1"}),
+                             "rigl": len(args.lrs_rigl)}
+    for seed in args.seeds:
+      for t in args.targets:
+        for kind, lr, arg in (("rmda_l1", lr_rmda, lams.get(t)), ("rigl", lr_rigl, t)):
+          if arg is not None:
+            try:
+              result["runs"].append(final(kind, lr, arg, t, seed, load_only=True))
+            except Unfinished:
+              pass
+    result["devices"] = sorted({r["device"] for r in result["runs"] if r.get("device")})
+    save()
 
   t0 = args.targets[0]
-  scores = {}
-  for lr in args.lrs_rmda:
-    lam, r = calibrate(lr, t0)
-    scores[lr] = (r["validation_accuracy"][-1], lam)
-    save()
-  lr_rmda = max(args.lrs_rmda, key=lambda lr: scores[lr][0])
-  rigl_scores = {}
-  for lr in args.lrs_rigl:
-    r = _run("rigl", lr, t0, 0, args, val, parts_dir / "tune" / f"rigl_lr{lr:g}_t{t0:g}.json",
-             total, spe)
-    rigl_scores[lr] = r["validation_accuracy"][-1]
-    result["tuning"].append({"method": "rigl", "lr": lr, "target": t0,
-                             "kernel_sparsity": r["kernel_sparsity"][-1],
-                             "validation_accuracy": rigl_scores[lr]})
-    save()
-  lr_rigl = max(args.lrs_rigl, key=lambda lr: rigl_scores[lr])
-  lams = {t0: scores[lr_rmda][1]}
-  for t in args.targets[1:]:
-    lams[t] = calibrate(lr_rmda, t)[0]
-  result["chosen"] = {"rmda_l1": {"lr": lr_rmda, "lam": {str(t): l for t, l in lams.items()}},
-                      "rigl": {"lr": lr_rigl}}
-  result["tuning_runs"] = {"rmda_l1": len({(x["lr"], x["lam"]) for x in result["tuning"]
-                                           if x["method"] == "rmda_l1"}),
-                           "rigl": len(args.lrs_rigl)}
-  save()
-  for seed in args.seeds:
-    for t in args.targets:
-      for kind, lr, arg in (("rmda_l1", lr_rmda, lams[t]), ("rigl", lr_rigl, t)):
-        part = parts_dir / "final" / f"{kind}_t{t:g}_seed{seed}.json"
-        r = _run(kind, lr, arg, seed, args, test, part, total, spe)
-        result["runs"] = [x for x in result["runs"]
-                          if not (x["method"] == kind and x["target"] == t and x["seed"] == seed)]
-        result["runs"].append({"method": kind, "target": t, "seed": seed, "lr": lr,
-                               "lam": arg if kind == "rmda_l1" else None,
-                               "test_accuracy": r["test_accuracy"][-1],
-                               "kernel_sparsity": r["kernel_sparsity"][-1],
-                               "test_accuracy_per_epoch": r["test_accuracy"]})
-        save()
+  if args.merge_only:
+    collect()
+    print(f"wrote {json_path}")
+    return 0
+  if args.stage in ("tune", "all"):
+    # Units of work, numbered for --shard: one calibration chain per RMDA lr, one RigL run per lr.
+    units = ([lambda lr=lr: calibrate(lr, t0) for lr in args.lrs_rmda]
+             + [lambda lr=lr: rigl_tune(lr) for lr in args.lrs_rigl])
+    for i, unit in enumerate(units):
+      if deep.owns(i, args.shard):
+        unit()
+        collect()
+  if args.stage in ("final", "all"):
+    try:
+      lr_rmda, lr_rigl, lam0, start, _ = choice(load_only=True)
+    except Unfinished as e:
+      print(f"tuning is unfinished ({e}): run --stage tune first", file=sys.stderr)
+      return 2
+    def chain(t):  # the later targets: calibrate at the chosen lr, then every seed
+      lam = calibrate(lr_rmda, t, start)[0]
+      for seed in args.seeds:
+        final("rmda_l1", lr_rmda, lam, t, seed)
+    units = [lambda t=t: chain(t) for t in args.targets[1:]]
+    units += [lambda s=s: final("rmda_l1", lr_rmda, lam0, t0, s) for s in args.seeds]
+    units += [lambda s=s, t=t: final("rigl", lr_rigl, t, t, s)
+              for s in args.seeds for t in args.targets]
+    for i, unit in enumerate(units):
+      if deep.owns(i, args.shard):
+        unit()
+        collect()
+  collect()
   for row in result["table"]:
     a, s = row["test_accuracy"], row["kernel_sparsity"]
     print(f"{row['method']:8s} target {row['target']:.2f}: test acc {100 * a['mean']:.2f}+-"

@@ -48,8 +48,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 # ---------------------------------------------------------------- machine
-def machine_info() -> Dict[str, Any]:
-  """What to record next to every number: machine, versions, date, commit, XLA_FLAGS."""
+def cpu_model() -> str:
+  """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
   cpu = platform.processor()
   try:
     with open("/proc/cpuinfo") as f:
@@ -57,6 +57,12 @@ def machine_info() -> Dict[str, Any]:
                   if line.startswith("model name")), cpu)
   except OSError:
     pass
+  return cpu
+
+
+def machine_info() -> Dict[str, Any]:
+  """What to record next to every number: machine, versions, date, commit, XLA_FLAGS."""
+  cpu = cpu_model()
   try:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True, timeout=10).stdout.strip()
@@ -68,6 +74,7 @@ def machine_info() -> Dict[str, Any]:
       "cpu": cpu,
       "cpu_count": os.cpu_count(),
       "jax_backend": jax.default_backend(),
+      "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
       "devices": [str(d) for d in jax.devices()],
       "jax": jax.__version__,
       "optax": optax.__version__,
@@ -397,7 +404,8 @@ def write_json(path: Path, obj, indent: int = 1) -> None:
   """Writes ``obj`` to ``path`` through a temporary file (a reader never sees half of it)."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(path.suffix + ".tmp")
+  # One temporary name per process: shards of a benchmark rebuild the same file.
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
   tmp.write_text(json.dumps(obj, indent=indent) + "\n")
   tmp.replace(path)
 

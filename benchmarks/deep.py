@@ -35,7 +35,7 @@ import rmda_jax as rj
 from rmda_jax.examples import data as data_lib
 from rmda_jax.examples import models as models_lib
 from rmda_jax.examples import train as train_lib
-from benchmarks.common import RESULTS, write_json
+from benchmarks.common import RESULTS, cpu_model, write_json
 
 EVAL_BATCH = 2000
 
@@ -54,6 +54,31 @@ def add_run_args(p: argparse.ArgumentParser, *, epochs: int, milestones) -> None
   p.add_argument("--crop", type=int, default=2, help="random-crop padding (pixels)")
   p.add_argument("--merge-only", action="store_true",
                  help="only rebuild the JSON and PNG from the per-run files")
+  p.add_argument("--shard", type=shard_arg, default=None, metavar="K/N",
+                 help="run only the runs whose index is K modulo N (N processes, one "
+                      "device; see benchmarks/sharded.py)")
+
+
+def shard_arg(text: str) -> tuple:
+  """``"K/N"`` -> ``(K, N)`` with ``0 <= K < N`` (argparse type of ``--shard``)."""
+  try:
+    k, n = (int(v) for v in text.split("/"))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected K/N (two integers), got {text!r}") from None
+  if not 0 <= k < n:
+    raise argparse.ArgumentTypeError(f"expected 0 <= K < N, got {text!r}")
+  return k, n
+
+
+def owns(index: int, shard: Optional[tuple]) -> bool:
+  """Whether the process with ``--shard`` ``shard`` runs the run numbered ``index``."""
+  return shard is None or index % shard[1] == shard[0]
+
+
+def device_name() -> str:
+  """What ran a run (recorded in every per-run file): the device kind and backend."""
+  d = jax.devices()[0]
+  return f"{cpu_model() if d.platform == 'cpu' else d.device_kind} ({d.platform})"
 
 
 @dataclasses.dataclass
@@ -271,7 +296,8 @@ def observed_run(train, seed: int, epochs: int, reg, part: Path, meta: dict,
   ``meta`` is copied into the record; ``complete`` becomes True at the end.
   """
   acc_key = f"{train.eval_name}_accuracy"
-  rec = dict(meta, seed=seed, epochs=epochs, complete=False, support_changes=[],
+  rec = dict(meta, seed=seed, epochs=epochs, device=device_name(), complete=False,
+             support_changes=[],
              nonzero_groups=[], group_sparsity=[], weighted_group_sparsity=[],
              train_loss=[], wall_s=[])
   rec[acc_key] = []

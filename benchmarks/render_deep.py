@@ -140,16 +140,55 @@ def rigl_converged(d):
     return (f"{title}\n\nNot run yet (`{cmd}`: LeNet5 (large), 20 epochs on 50k MNIST images, "
             "90% and 95% kernel sparsity, 3 seeds, the same number of learning rates tried "
             "for each method on a validation split).\n")
-  s = d["settings"]
-  lines = [title, "", f"`{cmd}`: {s['model']}, {s['data']}, {s['epochs']} epochs; "
-           f"{s['selection']}; RMDA lrs {s['lrs_rmda']} (lam calibrated per lr to the target "
-           f"within {s['tol']}), RigL lrs {s['lrs_rigl']}. Training runs spent on tuning: "
-           f"{d.get('tuning_runs')}. Machine: {_machine(d.get('machine'))}.", ""]
-  lines += [_table(["method", "target", "lr", "seeds", "test acc %", "kernel sparsity %"],
+  s, tr = d["settings"], d.get("tuning_runs") or {}
+  lines = [title, "", f"`{cmd}`: {s['model']}, {s['data']}, {s['epochs']} epochs, batch "
+           f"{s['batch_size']}, {s['milestones']}. Tuning, {s['selection']}: RMDA + L1 tried "
+           f"lrs {s['lrs_rmda']} (c0 {s['rmda_c0']}), RigL lrs {s['lrs_rigl']}; RMDA's lam was "
+           f"calibrated at each lr to reach the target within {s['tol']} (RigL reaches it by "
+           f"construction), so tuning took {tr.get('rmda_l1', '?')} RMDA runs against "
+           f"{tr.get('rigl', '?')} RigL runs. The other target reuses the chosen lrs (RMDA's lam "
+           f"calibrated again). {_ran_on(d)}", ""]
+  lines += [_table(["method", "target", "lr", "lam", "seeds", "test acc %", "kernel sparsity %"],
                    [[LABELS[r["method"]], f"{r['target']:g}", f"{r['lr']:g}",
+                     f"{r['lam']:.3g}" if r.get("lam") else "",
                      ", ".join(map(str, r["seeds"])), _pm(r["test_accuracy"]),
                      _pm(r["kernel_sparsity"])] for r in d["table"]]), ""]
+  lines += [rigl_reading(d), ""]
   return "\n".join(lines)
+
+
+def _ran_on(d) -> str:
+  """Where the runs ran: the per-run devices, the merge's machine, the matmul precision."""
+  m = d.get("machine") or {}
+  devices = d.get("devices") or []
+  where = ", ".join(devices) if devices else _machine(m)
+  prec = m.get("jax_default_matmul_precision")
+  return (f"Runs on: {where} (jax {m.get('jax', '?')}"
+          + (f", float32 matmuls at precision '{prec}'" if prec else "") + ").")
+
+
+def rigl_reading(d) -> str:
+  """One sentence per target: the accuracy gap, whether the seeds separate it, the sparsity gap."""
+  rows = {(r["method"], r["target"]): r for r in d["table"]}
+  out = []
+  for t in sorted({r["target"] for r in d["table"]}):
+    a, b = rows.get(("rmda_l1", t)), rows.get(("rigl", t))
+    if not (a and b):
+      continue
+    gap = 100 * (a["test_accuracy"]["mean"] - b["test_accuracy"]["mean"])
+    spread = 100 * (a["test_accuracy"]["std"] + b["test_accuracy"]["std"])
+    verdict = ("within the seeds' spread: a tie" if abs(gap) <= spread else
+               ("RMDA + L1 ahead" if gap > 0 else "RigL ahead") + " by more than the seeds' spread")
+    ds = 100 * (a["kernel_sparsity"]["mean"] - b["kernel_sparsity"]["mean"])
+    out.append(f"At {100 * t:g}% the test accuracy gap (RMDA + L1 minus RigL) is {gap:+.2f} "
+               f"points (sum of the two std {spread:.2f}): {verdict}; RMDA's kernel sparsity is "
+               f"{ds:+.2f} points from RigL's (its lam was calibrated on seed 0's validation run).")
+  for method, grid in (("rmda_l1", "lrs_rmda"), ("rigl", "lrs_rigl")):
+    lr, lrs = (d.get("chosen") or {}).get(method, {}).get("lr"), d["settings"][grid]
+    if lr is not None and len(lrs) > 1 and lr in (min(lrs), max(lrs)):
+      out.append(f"{LABELS[method]}'s chosen lr {lr:g} is at the edge of its grid {lrs}: a wider "
+                 "grid might do better.")
+  return " ".join(out)
 
 
 def torch_denormal(d):

@@ -6,6 +6,7 @@ extends, the per-epoch records against supports counted here, the merges on
 synthetic run files, and each ``--quick`` mode end to end (form, not values).
 """
 
+import argparse
 import json
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pytest
 from flax import nnx
 
 import rmda_jax as rj
-from benchmarks import bench_equal_tuning, bench_identification_deep, deep, render_deep
+from benchmarks import bench_equal_tuning, bench_identification_deep, deep, render_deep, sharded
 from rmda_jax.examples import data as data_lib
 from rmda_jax.examples import models as models_lib
 
@@ -265,3 +266,74 @@ def test_rigl_converged_quick(tmp_path):
   assert d["tuning_runs"]["rigl"] == len(d["settings"]["lrs_rigl"])
   md = render_deep.rigl_converged(d)
   assert f"{100 * rigl_row['test_accuracy']['mean']:.2f} ± 0.00" in md
+
+
+def test_shard_arg_reads_k_of_n_and_refuses_the_rest():
+  assert deep.shard_arg("1/3") == (1, 3)
+  for bad in ("3/3", "-1/2", "a/b", "1", "1/0"):
+    with pytest.raises(argparse.ArgumentTypeError):
+      deep.shard_arg(bad)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_every_run_belongs_to_exactly_one_shard(n):
+  for i in range(17):
+    assert sum(deep.owns(i, (k, n)) for k in range(n)) == 1
+  assert all(deep.owns(i, None) for i in range(17))
+
+
+def test_sharded_reads_jobs():
+  assert sharded.parse_job("2:bench_x --a 1") == (2, "bench_x", ["--a", "1"])
+  for bad in ("x:bench_x", "0:bench_x", "3:", "bench_x"):
+    with pytest.raises(argparse.ArgumentTypeError):
+      sharded.parse_job(bad)
+
+
+def test_sharded_shards_run_each_run_once(tmp_path):
+  """Two shards of the quick tuning of RMDA: each runs one of its two configurations."""
+  try:
+    data_lib.load_mnist(download=True, verbose=False)
+  except data_lib.DatasetError:
+    pytest.skip("MNIST not available (no cache, no network)")
+  logs = tmp_path / "logs"
+  proc = subprocess.run(
+      [sys.executable, "-m", "benchmarks.sharded", "--logs", str(logs),
+       f"2:bench_equal_tuning --quick --out {tmp_path} --stage tune --methods rmda"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  tags = [bench_equal_tuning._tag(c) for c in bench_equal_tuning.GRID["rmda"][:2]]
+  parts = sorted(p.name for p in (tmp_path / "equal_tuning_quick" / "tune").glob("*.json"))
+  assert parts == sorted(f"rmda_{t}.json" for t in tags)
+  for k, tag in enumerate(tags):
+    log = (logs / f"bench_equal_tuning_{k}of2.log").read_text()
+    assert f"tune rmda {tag} " in log and f"tune rmda {tags[1 - k]} " not in log
+  d = json.loads((tmp_path / "equal_tuning_quick.json").read_text())
+  assert all(t["complete"] for t in d["tuning"]) and len(d["tuning"]) == 2
+
+
+def test_rigl_converged_final_stage_needs_the_tuning(tmp_path):
+  try:
+    data_lib.load_mnist(download=True, verbose=False)
+  except data_lib.DatasetError:
+    pytest.skip("MNIST not available (no cache, no network)")
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_rigl_converged", "--quick",
+                         "--out", str(tmp_path), "--stage", "final"], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  assert "tuning is unfinished" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_rigl_reading_separates_ties_from_gaps():
+  def row(method, t, mean, std, sp):
+    return {"method": method, "target": t, "test_accuracy": {"mean": mean, "std": std},
+            "kernel_sparsity": {"mean": sp, "std": 0.0}}
+  d = {"table": [row("rmda_l1", 0.9, 0.9925, 0.0003, 0.89), row("rigl", 0.9, 0.9924, 0.0005, 0.9),
+                 row("rmda_l1", 0.95, 0.9920, 0.0004, 0.95), row("rigl", 0.95, 0.9907, 0.0002, 0.95)],
+       "settings": {"lrs_rmda": [0.03, 0.1, 0.3], "lrs_rigl": [0.01, 0.03, 0.1]},
+       "chosen": {"rmda_l1": {"lr": 0.3}, "rigl": {"lr": 0.03}}}
+  text = render_deep.rigl_reading(d)
+  assert "At 90% the test accuracy gap (RMDA + L1 minus RigL) is +0.01 points" in text
+  assert "a tie" in text.split("At 95%")[0]
+  assert "+0.13 points" in text and "RMDA + L1 ahead by more than" in text
+  assert "-1.00 points from RigL's" in text
+  assert "chosen lr 0.3 is at the edge" in text and "chosen lr 0.03" not in text
