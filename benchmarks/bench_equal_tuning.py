@@ -97,6 +97,7 @@ def merge(parts_dir: Path, json_path: Path, settings: dict, machine: dict, grid=
     for c in configs:
       r = deep.load_part(parts_dir / "tune" / f"{method}_{_tag(c)}.json")
       tuning.append({"method": method, "config": c, "complete": r is not None,
+                     "device": r.get("device") if r else None,
                      "validation_accuracy": r["validation_accuracy"][-1] if r else None,
                      "weighted_group_sparsity": r["weighted_group_sparsity"][-1] if r else None})
   runs = [json.loads(f.read_text()) for f in sorted((parts_dir / "sweep").glob("*.json"))]
@@ -111,7 +112,8 @@ def merge(parts_dir: Path, json_path: Path, settings: dict, machine: dict, grid=
                    "weighted_group_sparsity": common.mean_std(
                        [r["weighted_group_sparsity"][-1] for r in rs]),
                    "group_sparsity": common.mean_std([r["group_sparsity"][-1] for r in rs]),
-                   "support_changes_last_epoch": [r["support_changes"][-1] for r in rs]})
+                   "support_changes_last_epoch": [r["support_changes"][-1] for r in rs],
+                   "devices": sorted({r.get("device", "?") for r in rs})})
   devices = sorted({r.get("device", machine.get("cpu", "?")) for r in runs})
   out = {"benchmark": "bench_equal_tuning", "machine": machine, "settings": settings,
          "devices": devices,

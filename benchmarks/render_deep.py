@@ -108,29 +108,97 @@ def equal_tuning(d):
             "learning-rate configurations, chosen on a validation split, then a lambda sweep "
             "of all four methods over 3 seeds).\n")
   s = d["settings"]
-  lines = [title, "", f"`{cmd}`: LeNet5 (small), {s['data']}, {s['epochs']} epochs, "
-           f"milestones {s['milestones_epochs']}, {s['augmentation']}. {s['selection']} "
-           f"(lam {s['tune_lam']:g}). Machine: {_machine(d.get('machine'))}.", "",
+  lines = [title, "", f"`{cmd}`: LeNet5 (small), {s['data']}, {s['epochs']} epochs, batch "
+           f"{s['batch_size']}, every lr x{s['gamma']:g} at epochs {s['milestones_epochs']}, "
+           f"{s['augmentation']}, {s['regularizer']}. {s['selection']} (lam {s['tune_lam']:g}). "
+           f"Merged on: {_machine(d.get('machine'))}; where each run ran is in the tables "
+           "(float32 throughout; on the GPU with matmul precision 'highest').", "",
            "Tuning grid (validation accuracy after the last epoch, seed 0):", ""]
   rows = [[LABELS[t["method"]], ", ".join(f"{k}={v:g}" for k, v in t["config"].items()),
            "-" if t["validation_accuracy"] is None else f"{100 * t['validation_accuracy']:.2f}",
            "-" if t["weighted_group_sparsity"] is None
-           else f"{100 * t['weighted_group_sparsity']:.1f}",
+           else f"{100 * t['weighted_group_sparsity']:.1f}", t.get("device") or "-",
            "**chosen**" if d["chosen"].get(t["method"]) == t["config"] else ""]
           for t in d["tuning"]]
-  lines += [_table(["method", "configuration", "validation acc %", "weighted group sp %", ""],
-                   rows), ""]
+  lines += [_table(["method", "configuration", "validation acc %", "weighted group sp %",
+                    "ran on", ""], rows), ""]
   if d["sweep"]:
-    lines += ["Lambda sweep at the chosen settings (test set; mean ± sample std over seeds):",
-              "",
-              _table(["method", "lam", "seeds", "test acc %", "weighted group sparsity %"],
-                     [[LABELS[r["method"]], f"{r['lam']:g}", ", ".join(map(str, r["seeds"])),
-                       _pm(r["test_accuracy"]), _pm(r["weighted_group_sparsity"], digits=1)]
-                      for r in d["sweep"]]),
-              "", "![equal tuning](results/equal_tuning.png)", ""]
+    front = pareto(d["sweep"])
+    lines += ["Lambda sweep at the chosen settings (test set; mean ± sample std over seeds; "
+              "**bold**: on the Pareto front of the means, i.e. no other row has both higher "
+              "accuracy and higher weighted group sparsity):", "",
+              _table(["method", "lam", "seeds", "test acc %", "weighted group sparsity %",
+                      "ran on"],
+                     [[(f"**{LABELS[r['method']]}**" if i in front else LABELS[r["method"]]),
+                       f"{r['lam']:g}", ", ".join(map(str, r["seeds"])),
+                       _pm(r["test_accuracy"]), _pm(r["weighted_group_sparsity"], digits=1),
+                       ", ".join(r.get("devices") or ["?"])]
+                      for i, r in enumerate(d["sweep"])]), "",
+              equal_reading(d), "",
+              "![equal tuning](results/equal_tuning.png)", ""]
   else:
     lines += ["The lambda sweep has not run yet.", ""]
   return "\n".join(lines)
+
+
+def pareto(rows) -> set:
+  """Indices of the rows no other row beats in both mean accuracy and mean weighted sparsity."""
+  pts = [(r["test_accuracy"]["mean"], r["weighted_group_sparsity"]["mean"]) for r in rows]
+  return {i for i, (a, w) in enumerate(pts)
+          if not any(a2 >= a and w2 >= w and (a2, w2) != (a, w) for a2, w2 in pts)}
+
+
+def equal_reading(d) -> str:
+  """How many Pareto points each method has, and who is most accurate at each lambda."""
+  rows, front = d["sweep"], pareto(d["sweep"])
+  count = {m: sum(1 for i in front if rows[i]["method"] == m) for m in LABELS
+           if any(r["method"] == m for r in rows)}
+  out = ["Points on the Pareto front: " + ", ".join(f"{LABELS[m]} {n}" for m, n in count.items())
+         + f" (of {len(rows)} rows)."]
+  for lam in sorted({r["lam"] for r in rows}):
+    rs = [r for r in rows if r["lam"] == lam]
+    best = max(rs, key=lambda r: r["test_accuracy"]["mean"])
+    most = max(rs, key=lambda r: r["weighted_group_sparsity"]["mean"])
+    out.append(f"At lam {lam:g}: most accurate {LABELS[best['method']]} "
+               f"({100 * best['test_accuracy']['mean']:.2f}%), sparsest "
+               f"{LABELS[most['method']]} ({100 * most['weighted_group_sparsity']['mean']:.1f}%).")
+  return " ".join(out)
+
+
+def equal_headline(d) -> list:
+  """Headline rows: each method's point at the tuning lambda, and its Pareto count."""
+  if not d or not d.get("sweep"):
+    return []
+  s, rows, front = d["settings"], d["sweep"], pareto(d["sweep"])
+  out, first = [], True
+  for m in LABELS:
+    r = next((r for r in rows if r["method"] == m and r["lam"] == s["tune_lam"]), None)
+    if r is None:
+      continue
+    n = sum(1 for i in front if rows[i]["method"] == m)
+    measure = (f"equal tuning (same grid size, chosen on validation), LeNet5 / MNIST crop, "
+               f"{s['epochs']} epochs, group LASSO {s['tune_lam']:g}: test accuracy; weighted "
+               f"group sparsity (mean of the seeds); Pareto points over lambdas {s['lams']}"
+               ) if first else ""
+    first = False
+    out.append([measure, m, f"{100 * r['test_accuracy']['mean']:.2f}%; "
+                f"{100 * r['weighted_group_sparsity']['mean']:.1f}%; {n} of "
+                f"{sum(1 for x in rows if x['method'] == m)}"])
+  return out
+
+
+def rigl_headline(d) -> list:
+  """Headline rows: test accuracy and kernel sparsity per target, RMDA + L1 and RigL."""
+  if not d or not d.get("table"):
+    return []
+  s, out = d["settings"], []
+  for i, r in enumerate(d["table"]):
+    measure = (f"unstructured sparsity, LeNet5 (large) / MNIST, {s['epochs']} epochs, tuned "
+               "alike on validation: test accuracy; kernel sparsity (mean ± std, "
+               f"{len(s['seeds'])} seeds)") if i == 0 else ""
+    out.append([measure, r["method"], f"{_pm(r['test_accuracy'])}%; "
+                f"{100 * r['kernel_sparsity']['mean']:.2f}% (target {100 * r['target']:g}%)"])
+  return out
 
 
 def rigl_converged(d):
@@ -234,10 +302,53 @@ def status(ident, equal, rigl) -> str:
   """One clause on how far the issue-10 runs have got, for the headline's note."""
   done = len([r for r in ident["runs"] if r["complete"]]) if ident else 0
   parts = [f"{done} of its 24 planned runs have finished (the rows list the seeds)"]
-  parts.append("the equal-tuning sweep (2d) " + (
-      f"has {len(equal['sweep'])} (method, lambda) rows" if equal and equal.get("sweep")
-      else "is implemented but not run yet"))
-  parts.append("RMDA + L1 against RigL at 20 epochs (3b) " + (
-      f"has {len(rigl['runs'])} runs" if rigl and rigl.get("runs")
-      else "is implemented but not run yet"))
+  if equal and equal.get("sweep"):
+    s = equal["settings"]
+    n = sum(len(r["seeds"]) for r in equal["sweep"])
+    parts.append(f"the equal-tuning sweep (2d) has {n} of its "
+                 f"{len(s['lams']) * 4 * len(s['seeds'])} runs")
+  else:
+    parts.append("the equal-tuning sweep (2d) has not run yet")
+  if rigl and rigl.get("runs"):
+    s = rigl["settings"]
+    parts.append(f"RMDA + L1 against RigL at {s['epochs']} epochs (3b) has {len(rigl['runs'])} "
+                 f"of its {len(s['targets']) * 2 * len(s['seeds'])} runs")
+  else:
+    parts.append("RMDA + L1 against RigL at 20 epochs (3b) has not run yet")
   return "; ".join(parts)
+
+
+def claims(ident, equal, rigl) -> str:
+  """The issue-10 claims as the results stand, one sentence each, for the headline's note."""
+  out = []
+  if ident and ident.get("table"):
+    last = ident["claim_last_epochs"]
+    rm = [c for t in ident["table"] if t["method"] == "rmda" for c in t["changes_last_epochs"]]
+    base = [c for t in ident["table"] if t["method"] != "rmda" for c in t["changes_last_epochs"]]
+    out.append(
+        f"Identification (1b, {ident['settings']['epochs']} epochs): RMDA's support did not "
+        f"change over the last {last} epochs in {sum(c == 0 for c in rm)} of its {len(rm)} runs "
+        f"(changes per run: {', '.join(map(str, rm))}); every one of the {len(base)} baseline "
+        f"runs changed ({min(base)} to {max(base)} groups), so the claim as stated (0 in every "
+        "RMDA seed) does not hold at this budget, while the contrast with the baselines does."
+        if rm and base else "")
+    for config in sorted({t["config"] for t in ident["table"]}):
+      rows = {t["method"]: t for t in ident["table"] if t["config"] == config}
+      if "rmda" not in rows or len(rows) < 2:
+        continue
+      r, others = rows["rmda"], [t for m, t in rows.items() if m != "rmda"]
+      acc = lambda t: 100 * t["test_accuracy"]["mean"]
+      wgs = lambda t: 100 * t["weighted_group_sparsity"]["mean"]
+      best = max(others, key=acc)
+      out.append(f"In `{config}` RMDA ends at {acc(r):.2f}% test accuracy against "
+                 f"{min(map(acc, others)):.2f}-{acc(best):.2f}% for the baselines "
+                 f"({'below' if acc(r) < acc(best) else 'at or above'} the best, "
+                 f"{LABELS[best['method']]}, by {abs(acc(r) - acc(best)):.2f} points), with "
+                 f"{wgs(r):.1f}% weighted group sparsity against at most "
+                 f"{max(map(wgs, others)):.1f}%.")
+  if equal and equal.get("sweep"):
+    out.append("Equal tuning (2d): " + equal_reading(equal).split(" At lam")[0])
+  if rigl and rigl.get("table"):
+    out.append("RigL at 20 epochs (3b): " + rigl_reading(rigl))
+  return " ".join(x for x in out if x)
+

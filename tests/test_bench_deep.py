@@ -337,3 +337,34 @@ def test_rigl_reading_separates_ties_from_gaps():
   assert "+0.13 points" in text and "RMDA + L1 ahead by more than" in text
   assert "-1.00 points from RigL's" in text
   assert "chosen lr 0.3 is at the edge" in text and "chosen lr 0.03" not in text
+
+
+def _sweep_row(method, lam, acc, wgs):
+  return {"method": method, "lam": lam, "seeds": [0], "test_accuracy": {"mean": acc, "std": 0.0},
+          "weighted_group_sparsity": {"mean": wgs, "std": 0.0}}
+
+
+def test_pareto_front_keeps_the_undominated_rows():
+  rows = [_sweep_row("rmda", 1e-3, 0.98, 0.6), _sweep_row("prox_sgd", 1e-3, 0.985, 0.4),
+          _sweep_row("prox_adam", 1e-3, 0.97, 0.5),   # beaten by rmda on both
+          _sweep_row("prox_ssi", 1e-3, 0.985, 0.3)]   # beaten by prox_sgd on sparsity
+  assert render_deep.pareto(rows) == {0, 1}
+  d = {"sweep": rows, "settings": {"tune_lam": 1e-3, "lams": [1e-3], "epochs": 20}}
+  text = render_deep.equal_reading(d)
+  assert text.startswith("Points on the Pareto front: RMDA 1, ProxSGD 1, ProxGen 0, ProxSSI 0")
+  assert "most accurate ProxSGD (98.50%), sparsest RMDA (60.0%)" in text
+  head = render_deep.equal_headline(d)
+  assert [h[1] for h in head] == ["rmda", "prox_sgd", "prox_adam", "prox_ssi"]
+  assert head[0][2] == "98.00%; 60.0%; 1 of 1" and head[2][2].endswith("0 of 1")
+
+
+def test_claims_count_frozen_rmda_runs_and_changing_baselines():
+  def row(method, changes, acc, wgs):
+    return {"config": "crop", "method": method, "changes_last_epochs": changes,
+            "test_accuracy": {"mean": acc}, "weighted_group_sparsity": {"mean": wgs}}
+  ident = {"claim_last_epochs": 10, "settings": {"epochs": 60},
+           "table": [row("rmda", [0, 3], 0.987, 0.6), row("prox_sgd", [40, 90], 0.988, 0.5)]}
+  text = render_deep.claims(ident, None, None)
+  assert "in 1 of its 2 runs (changes per run: 0, 3)" in text
+  assert "every one of the 2 baseline runs changed (40 to 90 groups)" in text
+  assert "below the best, ProxSGD, by 0.10 points" in text
