@@ -217,10 +217,11 @@ def main(argv=None) -> int:
     if missing:
       print(f"tuning of {missing} is unfinished: run --stage tune first", file=sys.stderr)
       return 2
-    # Sweep seed by seed, so every method's curve grows alike.
+    # Sweep seed by seed, so every method's curve grows alike; lambda varies
+    # fastest, so that shards (--shard k/2) get every method alike.
     trainers = {}
-    sweep_runs = [(seed, lam, method, c) for seed in args.seeds for lam in args.lams
-                  for method, c in best.items()]
+    sweep_runs = [(seed, lam, method, c) for seed in args.seeds for method, c in best.items()
+                  for lam in args.lams]
     for i, (seed, lam, method, c) in enumerate(sweep_runs):
       part = parts_dir / "sweep" / f"{method}_lam{lam:g}_seed{seed}.json"
       if not deep.owns(i, args.shard) or deep.load_part(part) is not None:

@@ -215,7 +215,9 @@ def rigl_converged(d):
            f"calibrated at each lr to reach the target within {s['tol']} (RigL reaches it by "
            f"construction), so tuning took {tr.get('rmda_l1', '?')} RMDA runs against "
            f"{tr.get('rigl', '?')} RigL runs. The other target reuses the chosen lrs (RMDA's lam "
-           f"calibrated again). {_ran_on(d)}", ""]
+           f"calibrated again). {_ran_on(d)} The stages can run as shards of one "
+           "command each (`--stage tune|final --shard K/N`; `benchmarks/run_deep_sharded.sh` "
+           "runs parts 2 and 3 that way).", ""]
   lines += [_table(["method", "target", "lr", "lam", "seeds", "test acc %", "kernel sparsity %"],
                    [[LABELS[r["method"]], f"{r['target']:g}", f"{r['lr']:g}",
                      f"{r['lam']:.3g}" if r.get("lam") else "",
