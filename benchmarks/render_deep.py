@@ -110,7 +110,8 @@ def equal_tuning(d):
   s = d["settings"]
   lines = [title, "", f"`{cmd}`: LeNet5 (small), {s['data']}, {s['epochs']} epochs, batch "
            f"{s['batch_size']}, every lr x{s['gamma']:g} at epochs {s['milestones_epochs']}, "
-           f"{s['augmentation']}, {s['regularizer']}. {s['selection']} (lam {s['tune_lam']:g}). "
+           f"{s['augmentation']}, {s['regularizer']}. Selection: {s['selection']} "
+           f"(lam {s['tune_lam']:g}). "
            f"Merged on: {_machine(d.get('machine'))}; where each run ran is in the tables "
            "(float32 throughout; on the GPU with matmul precision 'highest').", "",
            "Tuning grid (validation accuracy after the last epoch, seed 0):", ""]
