@@ -95,7 +95,7 @@ def identification_deep(d, longer=None):
           f"{' '.join(map(str, t['seeds']))} --epochs {ls['epochs']} --name "
           "identification_deep_rmda90`). Changes per epoch after epoch "
           f"{s['epochs']}: {run['support_changes'][s['epochs']:]}.", ""]
-  lines += ["Verdict so far:", ""] + verdicts + ["",
+  lines += ["Verdict:" if d.get("complete") else "Verdict so far:", ""] + verdicts + ["",
             "![identification in a deep net](results/identification_deep.png)", ""]
   return "\n".join(lines), headline
 
