@@ -75,8 +75,7 @@ def _run(kind, lr, target_or_lam, seed, args, split, part, total_steps, spe,
                             reported=reported)
   acc_key = f"{split.eval_name}_accuracy"
   rec = {"kind": kind, "lr": lr, "seed": seed, "device": deep.device_name(), "complete": False,
-         acc_key: [],
-         "kernel_sparsity": [], "train_loss": [], "wall_s": []}
+         acc_key: [], "kernel_sparsity": [], "train_loss": [], "wall_s": []}
   rec["lam" if kind == "rmda_l1" else "target"] = target_or_lam
 
   def on_epoch(r: deep.EpochRecord):
@@ -185,7 +184,8 @@ def main(argv=None) -> int:
   def rigl_tune(lr, load_only=False):
     part = parts_dir / "tune" / f"rigl_lr{lr:g}_t{t0:g}.json"
     r = _run("rigl", lr, t0, 0, args, val, part, total, spe, load_only)
-    return r, [{"method": "rigl", "lr": lr, "target": t0, "kernel_sparsity": r["kernel_sparsity"][-1],
+    return r, [{"method": "rigl", "lr": lr, "target": t0,
+                "kernel_sparsity": r["kernel_sparsity"][-1],
                 "validation_accuracy": r["validation_accuracy"][-1]}]
 
   def final(kind, lr, arg, t, seed, load_only=False):
@@ -196,16 +196,17 @@ def main(argv=None) -> int:
             "kernel_sparsity": r["kernel_sparsity"][-1], "device": r.get("device"),
             "test_accuracy_per_epoch": r["test_accuracy"]}
 
-  def choice(load_only):
-    """The chosen learning rates and each target's lam (``Unfinished`` if tuning is not done)."""
+  def choice():
+    """The chosen learning rates and each target's lam, from the tuning runs on disk
+    (``Unfinished`` if one is missing)."""
     scores, tuning, chains = {}, [], {}
     for lr in args.lrs_rmda:
-      lam, r, tu = calibrate(lr, t0, load_only=load_only)
+      lam, r, tu = calibrate(lr, t0, load_only=True)
       scores[lr], chains[lr] = (r["validation_accuracy"][-1], lam), tu
       tuning += tu
     rigl_scores = {}
     for lr in args.lrs_rigl:
-      r, tu = rigl_tune(lr, load_only)
+      r, tu = rigl_tune(lr, load_only=True)
       rigl_scores[lr] = r["validation_accuracy"][-1]
       tuning += tu
     lr_rmda = max(args.lrs_rmda, key=lambda lr: scores[lr][0])
@@ -217,7 +218,7 @@ def main(argv=None) -> int:
     """``rigl_converged.json`` from every finished per-run file (partial while shards run)."""
     result["tuning"], result["runs"] = [], []
     try:
-      lr_rmda, lr_rigl, lam0, start, tuning = choice(load_only=True)
+      lr_rmda, lr_rigl, lam0, start, tuning = choice()
     except Unfinished:
       common.write_json(json_path, result)
       return
@@ -260,7 +261,7 @@ def main(argv=None) -> int:
         collect()
   if args.stage in ("final", "all"):
     try:
-      lr_rmda, lr_rigl, lam0, start, _ = choice(load_only=True)
+      lr_rmda, lr_rigl, lam0, start, _ = choice()
     except Unfinished as e:
       print(f"tuning is unfinished ({e}): run --stage tune first", file=sys.stderr)
       return 2
