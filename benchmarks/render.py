@@ -691,9 +691,11 @@ def main(argv=None):
   cost_md, cost_h = cost(_load("cost.json"))
   train_md, train_h = train_step(_load("train_step.json"), _load("train_step_ynn.json"),
                                  _load("train_step_ynn_none.json"))
+  ident_deep, equal, rigl_conv = (_load(f"{n}.json") for n in
+                                  ("identification_deep", "equal_tuning", "rigl_converged"))
   deep_md, deep_h = render_deep.identification_deep(
-      _load("identification_deep.json"), _load("identification_deep_rmda90.json"))
-  equal_md = render_deep.equal_tuning(_load("equal_tuning.json"))
+      ident_deep, _load("identification_deep_rmda90.json"))
+  equal_md = render_deep.equal_tuning(equal)
   denormal_md, denormal_h = render_deep.torch_denormal(_load("torch_denormal.json"))
   parts = [
       "# Benchmarks",
@@ -747,7 +749,7 @@ def main(argv=None):
       equal_md,
       generic("3. Unstructured sparsity against RigL", _load("rigl.json"),
               "python -m benchmarks.bench_rigl", "rigl"),
-      render_deep.rigl_converged(_load("rigl_converged.json")),
+      render_deep.rigl_converged(rigl_conv),
       cost_md,
       train_md,
       ynn_cost({k: _load(f"cost_ynn_{k}.json") for k in ("all", "reduce", "none")}),
@@ -767,13 +769,10 @@ def main(argv=None):
     text = f.read()
   block = ("<!-- headline:start -->\n" + headline_table(
       ident_h, cost_h, train_h, _load("sparsity_accuracy_lenet5_full6ep.json"),
-      deep_h + render_deep.equal_headline(_load("equal_tuning.json"))
-      + render_deep.rigl_headline(_load("rigl_converged.json")) + denormal_h,
-      claims=render_deep.claims(_load("identification_deep.json"), _load("equal_tuning.json"),
-                                _load("rigl_converged.json")),
-      deep_status=render_deep.status(_load("identification_deep.json"),
-                                              _load("equal_tuning.json"),
-                                              _load("rigl_converged.json")))
+      deep_h + render_deep.equal_headline(equal) + render_deep.rigl_headline(rigl_conv)
+      + denormal_h,
+      claims=render_deep.claims(ident_deep, equal, rigl_conv),
+      deep_status=render_deep.status(ident_deep, equal, rigl_conv))
            + "\n<!-- headline:end -->")
   if "<!-- headline:start -->" in text:
     text = re.sub(r"<!-- headline:start -->.*?<!-- headline:end -->", lambda _: block,

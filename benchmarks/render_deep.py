@@ -112,8 +112,11 @@ def equal_tuning(d):
            f"{s['batch_size']}, every lr x{s['gamma']:g} at epochs {s['milestones_epochs']}, "
            f"{s['augmentation']}, {s['regularizer']}. Selection: {s['selection']} "
            f"(lam {s['tune_lam']:g}). "
-           f"Merged on: {_machine(d.get('machine'))}; where each run ran is in the tables "
-           "(float32 throughout; on the GPU with matmul precision 'highest').", "",
+           f"Merged on: {_machine(d.get('machine'))}; where each run ran is in the tables"
+           + (" (on the GPU, float32 matmuls at precision 'highest')"
+              if any("(gpu)" in (t.get("device") or "") for t in d["tuning"])
+              or any("(gpu)" in x for r in d["sweep"] for x in r.get("devices", [])) else "")
+           + ".", "",
            "Tuning grid (validation accuracy after the last epoch, seed 0):", ""]
   rows = [[LABELS[t["method"]], ", ".join(f"{k}={v:g}" for k, v in t["config"].items()),
            "-" if t["validation_accuracy"] is None else f"{100 * t['validation_accuracy']:.2f}",
@@ -149,11 +152,16 @@ def pareto(rows) -> set:
           if not any(a2 >= a and w2 >= w and (a2, w2) != (a, w) for a2, w2 in pts)}
 
 
+def _pareto_counts(rows) -> dict:
+  """method -> how many of its rows are on the Pareto front (methods with rows only)."""
+  front = pareto(rows)
+  return {m: sum(1 for i in front if rows[i]["method"] == m) for m in LABELS
+          if any(r["method"] == m for r in rows)}
+
+
 def equal_reading(d) -> str:
   """How many Pareto points each method has, and who is most accurate at each lambda."""
-  rows, front = d["sweep"], pareto(d["sweep"])
-  count = {m: sum(1 for i in front if rows[i]["method"] == m) for m in LABELS
-           if any(r["method"] == m for r in rows)}
+  rows, count = d["sweep"], _pareto_counts(d["sweep"])
   out = ["Points on the Pareto front: " + ", ".join(f"{LABELS[m]} {n}" for m, n in count.items())
          + f" (of {len(rows)} rows)."]
   for lam in sorted({r["lam"] for r in rows}):
@@ -170,13 +178,13 @@ def equal_headline(d) -> list:
   """Headline rows: each method's point at the tuning lambda, and its Pareto count."""
   if not d or not d.get("sweep"):
     return []
-  s, rows, front = d["settings"], d["sweep"], pareto(d["sweep"])
+  s, rows, count = d["settings"], d["sweep"], _pareto_counts(d["sweep"])
   out, first = [], True
   for m in LABELS:
     r = next((r for r in rows if r["method"] == m and r["lam"] == s["tune_lam"]), None)
     if r is None:
       continue
-    n = sum(1 for i in front if rows[i]["method"] == m)
+    n = count[m]
     measure = (f"equal tuning (same grid size, chosen on validation), LeNet5 / MNIST crop, "
                f"{s['epochs']} epochs, group LASSO {s['tune_lam']:g}: test accuracy; weighted "
                f"group sparsity (mean of the seeds); Pareto points over lambdas {s['lams']}"
