@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_open"]
+__all__ = ["atomic_open", "write_json"]
 
 
 @contextlib.contextmanager
@@ -39,3 +40,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb"):
   finally:
     if os.path.exists(tmp):
       os.unlink(tmp)
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+  """Writes ``obj`` as indented JSON to ``path``, atomically (:func:`atomic_open`)."""
+  with atomic_open(path, "w") as f:
+    f.write(json.dumps(obj, indent=2) + "\n")

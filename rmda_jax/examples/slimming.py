@@ -8,9 +8,12 @@ writes the slim model to ``OUTPUT_DIR/slim`` (``rmda_jax.slim.save``; read it
 back with ``rmda_jax.slim.load``) and adds the report to ``summary.json``
 under ``"slim"``.
 
-The example batch that slim traces, checks and times is the first evaluation
-batch of the test set (``train.EVAL_BATCH`` images, or all if fewer),
-normalised as the evaluation step does.
+The example batch that slim traces, checks and times is the first
+``example_size`` images of the test set (``rmda-train`` passes its evaluation
+batch, ``train.EVAL_BATCH``), normalised as the evaluation step does.
+
+This module does not import ``train``: what it needs of the run (the trainer,
+its state, the example batch's size) is passed in.
 
 A slim failure (:class:`rmda_jax.slim.SlimError`: an operation slim cannot
 follow, or a slim model whose outputs differ) or an unwritable slim directory
@@ -31,6 +34,8 @@ import numpy as np
 from flax import nnx
 
 from rmda_jax import slim as slim_lib
+from rmda_jax.examples import data as data_lib
+from rmda_jax.examples._files import write_json
 
 __all__ = ["SlimFailed", "slim_run", "trained_model", "example_batch", "layer_channels",
            "CONSTRUCTOR"]
@@ -63,11 +68,9 @@ def trained_model(trainer, state) -> nnx.Module:
 
 
 def example_batch(ds, size: int | None = None) -> jax.Array:
-  """The first ``size`` test images (default ``train.EVAL_BATCH``), normalised as in evaluation."""
-  from rmda_jax.examples import train as train_lib  # train imports this module
-
-  size = train_lib.EVAL_BATCH if size is None else size
-  return train_lib._preprocess(jnp.asarray(ds.x_test[:size]), (ds.scale, ds.mean, ds.std))
+  """The first ``size`` test images (None: all), normalised as in evaluation (``data.normalize``)."""
+  x = ds.x_test if size is None else ds.x_test[:size]
+  return data_lib.normalize(jnp.asarray(x), (ds.scale, ds.mean, ds.std))
 
 
 def layer_channels(model: nnx.Module) -> dict[str, int]:
@@ -87,7 +90,8 @@ def _channels_line(before: dict[str, int], after: dict[str, int]) -> str:
 
 
 def slim_run(cfg, ds, trainer, state, out: Path, summary: dict, *,
-             log: Callable[[str], Any] = print, timing_runs: int = 10) -> dict:
+             example_size: int | None = None, log: Callable[[str], Any] = print,
+             timing_runs: int = 10) -> dict:
   """Slims the trained model, writes it to ``out/slim`` and its report into ``summary.json``.
 
   Args:
@@ -96,6 +100,8 @@ def slim_run(cfg, ds, trainer, state, out: Path, summary: dict, *,
     trainer: the run's ``train.Trainer``.
     state: the final ``train.TrainState``.
     out: the run's output directory.
+    example_size: test images in the example batch slim traces, checks and
+      times (``rmda-train`` passes its evaluation batch); None: all.
     summary: the run's summary; its ``"slim"`` entry is set and ``out /
       "summary.json"`` rewritten (atomically).
     log: where the report's lines go.
@@ -120,7 +126,7 @@ def slim_run(cfg, ds, trainer, state, out: Path, summary: dict, *,
                      "rmda-train --resume --slim and the run's flags")
   path = out / "slim"
   model = trained_model(trainer, state)
-  x = example_batch(ds)
+  x = example_batch(ds, example_size)
   kwargs = {"name": cfg.model, "num_classes": int(ds.num_classes),
             "input_shape": tuple(int(d) for d in ds.input_shape)}
   log("")
@@ -156,6 +162,4 @@ def slim_run(cfg, ds, trainer, state, out: Path, summary: dict, *,
 
 
 def _write_summary(out: Path, summary: dict) -> None:
-  from rmda_jax.examples import train as train_lib  # train imports this module
-
-  train_lib._write_json(out / "summary.json", summary)
+  write_json(out / "summary.json", summary)

@@ -65,6 +65,7 @@ from rmda_jax.examples import sharding as sharding_lib
 from rmda_jax.examples import slimming
 from rmda_jax.examples import xla_flags
 from rmda_jax.examples._files import atomic_open
+from rmda_jax.examples._files import write_json
 from rmda_jax.examples.checkpoint import Checkpointer
 from rmda_jax.examples.checkpoint import ResumeError
 from rmda_jax.examples.config import Config
@@ -445,11 +446,6 @@ class Trainer:
 # The loop
 
 
-def _write_json(path: Path, obj) -> None:
-  with atomic_open(path, "w") as f:
-    f.write(json.dumps(obj, indent=2) + "\n")
-
-
 def _rows_until(metrics_path: Path, epoch: int) -> list[dict]:
   """The rows of ``metrics.jsonl`` up to ``epoch`` (a line torn by a crash is skipped)."""
   rows = []
@@ -617,7 +613,7 @@ def train(cfg: Config, *, log=print) -> dict:
       "mesh": None if layout is None else layout.describe(),
   }
   if main_process:
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
   if cfg.plot and rows and main_process:
     report.write_plot(rows, out / "training_curves.png")
 
@@ -633,7 +629,8 @@ def train(cfg: Config, *, log=print) -> dict:
   log(f"wrote {metrics_path}, {out / 'summary.json'}"
       + (f", {out / 'training_curves.png'}" if cfg.plot else ""))
   if cfg.slim:  # last: a slim failure (SlimFailed) finds the run written
-    slimming.slim_run(cfg, ds, trainer, state, out, summary, log=log)
+    slimming.slim_run(cfg, ds, trainer, state, out, summary, example_size=EVAL_BATCH,
+                       log=log)
   return summary
 
 
