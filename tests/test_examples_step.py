@@ -59,7 +59,7 @@ def test_regularizer_in_loss_adds_its_gradient_not_its_value():
   parts, x, y, perm = logreg()
   reg = rj.l1(0.01)
   tx = optax.sgd(0.1)
-  step = jax.jit(train.make_train_step(parts.graphdef_train, tx, regularizer_in_loss=reg))
+  step = jax.jit(train.make_train_step(parts.graphdef_train, tx, regularizer_in_loss=reg.value))
   state, loss_sum = step(train.init_train_state(parts, tx), jnp.float32(0), x, y, perm,
                          jnp.int32(0), None)
   xb, yb = x[perm[0]], y[perm[0]]

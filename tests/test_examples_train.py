@@ -1,5 +1,6 @@
 """rmda-train end to end on sklearn digits: files, resume equality, refusals, flag checks."""
 
+import inspect
 import json
 import os
 import subprocess
@@ -108,6 +109,27 @@ def test_resume_reproduces_uninterrupted_run_bitwise(tiny_run, tmp_path):
   rows_part = (part / "metrics.jsonl").read_text().splitlines()
   strip = lambda r: {k: v for k, v in json.loads(r).items() if not k.endswith("time_s")}
   assert [strip(r) for r in rows_full] == [strip(r) for r in rows_part]
+
+
+def test_train_is_made_of_steps_each_usable_alone(tiny_run):
+  # train() is start, resume, run_epoch per epoch and finish; it holds little else.
+  assert len(inspect.getsource(train.train).splitlines()) <= 45
+  _, out = tiny_run
+  metrics = (out / "metrics.jsonl").read_text()
+  run = train.start(config.parse_args(TINY + ["--output-dir", str(out), "--resume"]),
+                    log=lambda *_: None)
+  assert run.steps == 1438 // 32 and run.metrics_path == out / "metrics.jsonl"
+  ckpt = train.Checkpointer(out / "checkpoints")
+  try:
+    state, key, start_epoch, rows = train.resume(run, ckpt)
+  finally:
+    ckpt.close()
+  assert start_epoch == 3
+  assert rows == [json.loads(l) for l in metrics.splitlines()]
+  assert (out / "metrics.jsonl").read_text() == metrics   # rewritten unchanged
+  _, (want_state, want_key) = final_state(out, TINY)
+  chex.assert_trees_all_equal(jax.tree.map(np.asarray, state), want_state)
+  np.testing.assert_array_equal(key, want_key)
 
 
 def test_resume_refuses_other_configuration(tiny_run, capsys):

@@ -68,7 +68,7 @@ def trained_model(trainer, state) -> nnx.Module:
 
 
 def example_batch(ds, size: int | None = None) -> jax.Array:
-  """The first ``size`` test images (None: all), normalised as in evaluation (``data.normalize``)."""
+  """The first ``size`` test images (None: all), normalised as evaluation does."""
   x = ds.x_test if size is None else ds.x_test[:size]
   return data_lib.normalize(jnp.asarray(x), (ds.scale, ds.mean, ds.std))
 

@@ -381,14 +381,15 @@ class Trainer:
     norm_stats = (ds.scale, ds.mean, ds.std)
     # psi is handled by the prox of proximal methods; plain sgd/madgrad see it
     # as a (sub)gradient term of the loss.
-    in_loss = self.reg if cfg.optimizer in ("sgd", "madgrad") else None
+    in_loss = (self.reg.value if cfg.optimizer in ("sgd", "madgrad") and self.reg is not None
+               else None)
     self.train_step = jax.jit(
         make_train_step(self.parts.graphdef_train, self.tx, regularizer_in_loss=in_loss,
                         augment=ds.augment, norm_stats=norm_stats),
         donate_argnums=(0, 1))
     self.eval_step = jax.jit(make_eval_step(self.parts.graphdef_eval, norm_stats))
     reg = self.reg
-    self.psi = jax.jit(lambda p: reg(p)) if reg is not None else (lambda p: 0.0)
+    self.psi = jax.jit(reg.value) if reg is not None else (lambda p: 0.0)
     if cfg.optimizer == "rmda":
       self.reported = jax.jit(lambda s: rj.structured_params(s.opt_state, reg))
     else:
@@ -460,16 +461,32 @@ def _rows_until(metrics_path: Path, epoch: int) -> list[dict]:
   return rows
 
 
-def train(cfg: Config, *, log=print) -> dict:
-  """Runs ``cfg`` and returns the summary (also written to ``summary.json``).
+class Run(NamedTuple):
+  """What the steps of one run (:func:`resume`, :func:`run_epoch`, :func:`finish`) share."""
+  cfg: Config
+  out: Path                 # the output directory
+  log: Callable[..., Any]   # prints nothing outside process 0
+  main_process: bool        # process 0: the one that logs and writes files
+  ds: data_lib.Dataset
+  trainer: Trainer
+  steps: int                # updates per epoch
+  data: tuple               # (x_train, y_train, x_test, y_test): Trainer.place_data
+  aug_key: jax.Array        # augmentation key; epoch e uses fold_in(aug_key, e)
+  meta: dict                # the checkpoints' fingerprint and config
+  t_start: float            # time.perf_counter() at the start
+
+  @property
+  def metrics_path(self) -> Path:
+    return self.out / "metrics.jsonl"
+
+
+def start(cfg: Config, log=print) -> Run:
+  """Makes the output directory, loads the data and builds the :class:`Trainer`.
 
   Raises:
-    data.DatasetError: the dataset is missing, unreadable or refused.
-    ResumeError: the output directory holds checkpoints this run cannot use.
     config.UsageError: the output directory cannot be made, the batch is
-      larger than the training set, or ``--mesh`` does not fit the devices or
-      the batch.
-    slimming.SlimFailed: ``--slim`` failed; everything else was written.
+      larger than the training set, or ``--mesh`` does not fit.
+    data.DatasetError: the dataset is missing, unreadable or refused.
   """
   out = Path(cfg.output_dir)
   try:
@@ -478,126 +495,178 @@ def train(cfg: Config, *, log=print) -> dict:
     raise config_lib.UsageError(f"--output-dir {out}: {e.strerror or e}") from None
   t_start = time.perf_counter()
   layout = sharding_lib.layout_for(cfg)  # None: one device
-  main_process = jax.process_index() == 0  # the one that logs and writes files
+  main_process = jax.process_index() == 0
   if not main_process:
     log = lambda *args, **kwargs: None
-
   ds = prepare_data(cfg)
-  n_train = len(ds.y_train)
-  steps = n_train // cfg.batch_size
+  steps = len(ds.y_train) // cfg.batch_size
   if steps == 0:
     raise config_lib.UsageError(
-        f"--batch-size {cfg.batch_size} exceeds the {n_train} training samples")
+        f"--batch-size {cfg.batch_size} exceeds the {len(ds.y_train)} training samples")
   trainer = Trainer(cfg, ds, steps, layout)
-  state = trainer.init_state()
-  data_key = np.asarray(jax.random.key_data(jax.random.key(cfg.seed)))
-  x_train, y_train, x_test, y_test = trainer.place_data(ds)
-  aug_key = jax.random.key(cfg.seed + 1)
-
   meta = {"fingerprint": cfg.fingerprint(), "config": cfg.fingerprint_fields()}
-  ckpt = Checkpointer(out / "checkpoints")
-  try:
-    start_epoch = 0
-    rows: list[dict] = []
-    metrics_path = out / "metrics.jsonl"
-    last = ckpt.resume_epoch(meta, cfg.resume)
-    if cfg.resume and last is None:
-      log(f"no checkpoint in {ckpt.directory}; starting from scratch")
-    elif last is not None:
-      state, data_key = ckpt.restore(last, state, data_key)
-      start_epoch = last
-      rows = _rows_until(metrics_path, last)
-      log(f"resumed from epoch {last} of {ckpt.directory}")
-      if last >= cfg.epochs:
-        log(f"the checkpoint is already at epoch {last} >= --epochs {cfg.epochs}: nothing to train")
-    if main_process:
-      with atomic_open(metrics_path, "w") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in rows))
+  return Run(cfg, out, log, main_process, ds, trainer, steps, trainer.place_data(ds),
+             jax.random.key(cfg.seed + 1), meta, t_start)
 
-    point = "Z (rmda_jax.structured_params)" if cfg.optimizer == "rmda" else "W (the iterate)"
-    n_params = sum(int(np.size(x)) for x in jax.tree.leaves(state.params))
-    strengths = (f"{cfg.l1_strength} (L1) + {cfg.strength} (groups)"
-                 if cfg.regularizer == "sparse_group_lasso"
-                 else (cfg.strength if trainer.reg else ""))
-    structure = ("kernels as matrices" if cfg.regularizer == "nuclear"
-                 else f"{cfg.groups} groups")
-    log(f"{cfg.model} on {cfg.dataset} ({n_train} train / {len(ds.y_test)} test, "
-        f"{n_params} parameters), {cfg.optimizer} lr {cfg.learning_rate} "
-        f"momentum {cfg.momentum_value}, {cfg.regularizer} {strengths}"
-        f" ({structure}), {steps} steps/epoch; sparsity reported at {point}")
-    if layout is not None:
-      log(f"mesh {sharding_lib.mesh_name(layout)}")
 
-    prev_support = rj.group_support(trainer.gathered(trainer.reported(state)),
-                                    trainer.metric_reg)
-    for epoch in range(start_epoch, cfg.epochs):
-      inputs = trainer.epoch_inputs(
-          x_train, y_train, epoch_permutation(data_key, epoch, n_train, cfg.batch_size))
-      epoch_key = jax.random.fold_in(aug_key, epoch)
-      loss_sum = jnp.zeros((), jnp.float32)
-      bar = (tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                  unit="step", file=sys.stderr) if cfg.progress and main_process else None)
-      t0 = time.perf_counter()
-      for i in range(steps):
-        state, loss_sum = trainer.train_step(state, loss_sum, *inputs, np.int32(i), epoch_key)
-        if bar is not None and i % 50 == 49:  # keep the bar honest: wait for the device
-          loss_sum.block_until_ready()
-          bar.update(50)
-      train_loss = float(loss_sum) / steps
-      train_time = time.perf_counter() - t0
-      if bar is not None:
-        bar.update(steps - bar.n)
-        bar.close()
+def _reported_point(cfg: Config) -> str:
+  return "Z (rmda_jax.structured_params)" if cfg.optimizer == "rmda" else "W (the iterate)"
 
-      t1 = time.perf_counter()
-      rep = trainer.reported(state)
-      test_loss, test_acc = trainer.evaluate(rep, state.batch_stats, x_test, y_test)
-      psi = float(trainer.psi(rep))
-      rep = trainer.gathered(rep)  # the metrics read it whole, on the host
-      support = rj.group_support(rep, trainer.metric_reg)
-      changes = rj.support_changes(prev_support, support)
-      prev_support = support
-      row = {
-          "epoch": epoch + 1,
-          "train_loss": train_loss,
-          "psi": psi,
-          "objective": train_loss + psi,
-          "test_loss": test_loss,
-          "test_accuracy": test_acc,
-          "group_sparsity": float(rj.group_sparsity(rep, trainer.metric_reg)),
-          "weighted_group_sparsity": float(
-              rj.group_sparsity(rep, trainer.metric_reg, weighted=True)),
-          "sparsity": float(rj.sparsity(rep)),
-          **structure_fields(cfg, trainer.metric_reg, rep),
-          "support_changes": int(changes),
-          "epoch_time_s": train_time,
-      }
-      if cfg.optimizer == "rmda":
-        row["test_accuracy_w"] = trainer.evaluate(state.params, state.batch_stats, x_test,
-                                                  y_test)[1]
-      row["eval_time_s"] = time.perf_counter() - t1
-      rows.append(row)
-      if main_process:
-        with open(metrics_path, "a") as f:
-          f.write(json.dumps(row) + "\n")
-          f.flush()
-          os.fsync(f.fileno())
-      ckpt.save(epoch + 1, state, data_key, meta)
-      log(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {train_loss:.4f}  objective "
+
+def _num_params(state: TrainState) -> int:
+  return sum(int(np.size(x)) for x in jax.tree.leaves(state.params))
+
+
+def resume(run: Run, ckpt: Checkpointer) -> tuple[TrainState, np.ndarray, int, list[dict]]:
+  """The state to start from: fresh, or (``--resume``) the last checkpoint's.
+
+  Rewrites ``metrics.jsonl`` with the rows of the epochs before the start.
+
+  Returns:
+    ``(state, data_key, start_epoch, rows)``: ``rows`` the metrics of the
+    epochs already trained (empty when starting from scratch).
+
+  Raises:
+    ResumeError: the directory holds checkpoints this run cannot use.
+  """
+  cfg, log = run.cfg, run.log
+  state = run.trainer.init_state()
+  data_key = np.asarray(jax.random.key_data(jax.random.key(cfg.seed)))
+  start_epoch, rows = 0, []
+  last = ckpt.resume_epoch(run.meta, cfg.resume)
+  if cfg.resume and last is None:
+    log(f"no checkpoint in {ckpt.directory}; starting from scratch")
+  elif last is not None:
+    state, data_key = ckpt.restore(last, state, data_key)
+    start_epoch = last
+    rows = _rows_until(run.metrics_path, last)
+    log(f"resumed from epoch {last} of {ckpt.directory}")
+    if last >= cfg.epochs:
+      log(f"the checkpoint is already at epoch {last} >= --epochs {cfg.epochs}: nothing to train")
+  if run.main_process:
+    with atomic_open(run.metrics_path, "w") as f:
+      f.write("".join(json.dumps(r) + "\n" for r in rows))
+  return state, data_key, start_epoch, rows
+
+
+def _log_header(run: Run, state: TrainState) -> None:
+  cfg, trainer = run.cfg, run.trainer
+  strengths = (f"{cfg.l1_strength} (L1) + {cfg.strength} (groups)"
+               if cfg.regularizer == "sparse_group_lasso"
+               else (cfg.strength if trainer.reg else ""))
+  structure = ("kernels as matrices" if cfg.regularizer == "nuclear"
+               else f"{cfg.groups} groups")
+  run.log(f"{cfg.model} on {cfg.dataset} ({len(run.ds.y_train)} train / "
+          f"{len(run.ds.y_test)} test, {_num_params(state)} parameters), {cfg.optimizer} lr "
+          f"{cfg.learning_rate} momentum {cfg.momentum_value}, {cfg.regularizer} {strengths}"
+          f" ({structure}), {run.steps} steps/epoch; sparsity reported at "
+          f"{_reported_point(cfg)}")
+  if trainer.layout is not None:
+    run.log(f"mesh {sharding_lib.mesh_name(trainer.layout)}")
+
+
+def _train_steps(run: Run, state: TrainState, data_key,
+                 epoch: int) -> tuple[TrainState, float, float]:
+  """The updates of ``epoch``: ``(state, mean minibatch loss, seconds)``."""
+  cfg, trainer, steps = run.cfg, run.trainer, run.steps
+  x_train, y_train = run.data[:2]
+  inputs = trainer.epoch_inputs(
+      x_train, y_train, epoch_permutation(data_key, epoch, len(run.ds.y_train), cfg.batch_size))
+  epoch_key = jax.random.fold_in(run.aug_key, epoch)
+  loss_sum = jnp.zeros((), jnp.float32)
+  bar = (tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+              unit="step", file=sys.stderr) if cfg.progress and run.main_process else None)
+  t0 = time.perf_counter()
+  for i in range(steps):
+    state, loss_sum = trainer.train_step(state, loss_sum, *inputs, np.int32(i), epoch_key)
+    if bar is not None and i % 50 == 49:  # keep the bar honest: wait for the device
+      loss_sum.block_until_ready()
+      bar.update(50)
+  train_loss = float(loss_sum) / steps
+  train_time = time.perf_counter() - t0
+  if bar is not None:
+    bar.update(steps - bar.n)
+    bar.close()
+  return state, train_loss, train_time
+
+
+def run_epoch(run: Run, ckpt: Checkpointer, state: TrainState, data_key, epoch: int,
+              prev_support) -> tuple[TrainState, dict, Any]:
+  """Trains ``epoch`` (0-based), measures it, appends its row and saves its checkpoint.
+
+  Args:
+    run: the run (:func:`start`).
+    ckpt: its checkpointer.
+    state: the state after the previous epoch.
+    data_key: the data-order key.
+    epoch: the epoch to train.
+    prev_support: the group support at the end of the previous epoch.
+
+  Returns:
+    ``(state, row, support)``: the state after the epoch, its ``metrics.jsonl``
+    row and the group support of its reported point.
+  """
+  cfg, trainer = run.cfg, run.trainer
+  x_test, y_test = run.data[2:]
+  state, train_loss, train_time = _train_steps(run, state, data_key, epoch)
+
+  t1 = time.perf_counter()
+  rep = trainer.reported(state)
+  test_loss, test_acc = trainer.evaluate(rep, state.batch_stats, x_test, y_test)
+  psi = float(trainer.psi(rep))
+  rep = trainer.gathered(rep)  # the metrics read it whole, on the host
+  support = rj.group_support(rep, trainer.metric_reg)
+  changes = rj.support_changes(prev_support, support)
+  row = {
+      "epoch": epoch + 1,
+      "train_loss": train_loss,
+      "psi": psi,
+      "objective": train_loss + psi,
+      "test_loss": test_loss,
+      "test_accuracy": test_acc,
+      "group_sparsity": float(rj.group_sparsity(rep, trainer.metric_reg)),
+      "weighted_group_sparsity": float(
+          rj.group_sparsity(rep, trainer.metric_reg, weighted=True)),
+      "sparsity": float(rj.sparsity(rep)),
+      **structure_fields(cfg, trainer.metric_reg, rep),
+      "support_changes": int(changes),
+      "epoch_time_s": train_time,
+  }
+  if cfg.optimizer == "rmda":
+    row["test_accuracy_w"] = trainer.evaluate(state.params, state.batch_stats, x_test,
+                                              y_test)[1]
+  row["eval_time_s"] = time.perf_counter() - t1
+  if run.main_process:
+    with open(run.metrics_path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+  ckpt.save(epoch + 1, state, data_key, run.meta)
+  run.log(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {train_loss:.4f}  objective "
           f"{row['objective']:.4f}  test acc {report.fmt_pct(test_acc)}  "
           f"{structure_words(cfg, row)}  changes {changes:4d}  "
-          f"[{train_time:.1f}s train, {steps * cfg.batch_size / train_time:.0f} samples/s]")
-  finally:
-    ckpt.close()  # also when a resume check fails
+          f"[{train_time:.1f}s train, {run.steps * cfg.batch_size / train_time:.0f} samples/s]")
+  return state, row, support
 
+
+def finish(run: Run, state: TrainState, rows: list[dict]) -> dict:
+  """Writes ``summary.json`` (and ``--plot``'s curves), prints the final table, slims (``--slim``).
+
+  Returns:
+    The summary.
+
+  Raises:
+    slimming.SlimFailed: ``--slim`` failed; everything else was written.
+  """
+  cfg, trainer, out, log = run.cfg, run.trainer, run.out, run.log
   support = rj.group_support(trainer.gathered(trainer.reported(state)), trainer.metric_reg)
   last_row = rows[-1] if rows else {}
   summary = {
       "config": dataclasses.asdict(cfg),
       "fingerprint": cfg.fingerprint(),
-      "reported_point": point,
+      "reported_point": _reported_point(cfg),
       "epochs": cfg.epochs,
-      "num_params": n_params,
+      "num_params": _num_params(state),
       "test_accuracy": last_row.get("test_accuracy"),
       "test_accuracy_w": last_row.get("test_accuracy_w"),
       "objective": last_row.get("objective"),
@@ -608,13 +677,13 @@ def train(cfg: Config, *, log=print) -> dict:
       **{k: last_row.get(k) for k in ("rank", "full_rank", "regularized_sparsity")
          if k in last_row},
       "groups_kept": report.layer_groups(support),
-      "wall_time_s": time.perf_counter() - t_start,
+      "wall_time_s": time.perf_counter() - run.t_start,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
-      "mesh": None if layout is None else layout.describe(),
+      "mesh": None if trainer.layout is None else trainer.layout.describe(),
   }
-  if main_process:
+  if run.main_process:
     write_json(out / "summary.json", summary)
-  if cfg.plot and rows and main_process:
+  if cfg.plot and rows and run.main_process:
     report.write_plot(rows, out / "training_curves.png")
 
   log("")
@@ -626,12 +695,42 @@ def train(cfg: Config, *, log=print) -> dict:
   if summary.get("regularized_sparsity") is not None:
     log(f"sparsity of the regularized kernels: "
         f"{report.fmt_pct(summary['regularized_sparsity'])}")
-  log(f"wrote {metrics_path}, {out / 'summary.json'}"
+  log(f"wrote {run.metrics_path}, {out / 'summary.json'}"
       + (f", {out / 'training_curves.png'}" if cfg.plot else ""))
   if cfg.slim:  # last: a slim failure (SlimFailed) finds the run written
-    slimming.slim_run(cfg, ds, trainer, state, out, summary, example_size=EVAL_BATCH,
-                       log=log)
+    slimming.slim_run(cfg, run.ds, trainer, state, out, summary, example_size=EVAL_BATCH,
+                      log=log)
   return summary
+
+
+def train(cfg: Config, *, log=print) -> dict:
+  """Runs ``cfg`` and returns the summary (also written to ``summary.json``).
+
+  The steps: :func:`start` (output directory, data, :class:`Trainer`),
+  :func:`resume` (the state to start from), :func:`run_epoch` per epoch,
+  :func:`finish` (summary, final table, ``--slim``).
+
+  Raises:
+    data.DatasetError: the dataset is missing, unreadable or refused.
+    ResumeError: the output directory holds checkpoints this run cannot use.
+    config.UsageError: the output directory cannot be made, the batch is
+      larger than the training set, or ``--mesh`` does not fit the devices or
+      the batch.
+    slimming.SlimFailed: ``--slim`` failed; everything else was written.
+  """
+  run = start(cfg, log)
+  ckpt = Checkpointer(run.out / "checkpoints")
+  try:
+    state, data_key, start_epoch, rows = resume(run, ckpt)
+    _log_header(run, state)
+    support = rj.group_support(run.trainer.gathered(run.trainer.reported(state)),
+                               run.trainer.metric_reg)
+    for epoch in range(start_epoch, cfg.epochs):
+      state, row, support = run_epoch(run, ckpt, state, data_key, epoch, support)
+      rows.append(row)
+  finally:
+    ckpt.close()  # also when a resume check fails
+  return finish(run, state, rows)
 
 
 def main(argv=None) -> int:
