@@ -1,6 +1,9 @@
 """Command-line configuration of ``rmda-train``: the flags, their checks, defaults.
 
-Bad values are refused by argparse itself (exit status 2, one line on stderr).
+Bad values are refused by :class:`Config` itself (:class:`ConfigError` naming
+the field), whether it is built in Python or by :func:`parse_args`, which
+reports them as usage errors naming the flag (exit status 2, one line on
+stderr).
 The defaults are a short run that finishes in minutes on a laptop CPU:
 LeNet5 (small) on MNIST, group LASSO (lambda 5e-4) on input units, RMDA with
 the authors' stage-wise schedule: lr 0.3 and c 0.1 for epochs 1-3, then
@@ -66,6 +69,9 @@ class Config:
   num_processes: int | None = None
   process_id: int | None = None
 
+  def __post_init__(self):
+    validate(self)
+
   @property
   def learning_rate(self) -> float:
     return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
@@ -93,7 +99,132 @@ class Config:
 
 
 # --------------------------------------------------------------------------
-# argparse value checks: each raises ArgumentTypeError -> one-line usage error.
+# Value checks, one place: Config.__post_init__ runs them on every Config (built
+# in Python or by parse_args); the flags' argparse types use the same rules.
+
+
+class ConfigError(UsageError):
+  """A :class:`Config` field holds a value the run cannot take.
+
+  Attributes:
+    field: the field's name (``"momentum"``); its flag is ``flag_of(field)``.
+    reason: what is wrong, without the field's name.
+  """
+
+  def __init__(self, field: str, reason: str):
+    super().__init__(f"Config.{field}: {reason}")
+    self.field = field
+    self.reason = reason
+
+
+def flag_of(field: str) -> str:
+  """The command-line flag that sets ``field`` (``batch_size`` -> ``--batch-size``)."""
+  return "--no-progress" if field == "progress" else "--" + field.replace("_", "-")
+
+
+# field: (number type, test, requirement); None is also allowed for _OPTIONAL ones.
+_RANGES = {
+    "strength": (float, lambda v: v >= 0, "must be >= 0"),
+    "l1_strength": (float, lambda v: v >= 0, "must be >= 0"),
+    "lr": (float, lambda v: v > 0, "must be > 0"),
+    "momentum": (float, lambda v: 0 <= v <= 1, "must lie in [0, 1]"),
+    "epochs": (int, lambda v: v > 0, "must be a positive integer"),
+    "gamma": (float, lambda v: v > 0, "must be > 0"),
+    "batch_size": (int, lambda v: v > 0, "must be a positive integer"),
+    "seed": (int, lambda v: v >= 0, "must be an integer >= 0"),
+    "weight_decay": (float, lambda v: v >= 0, "must be >= 0"),
+    "num_processes": (int, lambda v: v > 0, "must be a positive integer"),
+    "process_id": (int, lambda v: v >= 0, "must be an integer >= 0"),
+}
+_OPTIONAL = ("l1_strength", "lr", "momentum", "num_processes", "process_id")
+_CHOICES = {"model": lambda: sorted(MODELS), "dataset": lambda: list(DATASETS),
+            "optimizer": lambda: list(OPTIMIZERS), "regularizer": lambda: list(REGULARIZERS)}
+_SWITCHES = ("plot", "slim", "resume", "progress", "ynn_fusions", "offline")
+_PATHS = ("data_dir", "output_dir", "mesh", "coordinator")  # str (or None but output_dir)
+
+
+def _range_error(field: str, v) -> str | None:
+  """Why ``v`` cannot be ``field``'s value (a number of its kind, in range), or None."""
+  kind, ok, requirement = _RANGES[field]
+  if isinstance(v, bool) or not isinstance(v, (int, float) if kind is float else int):
+    return f"must be {'a number' if kind is float else 'an integer'}, got {v!r}"
+  if isinstance(v, float) and not math.isfinite(v):
+    return f"must be finite, got {v!r}"
+  return None if ok(v) else f"{requirement}, got {v}"
+
+
+def _check_milestones(ms) -> tuple[int, ...]:
+  if not isinstance(ms, (tuple, list)) or any(
+      isinstance(m, bool) or not isinstance(m, int) for m in ms):
+    raise ConfigError("milestones", f"must be a tuple of epochs (ints), got {ms!r}")
+  if any(m <= 0 for m in ms) or list(ms) != sorted(set(ms)):
+    raise ConfigError("milestones", f"must be increasing positive epochs, got {list(ms)}")
+  return tuple(ms)
+
+
+def _check_groups(groups) -> str:
+  if groups in ("input", "output"):
+    return groups
+  if isinstance(groups, int) and not isinstance(groups, bool):
+    return str(groups)
+  if isinstance(groups, str):
+    try:
+      return str(int(groups))
+    except ValueError:
+      pass
+  raise ConfigError("groups", f"must be 'input', 'output' or a kernel axis, got {groups!r}")
+
+
+def validate(cfg: Config) -> None:
+  """Raises :class:`ConfigError` naming the first field of ``cfg`` the run cannot take.
+
+  Normalises in place (the dataclass is frozen; this runs in ``__post_init__``):
+  ``milestones`` becomes a tuple, ``groups`` an axis as a string.
+  """
+  for field, choices in _CHOICES.items():
+    if getattr(cfg, field) not in choices():
+      raise ConfigError(field, f"must be one of {', '.join(choices())}; "
+                               f"got {getattr(cfg, field)!r}")
+  for field in _RANGES:
+    v = getattr(cfg, field)
+    if v is None and field in _OPTIONAL:
+      continue
+    why = _range_error(field, v)
+    if why:
+      raise ConfigError(field, why)
+  for field in _SWITCHES:
+    if not isinstance(getattr(cfg, field), bool):
+      raise ConfigError(field, f"must be True or False, got {getattr(cfg, field)!r}")
+  for field in _PATHS:
+    v = getattr(cfg, field)
+    if not (isinstance(v, str) or (v is None and field != "output_dir")):
+      raise ConfigError(field, f"must be a string, got {v!r}")
+  object.__setattr__(cfg, "milestones", _check_milestones(cfg.milestones))
+  object.__setattr__(cfg, "groups", _check_groups(cfg.groups))
+
+  m = cfg.momentum
+  if m is not None:
+    if cfg.optimizer in ("prox_adam", "prox_ssi"):  # Adam-type: no such knob
+      raise ConfigError("momentum", f"{cfg.optimizer} takes no momentum")
+    if cfg.optimizer == "rmda" and not 0 < m <= 1:
+      raise ConfigError("momentum", f"rmda needs c in (0, 1], got {m}")
+    if cfg.optimizer != "rmda" and not 0 <= m < 1:
+      raise ConfigError("momentum", f"{cfg.optimizer} needs momentum in [0, 1), got {m}")
+  if cfg.regularizer != "none" and cfg.strength == 0:
+    raise ConfigError("strength", "must be > 0 (use --regularizer none for no regularizer)")
+  if cfg.regularizer == "sparse_group_lasso":
+    if not cfg.l1_strength:
+      raise ConfigError("l1_strength", "sparse_group_lasso needs --l1-strength > 0 (the "
+                                       "lambda of its L1 term; --strength is that of its "
+                                       "group term)")
+  elif cfg.l1_strength is not None:
+    raise ConfigError("l1_strength", "only for --regularizer sparse_group_lasso")
+  if cfg.regularizer == "nuclear" and cfg.optimizer == "prox_ssi":
+    raise ConfigError("optimizer", "prox_ssi's Newton solver is per group and has nothing "
+                                   "for the nuclear norm; use prox_adam (ProxGen)")
+
+
+# argparse types: each raises ArgumentTypeError -> one-line usage error.
 
 
 def _number(kind, text, what):
@@ -106,21 +237,18 @@ def _number(kind, text, what):
   return v
 
 
-def _checked(kind, ok, requirement):
-  """An argparse type: ``kind(text)`` (finite) for which ``ok`` holds."""
+def _flag_type(field):
+  """The argparse type of ``field``'s flag: the number, checked as :func:`validate` does."""
+  kind = _RANGES[field][0]
+
   def parse(text):
     v = _number(kind, text, "value")
-    if not ok(v):
-      raise argparse.ArgumentTypeError(f"{requirement}, got {text}")
+    why = _range_error(field, v)
+    if why:
+      raise argparse.ArgumentTypeError(why)
     return v
+  parse.__name__ = field  # argparse names the type in "invalid <name> value"
   return parse
-
-
-positive_float = _checked(float, lambda v: v > 0, "must be > 0")
-nonneg_float = _checked(float, lambda v: v >= 0, "must be >= 0")
-positive_int = _checked(int, lambda v: v > 0, "must be a positive integer")
-nonneg_int = _checked(int, lambda v: v >= 0, "must be an integer >= 0")
-unit_interval = _checked(float, lambda v: 0 <= v <= 1, "must lie in [0, 1]")
 
 
 def milestone_list(text):
@@ -132,19 +260,17 @@ def milestone_list(text):
   except ValueError:
     raise argparse.ArgumentTypeError(
         f"milestones are comma-separated epochs like 3,5; got {text!r}") from None
-  if any(m <= 0 for m in ms) or list(ms) != sorted(set(ms)):
-    raise argparse.ArgumentTypeError(f"milestones must be increasing positive epochs, got {text!r}")
-  return ms
+  try:
+    return _check_milestones(ms)
+  except ConfigError as e:
+    raise argparse.ArgumentTypeError(e.reason) from None
 
 
 def groups_value(text):
-  if text in ("input", "output"):
-    return text
   try:
-    return str(int(text))
-  except ValueError:
-    raise argparse.ArgumentTypeError(
-        f"groups must be 'input', 'output' or a kernel axis, got {text!r}") from None
+    return _check_groups(text)
+  except ConfigError as e:
+    raise argparse.ArgumentTypeError(e.reason) from None
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -179,32 +305,32 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--regularizer", choices=REGULARIZERS, default=d.regularizer,
                  help="psi: group LASSO over --groups, L1, the nuclear norm of every "
                       "kernel (low rank), sparse group LASSO (L1 + group LASSO), or none")
-  p.add_argument("--strength", type=nonneg_float, default=d.strength,
+  p.add_argument("--strength", type=_flag_type("strength"), default=d.strength,
                  help="lambda of the regularizer (sparse_group_lasso: of its group term)")
-  p.add_argument("--l1-strength", type=nonneg_float, default=d.l1_strength,
+  p.add_argument("--l1-strength", type=_flag_type("l1_strength"), default=d.l1_strength,
                  help="sparse_group_lasso only, required: lambda of its L1 term")
   p.add_argument("--groups", type=groups_value, default=d.groups,
                  help="group LASSO groups: input (kernel axis -2), output (-1) or an axis")
-  p.add_argument("--lr", type=positive_float, default=None,
+  p.add_argument("--lr", type=_flag_type("lr"), default=None,
                  help=f"learning rate (default per optimizer: {DEFAULT_LR})")
-  p.add_argument("--momentum", type=unit_interval, default=None,
+  p.add_argument("--momentum", type=_flag_type("momentum"), default=None,
                  help="rmda: the averaging weight c in (0, 1]; others: momentum in [0, 1) "
                       f"(default per optimizer: {DEFAULT_MOMENTUM})")
-  p.add_argument("--epochs", type=positive_int, default=d.epochs,
+  p.add_argument("--epochs", type=_flag_type("epochs"), default=d.epochs,
                  help="passes over the training set (with --resume: the total to reach)")
   p.add_argument("--milestones", type=milestone_list, default=d.milestones,
                  help="comma-separated epochs at which lr *= gamma (rmda also restarts "
                       "and sets c = min(c / gamma, 1)); 'none' for a constant schedule "
                       f"(default: {','.join(map(str, d.milestones))})")
-  p.add_argument("--gamma", type=positive_float, default=d.gamma,
+  p.add_argument("--gamma", type=_flag_type("gamma"), default=d.gamma,
                  help="factor applied to the learning rate at each milestone")
-  p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
+  p.add_argument("--batch-size", type=_flag_type("batch_size"), default=d.batch_size,
                  help="samples per update (the last partial batch of an epoch is dropped)")
-  p.add_argument("--seed", type=nonneg_int, default=d.seed,
+  p.add_argument("--seed", type=_flag_type("seed"), default=d.seed,
                  help="seed of the initialisation, the data order and the augmentation")
   p.add_argument("--output-dir", default=d.output_dir,
                  help="where metrics.jsonl, summary.json and the checkpoints are written")
-  p.add_argument("--weight-decay", type=nonneg_float, default=d.weight_decay,
+  p.add_argument("--weight-decay", type=_flag_type("weight_decay"), default=d.weight_decay,
                  help="decoupled L2 added to the gradient (optax.add_decayed_weights)")
   p.add_argument("--plot", action="store_true", help="write training_curves.png")
   p.add_argument("--slim", action="store_true",
@@ -230,35 +356,19 @@ def build_parser() -> argparse.ArgumentParser:
                  help="host:port of process 0, to train over several processes with "
                       "jax.distributed (with --num-processes and --process-id; or set "
                       "JAX_COORDINATOR_ADDRESS in a cluster jax.distributed detects)")
-  p.add_argument("--num-processes", type=positive_int, default=d.num_processes,
+  p.add_argument("--num-processes", type=_flag_type("num_processes"), default=d.num_processes,
                  help="number of processes of a --coordinator run")
-  p.add_argument("--process-id", type=nonneg_int, default=d.process_id,
+  p.add_argument("--process-id", type=_flag_type("process_id"), default=d.process_id,
                  help="this process's index in a --coordinator run (0 writes the logs, "
                       "metrics and summary)")
   return p
 
 
 def parse_args(argv=None) -> Config:
+  """The :class:`Config` of ``argv``; a bad value exits 2 with one line naming its flag."""
   parser = build_parser()
   ns = parser.parse_args(argv)
-  cfg = Config(**vars(ns))
-  m = cfg.momentum
-  if m is not None:
-    if cfg.optimizer == "rmda" and not 0 < m <= 1:
-      parser.error(f"argument --momentum: rmda needs c in (0, 1], got {m}")
-    if cfg.optimizer != "rmda" and not 0 <= m < 1:
-      parser.error(f"argument --momentum: {cfg.optimizer} needs momentum in [0, 1), got {m}")
-  if cfg.optimizer in ("prox_adam", "prox_ssi") and m is not None:  # Adam-type: no such knob
-    parser.error(f"argument --momentum: {cfg.optimizer} takes no momentum")
-  if cfg.regularizer != "none" and cfg.strength == 0:
-    parser.error("argument --strength: must be > 0 (use --regularizer none for no regularizer)")
-  if cfg.regularizer == "sparse_group_lasso":
-    if not cfg.l1_strength:
-      parser.error("argument --l1-strength: sparse_group_lasso needs --l1-strength > 0 "
-                   "(the lambda of its L1 term; --strength is that of its group term)")
-  elif cfg.l1_strength is not None:
-    parser.error("argument --l1-strength: only for --regularizer sparse_group_lasso")
-  if cfg.regularizer == "nuclear" and cfg.optimizer == "prox_ssi":
-    parser.error("argument --optimizer: prox_ssi's Newton solver is per group and has "
-                 "nothing for the nuclear norm; use prox_adam (ProxGen)")
-  return cfg
+  try:
+    return Config(**vars(ns))
+  except ConfigError as e:  # the checks of Config itself: one place for both
+    parser.error(f"argument {flag_of(e.field)}: {e.reason}")
