@@ -18,6 +18,11 @@ input (or output) units, for :func:`rmda_jax.nuclear_norm` the rank-one
 components of each kernel (a zero "group" is a numerically zero singular
 value: the support is the rank, and :func:`support_changes` counts rank
 changes). A regularizer without groups is an error naming it.
+
+Groups that span several leaves (:func:`rmda_jax.coupled_group_lasso`:
+attention heads, MLP neurons) are read through the regularizer's
+``group_sets``: :func:`group_support` then returns a dict with one bool array
+per family of groups, and :func:`sparsity_report` one row per family.
 """
 
 from __future__ import annotations
@@ -68,6 +73,8 @@ def sparsity(params: PyTree) -> float:
 
 
 def _check_groups(regularizer, fn: str) -> None:
+  if hasattr(regularizer, "group_sets"):  # groups that span leaves (rj.coupled_group_lasso)
+    return
   if not (hasattr(regularizer, "group_zero") and hasattr(regularizer, "group_size")):
     name = getattr(regularizer, "name", type(regularizer).__name__)
     raise TypeError(
@@ -92,9 +99,14 @@ def group_support(params: PyTree, regularizer: Regularizer) -> PyTree:
   Returns:
     A pytree with the structure of ``params``; each regularized leaf is
     replaced by a bool array with one entry per group (True: some entry of the
-    group is nonzero), each other leaf by ``None``.
+    group is nonzero), each other leaf by ``None``. For a regularizer whose
+    groups span leaves (:func:`rmda_jax.coupled_group_lasso`): a dict with
+    one such array per family of groups (and per leaf of its ``rest``),
+    keyed as its ``group_sets``.
   """
   _check_groups(regularizer, "group_support")
+  if hasattr(regularizer, "group_sets"):
+    return {s.key: ~s.zero for s in regularizer.group_sets(params)}
   mask = regularizer.mask_tree(params)
   return jax.tree.map(
       lambda m, x: ~regularizer.group_zero(x) if m else None, mask, params)
@@ -130,6 +142,12 @@ def group_sparsity(params: PyTree, regularizer: Regularizer,
   """
   _check_groups(regularizer, "group_sparsity")
   zero = total = 0
+  if hasattr(regularizer, "group_sets"):
+    for s in regularizer.group_sets(params):
+      size = s.group_size if weighted else 1
+      zero += int(np.sum(s.zero)) * size
+      total += int(np.size(s.zero)) * size
+    return zero / total if total else 0.0
   for _, x in _regularized(params, regularizer):
     g_zero = regularizer.group_zero(jnp.asarray(x))
     size = regularizer.group_size(x) if weighted else 1
@@ -219,6 +237,8 @@ def sparsity_report(params: PyTree,
   """
   if regularizer is not None:
     _check_groups(regularizer, "sparsity_report")
+  if hasattr(regularizer, "group_sets"):
+    return _sparsity_report_sets(params, regularizer)
   mask = (regularizer.mask_tree(params) if regularizer is not None
           else jax.tree.map(lambda _: False, params))
   rows = []
@@ -231,6 +251,21 @@ def sparsity_report(params: PyTree,
       groups, zero_groups = int(np.size(g_zero)), int(jnp.sum(g_zero))
     rows.append(LeafReport(path_str(path), tuple(x.shape), bool(m), groups,
                            zero_groups, int(x.size), int(jnp.sum(x == 0))))
+  return SparsityReport(tuple(rows))
+
+
+def _sparsity_report_sets(params, regularizer) -> SparsityReport:
+  """One row per family of groups spanning leaves, then one per leaf in none."""
+  sets = regularizer.group_sets(params)
+  covered = {leaf for s in sets for leaf in s.leaves}
+  rows = [LeafReport(s.key, tuple(s.shape), True, int(np.size(s.zero)),
+                     int(np.sum(s.zero)), s.entries, s.zero_entries) for s in sets]
+  for path, x in jax.tree_util.tree_leaves_with_path(params):
+    if path_str(path) in covered:
+      continue
+    x = jnp.asarray(x)
+    rows.append(LeafReport(path_str(path), tuple(x.shape), False, 0, 0,
+                           int(x.size), int(jnp.sum(x == 0))))
   return SparsityReport(tuple(rows))
 
 
