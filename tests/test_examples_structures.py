@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from rmda_jax.examples import config, train
+from rmda_jax.examples import config, train, xla_flags
 
 # The MLP on digits (8x8 inputs): 64-512-256-128-64-32-16-10. Its kernels'
 # full ranks min(in, out), from the architecture.
@@ -23,9 +23,19 @@ def run(tmp_path, *flags):
   return rows, summary
 
 
-def test_nuclear_reports_total_rank(tmp_path, capsys):
+def test_nuclear_reports_total_rank(tmp_path, capsys, monkeypatch):
+  calls = []
+  monkeypatch.setattr(xla_flags, "limit_openblas_threads",
+                      lambda: calls.append("set") or "1 thread")
+  monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")   # what it would have set
   rows, summary = run(tmp_path, "--regularizer", "nuclear", "--strength", "0.05")
   out = capsys.readouterr().out
+  # OpenBLAS threads: set before JAX starts (xla_flags' tests check the effect), recorded.
+  assert calls == ["set"] and summary["openblas_num_threads"] == "1"
+  # The final table speaks of rank, not groups.
+  final = out[out.index("final (reported point"):]
+  assert "group" not in final.split("total rank kept")[0]
+  assert "rank dropped (zero singular values / full rank)" in final
   (row,) = rows
   assert row["full_rank"] == FULL_RANK == summary["full_rank"]
   assert 0 < row["rank"] < FULL_RANK  # c = 1: W = Z is exactly low rank
@@ -40,9 +50,12 @@ def test_nuclear_reports_total_rank(tmp_path, capsys):
   assert np.isfinite(row["psi"]) and row["psi"] > 0
 
 
-def test_sparse_group_lasso_reports_both_sparsities(tmp_path, capsys):
+def test_sparse_group_lasso_reports_both_sparsities(tmp_path, capsys, monkeypatch):
+  calls = []
+  monkeypatch.setattr(xla_flags, "limit_openblas_threads", lambda: calls.append("set"))
   rows, summary = run(tmp_path, "--regularizer", "sparse_group_lasso",
                       "--strength", "2e-3", "--l1-strength", "2e-3")
+  assert calls == []   # no SVD: OpenBLAS left alone
   out = capsys.readouterr().out
   (row,) = rows
   assert 0 < row["group_sparsity"] < 1

@@ -141,3 +141,69 @@ def test_the_cpu_flag_is_not_set_for_an_accelerator():
   status = xla_flags.limit_ynn_fusions(environ=env, jaxlib_version="0.10.2")
   assert status == "unchanged: JAX will run on cuda"
   assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/x"
+
+
+def test_a_jax_that_cannot_tell_gets_the_flag_and_says_it_is_not_verified(monkeypatch):
+  # JAX's private backends_are_initialized gone: the module imports, and does not
+  # claim the flag took effect.
+  import importlib
+
+  from jax._src import xla_bridge
+  monkeypatch.delattr(xla_bridge, "backends_are_initialized")
+  try:
+    mod = importlib.reload(xla_flags)
+    assert mod._backends_are_initialized is None
+    env = {}
+    status = mod.limit_ynn_fusions(env, jaxlib_version="0.10.2")
+    assert status.startswith("reductions only (not verified: ")
+    assert env == {"XLA_FLAGS": mod.YNN_FLAG}
+  finally:
+    monkeypatch.undo()
+    importlib.reload(xla_flags)
+  assert xla_flags._backends_are_initialized is xla_bridge.backends_are_initialized
+
+
+def test_openblas_threads_set_when_scipy_linalg_is_not_loaded():
+  env = {"PATH": "/bin"}
+  assert xla_flags.limit_openblas_threads(env, modules={}) == "1 thread"
+  assert env == {"PATH": "/bin", "OPENBLAS_NUM_THREADS": "1"}
+  env = {}
+  assert xla_flags.limit_openblas_threads(env, threads=2, modules={}) == "2 threads"
+  assert env == {"OPENBLAS_NUM_THREADS": "2"}
+
+
+def test_openblas_threads_of_the_user_are_left_alone():
+  env = {"OPENBLAS_NUM_THREADS": "4"}
+  assert xla_flags.limit_openblas_threads(env, modules={}) == \
+      "as set in OPENBLAS_NUM_THREADS (4)"
+  assert env == {"OPENBLAS_NUM_THREADS": "4"}
+
+
+def test_openblas_threads_too_late_is_reported_not_pretended():
+  env = {}
+  status = xla_flags.limit_openblas_threads(env, modules={"scipy.linalg": object()})
+  assert status == "unchanged: SciPy's OpenBLAS is already loaded" and env == {}
+
+
+def test_openblas_threads_take_effect_on_jaxs_svd_in_a_fresh_process():
+  pytest.importorskip("threadpoolctl")
+  code = """
+import json
+from rmda_jax.examples import xla_flags
+status = xla_flags.limit_openblas_threads()
+import jax.numpy as jnp, threadpoolctl
+jnp.linalg.svd(jnp.ones((8, 4))).S.block_until_ready()   # loads SciPy's OpenBLAS
+libs = [i for i in threadpoolctl.threadpool_info()
+        if i["internal_api"] == "openblas" and "scipy.libs" in i["filepath"]]
+print(json.dumps({"status": status, "threads": [i["num_threads"] for i in libs]}))
+"""
+  e = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+  e["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+  p = subprocess.run([sys.executable, "-c", code], env=e, cwd=REPO, capture_output=True,
+                     text=True, timeout=120)
+  assert p.returncode == 0, p.stderr
+  out = json.loads(p.stdout.strip().splitlines()[-1])
+  assert out["status"] == "1 thread"
+  if not out["threads"]:
+    pytest.skip("this jaxlib's LAPACK is not SciPy's OpenBLAS")
+  assert out["threads"] == [1]

@@ -25,8 +25,11 @@ import orbax.checkpoint as ocp
 
 __all__ = ["Checkpointer", "ResumeError"]
 
-# What Orbax raises on a damaged checkpoint (tensorstore reports as ValueError).
-_READ_ERRORS = (OSError, ValueError, KeyError, TypeError)
+# What Orbax raises on a damaged checkpoint: OSError, or ValueError (tensorstore's
+# read errors, JSON that does not parse, a tree or shape that does not match).
+# Not TypeError or KeyError: those are bugs of the code reading it, and stay
+# what they are. A missing item (Orbax: KeyError) is checked for beforehand.
+_READ_ERRORS = (OSError, ValueError)
 
 
 def _why(e: BaseException) -> str:
@@ -64,10 +67,28 @@ class Checkpointer:
         arrays=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)))
     self.manager.wait_until_finished()
 
+  def _unreadable(self, epoch: int, why: str) -> ResumeError:
+    return ResumeError(f"{self.directory / str(epoch)}: unreadable checkpoint ({why}); "
+                       f"use another --output-dir")
+
+  def _check_item(self, epoch: int, item: str) -> None:
+    """Refuses a checkpoint without ``item`` (Orbax would raise a KeyError)."""
+    if not (self.directory / str(epoch) / item).is_dir():
+      raise self._unreadable(epoch, f"it has no {item!r} item")
+
   def read_meta(self, epoch: int) -> dict:
-    """The JSON ``meta`` saved with ``epoch``."""
-    return self.manager.restore(
-        epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    """The JSON ``meta`` saved with ``epoch``.
+
+    Raises:
+      ResumeError: the checkpoint has no meta or it does not parse (the
+        error's cause is Orbax's).
+    """
+    self._check_item(epoch, "meta")
+    try:
+      return self.manager.restore(
+          epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except _READ_ERRORS as e:
+      raise self._unreadable(epoch, _why(e)) from e
 
   def restore(self, epoch: int, template: NamedTuple, data_key) -> tuple[Any, np.ndarray]:
     """(state, data key) of ``epoch``, with the structure, shapes and dtypes of the templates.
@@ -83,17 +104,18 @@ class Checkpointer:
       The restored state (the type of ``template``) and the data key.
 
     Raises:
-      ResumeError: the checkpoint is damaged or holds no state shaped like ``template``.
+      ResumeError: the checkpoint is damaged or holds no state shaped like
+        ``template`` (the error's cause is Orbax's).
     """
     tree = {"state": template._asdict(), "data_key": np.asarray(data_key)}
     # ShapeDtypeStructs carrying the template's shardings: the restore targets.
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+    self._check_item(epoch, "arrays")
     try:
       out = self.manager.restore(epoch, args=ocp.args.Composite(
           arrays=ocp.args.StandardRestore(abstract)))["arrays"]
     except _READ_ERRORS as e:
-      raise ResumeError(f"{self.directory / str(epoch)}: unreadable checkpoint ({_why(e)}); "
-                        f"use another --output-dir") from None
+      raise self._unreadable(epoch, _why(e)) from e
     return type(template)(**out["state"]), np.asarray(out["data_key"])
 
   def resume_epoch(self, meta: dict, resume: bool) -> int | None:
@@ -109,7 +131,7 @@ class Checkpointer:
     Raises:
       ResumeError: checkpoints exist but ``resume`` is False, or they were
         written under another configuration (the message names the fields
-        that differ).
+        that differ), or the last one's meta is unreadable.
     """
     last = self.latest_epoch()
     if last is None:
@@ -117,11 +139,7 @@ class Checkpointer:
     if not resume:
       raise ResumeError(f"{self.directory} already holds checkpoints: pass --resume "
                         f"to continue that run, or choose another --output-dir")
-    try:
-      saved = self.read_meta(last)
-    except _READ_ERRORS as e:
-      raise ResumeError(f"{self.directory / str(last)}: unreadable checkpoint ({_why(e)}); "
-                        f"use another --output-dir") from None
+    saved = self.read_meta(last)
     if not isinstance(saved, dict) or saved.get("fingerprint") != meta["fingerprint"]:
       saved_cfg = saved.get("config", {}) if isinstance(saved, dict) else {}
       diff = {k: (saved_cfg.get(k), v) for k, v in meta["config"].items()

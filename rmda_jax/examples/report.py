@@ -34,22 +34,37 @@ def layer_groups(support) -> dict[str, str]:
   return out
 
 
+def _is_nuclear(summary: dict) -> bool:
+  return (summary.get("config") or {}).get("regularizer") == "nuclear" \
+      or summary.get("full_rank") is not None
+
+
 def final_table(summary: dict) -> list[str]:
-  """The lines printed at the end of a run, from ``summary.json``'s fields."""
+  """The lines printed at the end of a run, from ``summary.json``'s fields.
+
+  With the nuclear norm the "groups" are each kernel's rank-one components, so
+  the group sparsity is the share of the rank dropped and the groups kept are
+  the rank kept; the table says so.
+  """
   rows = [("test accuracy", fmt_pct(summary["test_accuracy"]))]
   if summary["test_accuracy_w"] is not None:
     rows.append(("test accuracy at W", fmt_pct(summary["test_accuracy_w"])))
+  if _is_nuclear(summary):
+    labels = ("rank dropped (zero singular values / full rank)",
+              "rank dropped, weighted by max(m, n) per kernel", "rank kept per layer")
+  else:
+    labels = ("group sparsity", "weighted group sparsity", "groups kept per layer")
   rows += [
       ("objective (epoch-mean train loss + psi)", f"{summary['objective']:.4f}"),
-      ("group sparsity", fmt_pct(summary["group_sparsity"])),
-      ("weighted group sparsity", fmt_pct(summary["weighted_group_sparsity"])),
+      (labels[0], fmt_pct(summary["group_sparsity"])),
+      (labels[1], fmt_pct(summary["weighted_group_sparsity"])),
       ("unstructured sparsity", fmt_pct(summary["sparsity"])),
       ("wall time", f"{summary['wall_time_s']:.1f} s"),
   ]
   width = max(len(k) for k, _ in rows)
   lines = [f"final (reported point: {summary['reported_point']})"]
   lines += [f"  {k:<{width}}  {v}" for k, v in rows]
-  lines.append("  groups kept per layer: "
+  lines.append(f"  {labels[2]}: "
                + ", ".join(f"{k} {v}" for k, v in summary["groups_kept"].items()))
   return lines
 

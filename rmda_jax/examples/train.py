@@ -13,7 +13,9 @@ back to the host per step; losses are summed on device and read once per
 epoch. :func:`make_eval_step` and :func:`evaluate` measure loss and accuracy.
 On CPU, ``rmda-train`` limits XLA's YNNPACK library fusions to reductions
 before JAX starts its backend (``xla_flags.limit_ynn_fusions``;
-``--ynn-fusions`` leaves jaxlib's default).
+``--ynn-fusions`` leaves jaxlib's default); with the nuclear norm it also sets
+``OPENBLAS_NUM_THREADS=1`` for JAX's CPU SVD unless the user set it
+(``xla_flags.limit_openblas_threads``); ``summary.json`` records both.
 
 On several devices (``--mesh``; by default data parallelism over all of them)
 and hosts (``--coordinator``), the same step is jitted with a mesh's
@@ -679,6 +681,7 @@ def finish(run: Run, state: TrainState, rows: list[dict]) -> dict:
       "groups_kept": report.layer_groups(support),
       "wall_time_s": time.perf_counter() - run.t_start,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
       "mesh": None if trainer.layout is None else trainer.layout.describe(),
   }
   if run.main_process:
@@ -742,6 +745,11 @@ def main(argv=None) -> int:
     status = xla_flags.limit_ynn_fusions()
     if status != "reductions only":
       print(f"rmda-train: XLA:CPU YNNPACK fusions {status}", file=sys.stderr)
+  if cfg.regularizer == "nuclear":
+    # Before JAX's first SVD loads SciPy's OpenBLAS, which reads the variable then.
+    status = xla_flags.limit_openblas_threads()
+    if status != "1 thread":
+      print(f"rmda-train: OpenBLAS threads (JAX's CPU SVD) {status}", file=sys.stderr)
   try:
     # Before any JAX computation too: jax.distributed must start first.
     sharding_lib.initialize_distributed(cfg.coordinator, cfg.num_processes, cfg.process_id)

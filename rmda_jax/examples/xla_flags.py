@@ -17,6 +17,17 @@ flag is an experimental one of XLA:CPU, and XLA aborts the process on flags
 it does not know, so it is only set for the jaxlib versions it is known in
 (0.10, where this was measured, and 0.11). The library itself (``rmda_jax``)
 never touches process flags.
+
+OpenBLAS threads (:func:`limit_openblas_threads`): JAX's CPU SVD, which the
+nuclear norm's prox calls once per kernel per step, is LAPACK from SciPy's
+OpenBLAS. On the shared 2-core machine its threads thrash: one 784x512 SVD
+took 3 s with OpenBLAS's default threads and 0.16 s with one, under load
+(``benchmarks/bench_low_rank.py``; it and ``bench_cost.py --nuclear`` set
+``OPENBLAS_NUM_THREADS=1``). OpenBLAS reads that variable once, when it
+loads: SciPy's loads at JAX's first linear-algebra call, so ``rmda-train
+--regularizer nuclear`` sets it before JAX starts, unless the user did.
+NumPy's own OpenBLAS (already loaded by then; the per-epoch
+``rmda_jax.rank_report`` uses it) keeps its threads.
 """
 
 from __future__ import annotations
@@ -24,16 +35,17 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+import sys
 
 import jaxlib
 
 try:  # private, and JAX has no public way to ask this
   from jax._src.xla_bridge import backends_are_initialized as _backends_are_initialized
-except ImportError:  # a jax without it: assume not started, as the flag is then only late
-  def _backends_are_initialized() -> bool:
-    return False
+except ImportError:  # a jax without it: whether the flag took effect cannot be known
+  _backends_are_initialized = None
 
-__all__ = ["YNN_FLAG", "accelerator_expected", "known_jaxlib", "limit_ynn_fusions"]
+__all__ = ["YNN_FLAG", "accelerator_expected", "known_jaxlib", "limit_ynn_fusions",
+           "limit_openblas_threads"]
 
 _YNN_NAME = "xla_cpu_experimental_ynn_fusion_type"
 YNN_FLAG = f"--{_YNN_NAME}=reduce"
@@ -88,7 +100,9 @@ def limit_ynn_fusions(environ=None, jaxlib_version=None, fusion_types="reduce") 
     already started its backend"`` (too late to take effect), ``"unchanged:
     jaxlib V may not know the flag"`` or ``"unchanged: JAX will run on P"``
     (an accelerator: the flag is XLA:CPU's, see :func:`accelerator_expected`);
-    nothing is edited in the last four.
+    nothing is edited in the last four. When this jax cannot tell whether its
+    backend already started (its private ``backends_are_initialized`` is
+    gone), the flag is added and the status ends in ``" (not verified: ...)"``.
   """
   environ = os.environ if environ is None else environ
   flags = environ.get("XLA_FLAGS", "")
@@ -100,7 +114,38 @@ def limit_ynn_fusions(environ=None, jaxlib_version=None, fusion_types="reduce") 
   version = jaxlib.__version__ if jaxlib_version is None else jaxlib_version
   if not _known(version):
     return f"unchanged: jaxlib {version} may not know the flag"
-  if _backends_are_initialized():
+  if _backends_are_initialized is not None and _backends_are_initialized():
     return "unchanged: JAX had already started its backend"
   environ["XLA_FLAGS"] = f"{flags} --{_YNN_NAME}={fusion_types}".strip()
-  return "reductions only" if fusion_types == "reduce" else f"ynn fusions: {fusion_types or 'none'}"
+  status = ("reductions only" if fusion_types == "reduce"
+            else f"ynn fusions: {fusion_types or 'none'}")
+  if _backends_are_initialized is None:
+    status += (" (not verified: this jax cannot say whether its backend had already "
+               "started, in which case the flag has no effect)")
+  return status
+
+
+def limit_openblas_threads(environ=None, threads: int = 1, modules=None) -> str:
+  """Sets ``OPENBLAS_NUM_THREADS`` for JAX's CPU SVD, before SciPy's OpenBLAS loads.
+
+  Args:
+    environ: the environment to edit (default ``os.environ``).
+    threads: the OpenBLAS threads (rmda-train: 1, as the benchmarks).
+    modules: the loaded modules (default ``sys.modules``): SciPy's OpenBLAS
+      is loaded once ``scipy.linalg`` is (JAX imports it at its first
+      linear-algebra call).
+
+  Returns:
+    What happened, for logs: ``"1 thread"`` (``"N threads"``; set),
+    ``"as set in OPENBLAS_NUM_THREADS (V)"`` (the user already chose; left
+    alone) or ``"unchanged: SciPy's OpenBLAS is already loaded"`` (too late to
+    take effect; nothing edited).
+  """
+  environ = os.environ if environ is None else environ
+  modules = sys.modules if modules is None else modules
+  if "OPENBLAS_NUM_THREADS" in environ:
+    return f"as set in OPENBLAS_NUM_THREADS ({environ['OPENBLAS_NUM_THREADS']})"
+  if "scipy.linalg" in modules:
+    return "unchanged: SciPy's OpenBLAS is already loaded"
+  environ["OPENBLAS_NUM_THREADS"] = str(threads)
+  return f"{threads} thread{'' if threads == 1 else 's'}"
