@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pickle
+import stat
 import subprocess
 import sys
 import tarfile
@@ -307,18 +308,48 @@ def test_failed_download_names_pips_last_line(empty_cache, monkeypatch, capsys, 
 # Files are written whole or not at all
 
 
-def test_cache_files_are_flushed_before_the_rename(empty_cache, monkeypatch):
+def record_fsyncs_and_renames(monkeypatch):
+  """Events of _files: ("fsync", "file" | directory path) and ("replace", file name)."""
   events = []
   real_fsync, real_replace = os.fsync, os.replace
-  monkeypatch.setattr(_files.os, "fsync", lambda fd: events.append("fsync") or real_fsync(fd))
-  monkeypatch.setattr(_files.os, "replace",
-                      lambda a, b: events.append(("replace", Path(b).name)) or real_replace(a, b))
+
+  def fsync(fd):
+    st = os.fstat(fd)
+    what = "file"
+    if stat.S_ISDIR(st.st_mode):
+      what = next(str(p) for p in recorded_dirs if os.path.samestat(os.stat(p), st))
+    events.append(("fsync", what))
+    real_fsync(fd)
+
+  def replace(a, b):
+    recorded_dirs.add(Path(b).parent)
+    events.append(("replace", Path(b).name))
+    real_replace(a, b)
+
+  recorded_dirs = set()
+  monkeypatch.setattr(_files.os, "fsync", fsync)
+  monkeypatch.setattr(_files.os, "replace", replace)
+  return events
+
+
+def test_cache_files_are_flushed_before_the_rename(empty_cache, monkeypatch):
+  events = record_fsyncs_and_renames(monkeypatch)
   arrays = data._mnist_arrays(np.zeros((3, 784), np.float32), np.arange(3),
                               np.ones((2, 784), np.float32), np.arange(2))
   data._write_cache(empty_cache / "mnist.npz", arrays)
-  assert events == ["fsync", ("replace", "mnist.npz"), "fsync", ("replace", "mnist.npz.sha256")]
+  d = ("fsync", str(empty_cache))   # the directory, after each rename
+  assert events == [("fsync", "file"), ("replace", "mnist.npz"), d,
+                    ("fsync", "file"), ("replace", "mnist.npz.sha256"), d]
   assert data._read_cache(empty_cache / "mnist.npz") is not None
   assert sorted(p.name for p in empty_cache.iterdir()) == ["mnist.npz", "mnist.npz.sha256"]
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECTORY"), reason="POSIX only")
+def test_atomic_open_fsyncs_the_directory_after_the_rename(tmp_path, monkeypatch):
+  events = record_fsyncs_and_renames(monkeypatch)
+  _files.write_json(tmp_path / "summary.json", {"a": 1})
+  assert events == [("fsync", "file"), ("replace", "summary.json"), ("fsync", str(tmp_path))]
+  assert json.loads((tmp_path / "summary.json").read_text()) == {"a": 1}
 
 
 def test_atomic_open_leaves_the_old_file_on_failure(tmp_path):
@@ -363,14 +394,35 @@ def test_output_dir_that_is_a_file(tmp_path, capsys):
   assert_one_line_error(rc, err, "--output-dir", str(target / "run"))
 
 
-def test_resume_skips_a_metrics_line_torn_by_a_crash(tmp_path, capsys):
+def test_resume_drops_only_a_torn_last_metrics_line(tmp_path, capsys):
   base = ["--dataset", "digits", "--model", "logreg", "--milestones", "none",
           "--output-dir", str(tmp_path)]
   assert run_main(capsys, *base, "--epochs", "1")[0] == 0
   metrics = tmp_path / "metrics.jsonl"
   first = metrics.read_text()
+  # A damaged line before the last: refused, naming the file and line; nothing rewritten.
+  for damaged, why in (("garbage\n" + first, "not a JSON line"),
+                       ("[1, 2]\n" + first, "not a metrics row"),
+                       ('{"train_loss": 1.0}\n' + first, "not a metrics row")):
+    metrics.write_text(damaged)
+    rc, err = run_main(capsys, *base, "--epochs", "2", "--resume")
+    assert_one_line_error(rc, err, f"{metrics}:1: {why}")
+    assert metrics.read_text() == damaged
+  # A last line torn by a crash: dropped, its epoch trained again.
   metrics.write_text(first + '{"epoch": 2, "train_lo')          # killed while appending
   assert run_main(capsys, *base, "--epochs", "2", "--resume")[0] == 0
   lines = metrics.read_text().splitlines()
   assert lines[0] == first.strip()
   assert [json.loads(l)["epoch"] for l in lines] == [1, 2]
+
+
+def test_metrics_rows_keeps_rows_up_to_the_checkpoint(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  assert train.metrics_rows(path, 3) == []                       # no file yet
+  rows = [{"epoch": e, "loss": 1.0 / e} for e in (1, 2, 3)]
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"epoch": 4, "lo')
+  assert train.metrics_rows(path, 2) == rows[:2]                 # epoch 3 lost its checkpoint
+  assert train.metrics_rows(path, 3) == rows
+  path.write_text(json.dumps(rows[0]) + "\n{oops\n" + json.dumps(rows[1]) + "\n")
+  with pytest.raises(train.ResumeError, match=r"metrics\.jsonl:2: not a JSON line"):
+    train.metrics_rows(path, 2)

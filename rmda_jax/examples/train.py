@@ -449,17 +449,45 @@ class Trainer:
 # The loop
 
 
-def _rows_until(metrics_path: Path, epoch: int) -> list[dict]:
-  """The rows of ``metrics.jsonl`` up to ``epoch`` (a line torn by a crash is skipped)."""
+def metrics_rows(metrics_path: Path, epoch: int) -> list[dict]:
+  """The rows of ``metrics.jsonl`` up to ``epoch``, to resume a run from that epoch.
+
+  A last line that does not parse is one a crash tore while appending it: it
+  is dropped (its epoch is trained again). Rows after ``epoch`` (written
+  before a crash lost their checkpoint) are dropped too. Any other line that
+  is not a JSON object with an integer ``"epoch"`` is refused: the file is
+  damaged and rewriting it would lose data.
+
+  Args:
+    metrics_path: the run's ``metrics.jsonl`` (missing: no rows).
+    epoch: the epoch of the checkpoint the run resumes from.
+
+  Returns:
+    The rows with ``"epoch" <= epoch``, in the file's order.
+
+  Raises:
+    ResumeError: a damaged line other than the last (the message names the
+      file and the line number).
+  """
+  if not metrics_path.exists():
+    return []
+  lines = metrics_path.read_text().splitlines()
   rows = []
-  if metrics_path.exists():
-    for line in metrics_path.read_text().splitlines():
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      if isinstance(row, dict) and row.get("epoch", epoch + 1) <= epoch:
-        rows.append(row)
+  for number, line in enumerate(lines, 1):
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError as e:
+      if number == len(lines):  # torn by a crash while appending: retrained
+        break
+      raise ResumeError(f"{metrics_path}:{number}: not a JSON line ({e.msg}); the file is "
+                        f"damaged: repair or remove that line to --resume") from e
+    if not (isinstance(row, dict) and isinstance(row.get("epoch"), int)
+            and not isinstance(row["epoch"], bool)):
+      raise ResumeError(f"{metrics_path}:{number}: not a metrics row (a JSON object with an "
+                        f"integer \"epoch\"); the file is damaged: repair or remove that "
+                        f"line to --resume")
+    if row["epoch"] <= epoch:
+      rows.append(row)
   return rows
 
 
@@ -529,7 +557,9 @@ def resume(run: Run, ckpt: Checkpointer) -> tuple[TrainState, np.ndarray, int, l
     epochs already trained (empty when starting from scratch).
 
   Raises:
-    ResumeError: the directory holds checkpoints this run cannot use.
+    ResumeError: the directory holds checkpoints this run cannot use, or its
+      ``metrics.jsonl`` a damaged line other than the last
+      (:func:`metrics_rows`); nothing is rewritten then.
   """
   cfg, log = run.cfg, run.log
   state = run.trainer.init_state()
@@ -541,7 +571,7 @@ def resume(run: Run, ckpt: Checkpointer) -> tuple[TrainState, np.ndarray, int, l
   elif last is not None:
     state, data_key = ckpt.restore(last, state, data_key)
     start_epoch = last
-    rows = _rows_until(run.metrics_path, last)
+    rows = metrics_rows(run.metrics_path, last)
     log(f"resumed from epoch {last} of {ckpt.directory}")
     if last >= cfg.epochs:
       log(f"the checkpoint is already at epoch {last} >= --epochs {cfg.epochs}: nothing to train")
@@ -715,7 +745,8 @@ def train(cfg: Config, *, log=print) -> dict:
 
   Raises:
     data.DatasetError: the dataset is missing, unreadable or refused.
-    ResumeError: the output directory holds checkpoints this run cannot use.
+    ResumeError: the output directory holds checkpoints this run cannot use,
+      or a damaged ``metrics.jsonl``.
     config.UsageError: the output directory cannot be made, the batch is
       larger than the training set, or ``--mesh`` does not fit the devices or
       the batch.
