@@ -64,7 +64,7 @@ def loss(params, x, y):
 
 
 def objective(params, x, y, reg):
-  return loss(params, x, y) + reg(params)
+  return loss(params, x, y) + reg.value(params)
 
 
 def _prox_rows(w, t):

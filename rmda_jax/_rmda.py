@@ -1,12 +1,11 @@
 """RMDA: Regularized Modernized Dual Averaging, as an optax transformation."""
 
-from __future__ import annotations
-
 import numbers
 from typing import Any, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from rmda_jax import _checks
@@ -35,6 +34,9 @@ class RMDAState(NamedTuple):
       (``V = sqrt(k) * (W0 - Y)``). Keeping ``Y`` rather than ``V`` lets the
       prox read a buffer that is written anyway, with no parameter-sized
       temporary.
+    regularizer: the transformation's regularizer, its strengths as 0-d
+      arrays (``None`` without one), so that :func:`structured_params`
+      computes ``Z`` with the regularizer that produced the state.
   """
 
   count: jax.Array
@@ -42,6 +44,7 @@ class RMDAState(NamedTuple):
   alpha: jax.Array
   initial_params: optax.Params
   dual_point: optax.Params
+  regularizer: Optional[Regularizer] = None
 
 
 def _check_counts(name: str, value, minimum: int) -> tuple[int, ...]:
@@ -60,6 +63,21 @@ def _check_counts(name: str, value, minimum: int) -> tuple[int, ...]:
 
 def _scalar_dtype():
   return jnp.result_type(float)  # float64 under jax_enable_x64, else float32
+
+
+def state_regularizer(regularizer: Optional[Regularizer], params):
+  """``regularizer`` with its strengths as 0-d arrays placed like the scalars.
+
+  What an optimizer state keeps of its regularizer (see
+  :func:`structured_params`): the strengths become arrays, so that the state
+  has a fixed dtype and placement and jitted steps do not recompile.
+  """
+  if regularizer is None:
+    return None
+  return jax.tree.map(
+      lambda v: (v if isinstance(v, jax.core.Tracer)
+                 else scalar_like_params(v, _scalar_dtype(), params)),
+      regularizer)
 
 
 def rmda(
@@ -175,6 +193,7 @@ def rmda(
             lambda p: jnp.array(p, dtype=acc_dtype(p), copy=True), params),
         dual_point=jax.tree.map(
             lambda p: jnp.array(p, dtype=acc_dtype(p), copy=True), params),
+        regularizer=state_regularizer(regularizer, params),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -221,6 +240,7 @@ def rmda(
         alpha=alpha,
         initial_params=w0,
         dual_point=y,
+        regularizer=state.regularizer,
     )
     return new_updates, new_state
 
@@ -321,29 +341,68 @@ def _is_rmda_state(x) -> bool:
   return isinstance(x, RMDAState)
 
 
-def _z_of(state: RMDAState, regularizer: Optional[Regularizer]):
+def _z_of(state: RMDAState):
   beta = jnp.sqrt(jnp.maximum(state.stage_count, 1).astype(state.alpha.dtype))
-  if regularizer is None:
+  if state.regularizer is None:
     return state.dual_point
-  return regularizer.prox(state.dual_point, state.alpha / beta)
+  return state.regularizer.prox(state.dual_point, state.alpha / beta)
 
 
-def structured_params(opt_state: Any, regularizer: Optional[Regularizer],
+_FROM_STATE = object()
+
+
+def check_same_regularizer(given: Any, stored: Optional[Regularizer],
+                           fn: str = "structured_params") -> None:
+  """Raises ValueError unless ``given`` is the regularizer held in a state.
+
+  Compared by value: the same class, groups and mask, and strengths equal
+  after rounding ``given``'s to the state's dtype (traced strengths are not
+  compared).
+  """
+  def describe(r):
+    return "None" if r is None else repr(r)
+  if given is None or stored is None:
+    if given is not stored:
+      raise ValueError(
+          f"{fn}: the regularizer given ({describe(given)}) is not the one the "
+          f"optimizer was built with ({describe(stored)}); omit it to use the "
+          "optimizer's own.")
+    return
+  _checks.check_regularizer(given)
+  same = (type(given) is type(stored)
+          and given._static_items() == stored._static_items())
+  if same:
+    for a, b in zip(jax.tree.leaves(given), jax.tree.leaves(stored)):
+      if isinstance(a, jax.core.Tracer) or isinstance(b, jax.core.Tracer):
+        continue
+      b = np.asarray(b)
+      if np.asarray(a, b.dtype) != b:
+        same = False
+  if not same:
+    raise ValueError(
+        f"{fn}: the regularizer given ({describe(given)}) is not the one the "
+        f"optimizer was built with ({describe(stored)}); omit it to use the "
+        "optimizer's own.")
+
+
+def structured_params(opt_state: Any, regularizer: Any = _FROM_STATE,
                       params: Optional[optax.Params] = None) -> optax.Params:
   r"""The point :math:`Z` of the most recent RMDA update (exactly structured).
 
   While ``momentum < 1`` the iterate :math:`W` only approaches the structure
   geometrically; :math:`Z = \mathrm{prox}_{(\alpha/\beta)\psi}(W^0 - V/\beta)`
   has it exactly. ``Z`` is recomputed from the state (nothing extra is
-  stored), wherever RMDA sits: alone, in ``optax.chain``, under
-  ``optax.inject_hyperparams``, ``optax.MultiSteps``, ``optax.apply_if_finite``
-  or in one or more branches of ``optax.partition``. Before the first update
-  ``Z`` is the initial point.
+  stored), with the regularizer the state was built with, wherever RMDA
+  sits: alone, in ``optax.chain``, under ``optax.inject_hyperparams``,
+  ``optax.MultiSteps``, ``optax.apply_if_finite`` or in one or more branches
+  of ``optax.partition``. Before the first update ``Z`` is the initial point.
 
   Args:
     opt_state: an optimizer state that contains one or more
       :class:`RMDAState`.
-    regularizer: the regularizer given to :func:`rmda` (``None`` if none).
+    regularizer: optional; if given, it must equal (by value) the
+      regularizer given to :func:`rmda` (``None`` if none), else ValueError:
+      a check, since ``Z`` is always computed with the state's own.
     params: optional current parameters. Required when RMDA owns only part of
       the parameters (``optax.partition``) or sits there more than once: the
       leaves RMDA owns are replaced by ``Z``, the others kept. The result then
@@ -354,14 +413,31 @@ def structured_params(opt_state: Any, regularizer: Optional[Regularizer],
 
   Raises:
     ValueError: if ``opt_state`` holds no RMDA state, or several without
-      ``params``.
+      ``params``, or if ``regularizer`` is not the state's.
+
+  Examples:
+    >>> import jax.numpy as jnp, rmda_jax as rj
+    >>> reg = rj.group_lasso(1.0)
+    >>> tx = rj.rmda(0.1, 0.1, reg)
+    >>> params = {"w": jnp.array([[3.0, 4.0], [0.1, 0.1]])}
+    >>> state = tx.init(params)
+    >>> _, state = tx.update({"w": jnp.zeros((2, 2))}, state, params)
+    >>> rj.structured_params(state)["w"][1]  # row 1 is removed in Z
+    Array([0., 0.], dtype=float32)
+    >>> rj.structured_params(state, rj.l1(1.0))
+    Traceback (most recent call last):
+    ...
+    ValueError: structured_params: the regularizer given (L1(strength=1.0)) is not the one the optimizer was built with (GroupLasso(strength=1.0, groups='input')); omit it to use the optimizer's own.
   """
   states = [s for s in jax.tree.leaves(opt_state, is_leaf=_is_rmda_state)
             if _is_rmda_state(s)]
   if not states:
     raise ValueError("structured_params: no RMDAState found in opt_state "
                      "(was the optimizer built with rj.rmda?).")
-  zs = [_z_of(s, regularizer) for s in states]
+  if regularizer is not _FROM_STATE:
+    for s in states:
+      check_same_regularizer(regularizer, s.regularizer)
+  zs = [_z_of(s) for s in states]
   if params is None:
     if len(zs) > 1:
       raise ValueError("structured_params: opt_state holds several RMDA states; "

@@ -3,7 +3,7 @@
 Every regularizer here is *separable over the leaves* of a parameter pytree:
 ``psi(W) = strength * sum_{leaf in mask} phi(leaf)``. Each one knows
 
-* its value, ``reg(params)``;
+* its value, ``reg.value(params)``;
 * its proximal map, plain or in a diagonal metric ``D``:
   ``reg.prox(params, scale, metric=None, solver="pg")`` solves, leaf by leaf,
   ``argmin_U 1/2 ||U - params||_D^2 + scale * psi(U)`` (``D = I`` without a
@@ -31,7 +31,6 @@ References:
 
 from __future__ import annotations
 
-import copy
 import math
 import numbers
 from typing import Any, Callable, Optional, Union
@@ -101,7 +100,21 @@ def default_mask(params: PyTree) -> PyTree:
   return jax.tree_util.tree_map_with_path(is_kernel, params)
 
 
-def _check_strength(strength, name: str = "strength") -> float:
+def _check_strength(strength, name: str = "strength"):
+  """A strength >= 0: a Python float, or a traced scalar (checked for shape only).
+
+  A traced strength (a regularizer built inside ``jax.jit`` / ``jax.vmap``,
+  e.g. one run of a sweep) cannot be checked for its value here.
+  """
+  if isinstance(strength, jax.core.Tracer):
+    if jnp.ndim(strength) != 0:
+      raise ValueError(
+          f"{name} must be a scalar, got shape {jnp.shape(strength)}.")
+    if not jnp.issubdtype(jnp.result_type(strength), jnp.floating):
+      raise TypeError(
+          f"{name} must be a real floating-point scalar, got dtype "
+          f"{jnp.result_type(strength)}.")
+    return strength
   if isinstance(strength, bool) or not isinstance(
       strength, (numbers.Real, np.ndarray, jax.Array)):
     raise TypeError(
@@ -120,7 +133,68 @@ def _safe_sqrt(sq):
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1)), 0)
 
 
-class Regularizer:
+def _freeze(value):
+  """A hashable, comparable stand-in for a static attribute (masks included)."""
+  if value is None or callable(value) or isinstance(value, (str, numbers.Number)):
+    return value
+  if isinstance(value, (tuple, list)) and not jax.tree.leaves(value):
+    return (type(value).__name__, tuple(_freeze(v) for v in value))
+  leaves, treedef = jax.tree.flatten(value)
+  return ("pytree", treedef, tuple(
+      bool(v) if isinstance(v, (bool, np.bool_)) else _freeze(v) for v in leaves))
+
+
+class _Static:
+  """A static (non-leaf) attribute, compared and hashed through :func:`_freeze`."""
+
+  __slots__ = ("value", "key")
+
+  def __init__(self, value):
+    self.value = value
+    self.key = _freeze(value)
+
+  def __eq__(self, other):
+    return isinstance(other, _Static) and self.key == other.key
+
+  def __hash__(self):
+    return hash(self.key)
+
+  def __repr__(self):
+    return repr(self.value)
+
+
+def _number_key(x):
+  """A leaf as a hashable number when concrete, else ``None``."""
+  if isinstance(x, jax.core.Tracer):
+    return None
+  try:
+    return float(x)
+  except (TypeError, ValueError):
+    return None
+
+
+def _fmt(x):
+  """A strength for a repr: a Python float when concrete."""
+  key = _number_key(x)
+  return x if key is None else key
+
+
+class _RegularizerMeta(type):
+  """Registers every regularizer class as a pytree and freezes its instances."""
+
+  def __init__(cls, name, bases, namespace, **kwargs):
+    super().__init__(name, bases, namespace, **kwargs)
+    jax.tree_util.register_pytree_with_keys(
+        cls, cls._tree_flatten_with_keys, cls._tree_unflatten,
+        flatten_func=cls._tree_flatten)
+
+  def __call__(cls, *args, **kwargs):
+    obj = super().__call__(*args, **kwargs)
+    object.__setattr__(obj, "_frozen", True)
+    return obj
+
+
+class Regularizer(metaclass=_RegularizerMeta):
   r"""Base class: ``psi(W) = strength * sum_{leaf in mask} phi(leaf)``.
 
   The interface every optimizer of this package calls, and the only one: a
@@ -147,12 +221,93 @@ class Regularizer:
 
   name = "regularizer"
   solvers: tuple[str, ...] = (_prox.PG,)
+  # The attributes that are pytree leaves (traceable, vmappable); every other
+  # attribute is static: part of the tree structure, compared by value.
+  _leaf_fields: tuple[str, ...] = ("strength",)
 
   def __init__(self, strength: float, *, mask: MaskOrFn = None):
     self.strength = _check_strength(strength)
+    self._set_mask(mask)
+
+  def _set_mask(self, mask: MaskOrFn) -> None:
     if mask is not None and not callable(mask):
       jax.tree.map(_check_mask_leaf, mask)
     self.mask = mask
+
+  # -------------------------------------------------- immutable pytree, by value
+  def __setattr__(self, name, value):
+    if self.__dict__.get("_frozen", False):
+      raise AttributeError(
+          f"{type(self).__name__} is immutable: use .with_strength(...) or "
+          f".replace({name}=...) for a modified copy.")
+    object.__setattr__(self, name, value)
+
+  def _static_items(self):
+    return tuple((k, _Static(v)) for k, v in sorted(self.__dict__.items())
+                 if k not in self._leaf_fields and k != "_frozen")
+
+  def _tree_flatten(self):
+    return (tuple(self.__dict__[f] for f in self._leaf_fields),
+            self._static_items())
+
+  def _tree_flatten_with_keys(self):
+    children, aux = self._tree_flatten()
+    keys = tuple(jax.tree_util.GetAttrKey(f) for f in self._leaf_fields)
+    return tuple(zip(keys, children)), aux
+
+  @classmethod
+  def _tree_unflatten(cls, aux, children):
+    obj = object.__new__(cls)
+    for k, v in aux:
+      object.__setattr__(obj, k, v.value)
+    for f, v in zip(cls._leaf_fields, children):
+      object.__setattr__(obj, f, v)
+    object.__setattr__(obj, "_frozen", True)
+    return obj
+
+  def __eq__(self, other):
+    """Equal when of the same class with equal settings and strengths.
+
+    Strengths compare by value when concrete; a traced strength is equal only
+    to itself.
+    """
+    if type(other) is not type(self):
+      return NotImplemented
+    if self._static_items() != other._static_items():
+      return False
+    for f in self._leaf_fields:
+      a, b = self.__dict__[f], other.__dict__[f]
+      ka, kb = _number_key(a), _number_key(b)
+      if ka is None or kb is None:
+        if a is not b:
+          return False
+      elif ka != kb:
+        return False
+    return True
+
+  def __hash__(self):
+    keys = tuple(_number_key(self.__dict__[f]) for f in self._leaf_fields)
+    return hash((type(self), self._static_items(), keys))
+
+  def replace(self, **changes) -> "Regularizer":
+    """A copy with some leaf attributes (e.g. ``strength``) replaced, checked.
+
+    Args:
+      **changes: new values for attributes named in the class's leaf fields
+        (``strength`` for most regularizers).
+
+    Returns:
+      A regularizer of the same class, groups and mask.
+    """
+    unknown = sorted(set(changes) - set(self._leaf_fields))
+    if unknown:
+      raise TypeError(
+          f"{type(self).__name__}.replace: unknown field(s) {unknown}; the "
+          f"replaceable fields are {list(self._leaf_fields)}.")
+    checked = {k: _check_strength(v, k) for k, v in changes.items()}
+    children, aux = self._tree_flatten()
+    new = [checked.get(f, c) for f, c in zip(self._leaf_fields, children)]
+    return self._tree_unflatten(aux, new)
 
   # -------------------------------------------------------------- per leaf
   def value_leaf(self, x):
@@ -222,9 +377,12 @@ class Regularizer:
           f"{self.name} regularizer: unknown or unsupported solver {solver!r}"
           f"{known}; it supports {', '.join(map(repr, self.solvers))}.")
 
-  def __call__(self, params: PyTree):
-    """psi(params), strength included (a scalar, at least float32)."""
-    _refuse_schedule_use(params)
+  def value(self, params: PyTree):
+    """psi(params), strength included (a scalar, at least float32).
+
+    (A regularizer is deliberately not callable: ``optax.inject_hyperparams``
+    treats every callable argument as a schedule.)
+    """
     mask = self.mask_tree(params)
     terms = [self.value_leaf(x) for m, x in
              zip(jax.tree.leaves(mask), jax.tree.leaves(params)) if m]
@@ -283,12 +441,10 @@ class Regularizer:
 
   def with_strength(self, strength: float) -> "Regularizer":
     """A copy of this regularizer with another strength (same groups, mask)."""
-    other = copy.copy(self)
-    other.strength = _check_strength(strength)
-    return other
+    return self.replace(strength=strength)
 
   def __repr__(self):
-    return f"{type(self).__name__}(strength={self.strength!r})"
+    return f"{type(self).__name__}(strength={_fmt(self.strength)!r})"
 
 
 class GroupRegularizer(Regularizer):
@@ -454,7 +610,7 @@ class GroupLasso(_AxisGroups):
     self._set_groups(groups)
 
   def __repr__(self):
-    return f"GroupLasso(strength={self.strength!r}, groups={self.groups!r})"
+    return f"GroupLasso(strength={_fmt(self.strength)!r}, groups={self.groups!r})"
 
 
 def l1(strength: float, *, mask: MaskOrFn = None) -> L1:
@@ -467,7 +623,7 @@ def l1(strength: float, *, mask: MaskOrFn = None) -> L1:
       function ``params -> pytree of bools``.
 
   Returns:
-    An :class:`L1` regularizer: ``reg(params)`` is its value and
+    An :class:`L1` regularizer: ``reg.value(params)`` is its value and
     ``reg.prox(params, scale)`` its proximal operator (soft thresholding).
 
   Examples:
@@ -496,7 +652,7 @@ def group_lasso(strength: float, *, groups: Union[str, int] = "input",
       ``params -> pytree of bools``.
 
   Returns:
-    A :class:`GroupLasso` regularizer: ``reg(params)`` is its value and
+    A :class:`GroupLasso` regularizer: ``reg.value(params)`` is its value and
     ``reg.prox(params, scale)`` its proximal operator (group shrinkage).
 
   Examples:
@@ -506,7 +662,7 @@ def group_lasso(strength: float, *, groups: Union[str, int] = "input",
     >>> reg.prox({"w": w}, 1.0)["w"]  # threshold 0.5 * sqrt(2) per row
     Array([[2.5757358, 3.4343145],
            [0.       , 0.       ]], dtype=float32)
-    >>> float(reg({"w": w}))  # 0.5 * sqrt(2) * (5 + 0.5)
+    >>> float(reg.value({"w": w}))  # 0.5 * sqrt(2) * (5 + 0.5)
     3.889087200164795
 
   References:
@@ -682,7 +838,7 @@ def nuclear_norm(strength: float, *, mask: MaskOrFn = None) -> NuclearNorm:
       error naming its path.
 
   Returns:
-    A :class:`NuclearNorm` regularizer: ``reg(params)`` is its value and
+    A :class:`NuclearNorm` regularizer: ``reg.value(params)`` is its value and
     ``reg.prox(params, scale)`` its proximal operator (singular-value soft
     thresholding). It works with :func:`rmda_jax.rmda`,
     :func:`rmda_jax.prox_sgd` and :func:`rmda_jax.prox_adam` (not
@@ -692,7 +848,7 @@ def nuclear_norm(strength: float, *, mask: MaskOrFn = None) -> NuclearNorm:
     >>> import jax.numpy as jnp, rmda_jax as rj
     >>> reg = rj.nuclear_norm(1.0)
     >>> w = jnp.array([[3.0, 0.0], [0.0, 0.5]])  # singular values 3 and 0.5
-    >>> float(reg({"w": w}))
+    >>> float(reg.value({"w": w}))
     3.5
     >>> z = reg.prox({"w": w}, 1.0)["w"]  # singular values 2 and 0: rank 1
     >>> jnp.abs(z)
@@ -768,20 +924,41 @@ class SparseGroupLasso(_AxisGroups):
   """
 
   name = "sparse_group_lasso"
+  _leaf_fields = ("l1_strength", "group_strength")
 
   def __init__(self, l1_strength: float, group_strength: float, *,
                groups: Union[str, int] = "input", mask: MaskOrFn = None):
     lam1 = _check_strength(l1_strength, "l1_strength")
     lam2 = _check_strength(group_strength, "group_strength")
     _group_axis(groups)  # a bad `groups` is reported before a bad mask
-    super().__init__(lam1 + lam2, mask=mask)
+    self._set_mask(mask)
     self._set_groups(groups)
     self.l1_strength, self.group_strength = lam1, lam2
-    self.l1_fraction = lam1 / (lam1 + lam2) if lam1 + lam2 > 0 else None
+    # The mix, fixed at construction when the strengths are concrete (kept by
+    # with_strength, even through a strength of 0).
+    total = _number_key(lam1 + lam2)
+    self._fraction = (float(lam1) / total
+                      if total is not None and total > 0 else None)
 
-  def _mix(self) -> float:
+  @property
+  def strength(self):
+    """The total ``l1_strength + group_strength`` (what the optimizers scale)."""
+    return self.l1_strength + self.group_strength
+
+  @property
+  def l1_fraction(self):
+    """``l1_strength / strength``; ``None`` when both strengths are 0."""
+    if self._fraction is not None:
+      return self._fraction
+    lam1, total = self.l1_strength, self.strength
+    if _number_key(total) is not None:
+      return None if float(total) <= 0 else float(lam1) / float(total)
+    return jnp.where(total > 0, lam1 / jnp.where(total > 0, total, 1), 0.5)
+
+  def _mix(self):
     # With both strengths 0 every threshold is 0 and the mix is irrelevant.
-    return 0.5 if self.l1_fraction is None else self.l1_fraction
+    a = self.l1_fraction
+    return 0.5 if a is None else a
 
   def _taus(self, x, threshold):
     t = jnp.asarray(threshold, x.dtype)
@@ -828,21 +1005,20 @@ class SparseGroupLasso(_AxisGroups):
     ValueError for ``strength > 0`` when both strengths are 0 (no mix).
     """
     value = _check_strength(strength)
-    if self.l1_fraction is None and value > 0:
-      raise ValueError(
-          "sparse_group_lasso with l1_strength = group_strength = 0 has no mix "
-          "to scale; build one with rj.sparse_group_lasso(l1_strength, "
-          "group_strength).")
-    other = copy.copy(self)
-    other.strength = value
-    if self.l1_fraction is not None:  # else value == 0: both stay 0
-      other.l1_strength = self.l1_fraction * value
-      other.group_strength = (1 - self.l1_fraction) * value
-    return other
+    a = self.l1_fraction
+    if a is None:
+      if _number_key(value) is None or float(value) > 0:
+        raise ValueError(
+            "sparse_group_lasso with l1_strength = group_strength = 0 has no "
+            "mix to scale; build one with rj.sparse_group_lasso(l1_strength, "
+            "group_strength).")
+      return self
+    return self.replace(l1_strength=a * value, group_strength=(1 - a) * value)
 
   def __repr__(self):
-    return (f"SparseGroupLasso(l1_strength={self.l1_strength!r}, "
-            f"group_strength={self.group_strength!r}, groups={self.groups!r})")
+    return (f"SparseGroupLasso(l1_strength={_fmt(self.l1_strength)!r}, "
+            f"group_strength={_fmt(self.group_strength)!r}, "
+            f"groups={self.groups!r})")
 
 
 def sparse_group_lasso(l1_strength: float, group_strength: float, *,
@@ -874,7 +1050,7 @@ def sparse_group_lasso(l1_strength: float, group_strength: float, *,
     >>> reg.prox({"w": w}, 1.0)["w"]  # soft threshold: rows (3.5, 0), (0.25, 0)
     Array([[2.7928932, 0.       ],
            [0.       , 0.       ]], dtype=float32)
-    >>> float(reg({"w": w}))  # 0.5 * 5.5 + 0.5 * sqrt(2) * (||row 0|| + ||row 1||)
+    >>> float(reg.value({"w": w}))  # 0.5 * 5.5 + 0.5 * sqrt(2) * (||row 0|| + ||row 1||)
     6.221323013305664
     >>> reg.with_strength(2.0)
     SparseGroupLasso(l1_strength=1.0, group_strength=1.0, groups='input')
@@ -907,15 +1083,3 @@ def _broadcast_mask(mask, params):
     raise ValueError(
         "mask does not match the structure of params (it must be the same "
         f"pytree or a prefix of it): {e}") from None
-
-
-def _refuse_schedule_use(params):
-  # optax.inject_hyperparams treats every callable argument as a schedule and
-  # would call reg(step_count); say what to do instead of failing obscurely.
-  leaves = jax.tree.leaves(params)
-  if len(leaves) == 1 and jnp.ndim(leaves[0]) == 0 and jnp.issubdtype(
-      jnp.result_type(leaves[0]), jnp.integer):
-    raise TypeError(
-        "A regularizer was called with an integer step count, as a schedule. "
-        "With optax.inject_hyperparams, pass static_args='regularizer', e.g. "
-        "optax.inject_hyperparams(rj.rmda, static_args='regularizer')(...).")

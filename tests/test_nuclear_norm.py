@@ -160,8 +160,8 @@ def test_value_matches_numpy_and_its_gradient_is_finite():
   reg = rj.nuclear_norm(0.3)
   want = 0.3 * sum(np.linalg.svd(as_matrix(params[k]), compute_uv=False).sum()
                    for k in ("conv", "dense", "zero"))
-  np.testing.assert_allclose(reg(jparams), want, rtol=1e-5)
-  grads = jax.grad(reg)(jparams)
+  np.testing.assert_allclose(reg.value(jparams), want, rtol=1e-5)
+  grads = jax.grad(reg.value)(jparams)
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
   np.testing.assert_array_equal(grads["bias"], 0)
   # Where the kernel has full rank the gradient is lam * U V^T.
@@ -231,7 +231,7 @@ def test_every_optimizer_lowers_the_rank(make_tx):
   report = rj.rank_report(params, reg)
   assert report.full_rank == 4 + 5
   assert report.rank < report.full_rank
-  assert np.isfinite(float(reg(params)))
+  assert np.isfinite(float(reg.value(params)))
 
 
 def test_structured_params_is_the_svt_of_the_dual_point():

@@ -1,5 +1,6 @@
 """Each prox checked by its optimality conditions, plus values, masks and errors."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,7 +74,7 @@ def test_prox_shrinks_and_is_nonexpansive(reg):
   assert np.all(px * x["k"] >= 0)
   # Firm nonexpansiveness implies nonexpansiveness.
   assert jnp.linalg.norm(px - py) <= jnp.linalg.norm(x["k"] - y["k"]) + 1e-5
-  assert reg(reg.prox(x, 0.5)) <= reg(x)
+  assert reg.value(reg.prox(x, 0.5)) <= reg.value(x)
 
 
 @pytest.mark.parametrize("reg", [rj.l1(0.5), rj.group_lasso(0.5)])
@@ -95,15 +96,15 @@ def test_values_match_the_formula():
   jparams = jax.tree.map(jnp.asarray, params)
   want_gl = sum(reference.group_lasso_value(params[n], 0.1, -2)
                 for n in ("conv", "dense"))
-  np.testing.assert_allclose(rj.group_lasso(0.1)(jparams), want_gl, rtol=1e-5)
+  np.testing.assert_allclose(rj.group_lasso(0.1).value(jparams), want_gl, rtol=1e-5)
   want_l1 = 0.1 * (np.abs(params["conv"]).sum() + np.abs(params["dense"]).sum())
-  np.testing.assert_allclose(rj.l1(0.1)(jparams), want_l1, rtol=1e-5)
+  np.testing.assert_allclose(rj.l1(0.1).value(jparams), want_l1, rtol=1e-5)
   # An explicit mask that includes the bias: groups="output" works on 1-D.
   reg = rj.group_lasso(0.1, groups="output",
                        mask={"conv": True, "dense": False, "bias": True})
   want = (reference.group_lasso_value(params["conv"], 0.1, -1)
           + reference.group_lasso_value(params["bias"], 0.1, -1))
-  np.testing.assert_allclose(reg(jparams), want, rtol=1e-5)
+  np.testing.assert_allclose(reg.value(jparams), want, rtol=1e-5)
 
 
 def test_default_mask_leaves_biases_alone():
@@ -129,15 +130,15 @@ def test_mask_as_function_and_as_prefix():
                                  rj.group_lasso(1.0, groups="output")])
 def test_no_nan_at_zero(reg):
   params = {"k": jnp.zeros((3, 3, 2, 4)), "d": jnp.zeros((5, 2))}
-  grads = jax.grad(reg)(params)
+  grads = jax.grad(reg.value)(params)
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
-  assert np.isfinite(reg(params)) and reg(params) == 0
+  assert np.isfinite(reg.value(params)) and reg.value(params) == 0
   out = reg.prox(params, 1.0)
   assert all(np.all(o == 0) for o in jax.tree.leaves(out))
   # Gradient away from zero is the usual one: lam * sqrt(|g|) * x_g / ||x_g||.
   x = {"k": jnp.zeros((3, 2)).at[1].set(jnp.array([3.0, 4.0]))}
   if isinstance(reg, rj.GroupLasso) and reg.groups == "input":
-    g = jax.grad(reg)(x)["k"]
+    g = jax.grad(reg.value)(x)["k"]
     np.testing.assert_allclose(g[1], np.sqrt(2) * np.array([0.6, 0.8]), rtol=1e-6)
     np.testing.assert_array_equal(g[0], 0)
 
@@ -170,7 +171,7 @@ def test_missing_group_axis_names_the_path():
   with pytest.raises(ValueError, match=r"\['dense'\]\['kernel'\].*\(4, 2\)"):
     reg.prox(params, 1.0)
   with pytest.raises(ValueError, match=r"\['dense'\]\['kernel'\]"):
-    reg(params)
+    reg.value(params)
 
 
 def test_non_float_leaf_names_the_path():
@@ -182,7 +183,7 @@ def test_non_float_leaf_names_the_path():
 def test_mask_structure_mismatch_is_an_error():
   reg = rj.l1(0.1, mask={"a": True, "zzz": False})
   with pytest.raises(ValueError, match="mask does not match"):
-    reg({"a": jnp.ones((2, 2)), "b": jnp.ones((2, 2))})
+    reg.value({"a": jnp.ones((2, 2)), "b": jnp.ones((2, 2))})
 
 
 def test_default_mask_skips_embedding_tables():
@@ -209,6 +210,71 @@ def test_with_strength_copies_groups_and_mask():
   assert other.strength == 0.4 and reg.strength == 0.1
   assert other.groups == "output" and other.mask == reg.mask
   params = {"a": jnp.ones((3, 2)), "b": jnp.ones((3, 2))}
-  np.testing.assert_allclose(other(params), 4 * reg(params), rtol=1e-6)
+  np.testing.assert_allclose(other.value(params), 4 * reg.value(params), rtol=1e-6)
   with pytest.raises(ValueError, match="strength"):
     reg.with_strength(-1.0)
+
+
+# ------------------------------------------------ regularizers as pytrees
+ALL_KINDS = [
+    lambda s: rj.l1(s), lambda s: rj.group_lasso(s),
+    lambda s: rj.group_lasso(s, groups="output"), lambda s: rj.nuclear_norm(s),
+    lambda s: rj.sparse_group_lasso(s / 4, s),
+]
+
+
+@pytest.mark.parametrize("make", ALL_KINDS)
+def test_equal_and_hash_by_value(make):
+  a, b = make(1e-3), make(1e-3)
+  assert a == b and hash(a) == hash(b) and a is not b
+  assert a != make(2e-3)
+  assert len({a, b, make(2e-3)}) == 2
+  assert not callable(a)  # optax.inject_hyperparams would take it for a schedule
+
+
+def test_equality_sees_groups_masks_and_class():
+  assert rj.group_lasso(1.0) != rj.group_lasso(1.0, groups="output")
+  assert rj.group_lasso(1.0) != rj.l1(1.0)
+  m1 = {"w": True, "b": False}
+  assert rj.group_lasso(1.0, mask=m1) == rj.group_lasso(1.0, mask=dict(m1))
+  assert rj.group_lasso(1.0, mask=m1) != rj.group_lasso(1.0, mask={"w": False, "b": False})
+  assert rj.group_lasso(1.0, mask=m1) != rj.group_lasso(1.0)
+
+
+def test_immutable_and_replace_checks():
+  reg = rj.group_lasso(0.5)
+  with pytest.raises(AttributeError, match="immutable"):
+    reg.strength = 1.0
+  assert reg.replace(strength=2.0) == rj.group_lasso(2.0)
+  with pytest.raises(ValueError, match="strength must be finite and >= 0"):
+    reg.replace(strength=-1.0)
+  with pytest.raises(TypeError, match="unknown field"):
+    reg.replace(groups="output")
+
+
+@pytest.mark.parametrize("make", ALL_KINDS)
+def test_strength_is_a_leaf_traced_by_jit_without_recompiling(make):
+  x = {"w": jax.random.normal(jax.random.key(0), (4, 3))}
+  assert jax.tree.leaves(make(0.5)) and all(
+      np.ndim(v) == 0 for v in jax.tree.leaves(make(0.5)))
+  chex.clear_trace_counter()
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def prox(reg, x):
+    return reg.prox(x, 1.0), reg.value(x)
+
+  for s in (0.1, 0.4, 0.9):
+    got = prox(make(s), x)
+    want = (make(s).prox(x, 1.0), make(s).value(x))
+    chex.assert_trees_all_close(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", ALL_KINDS)
+def test_vmap_over_strength_equals_separate_regularizers(make):
+  x = {"w": jax.random.normal(jax.random.key(1), (5, 3))}
+  strengths = jnp.array([0.0, 0.2, 0.7, 3.0])
+  batched = jax.vmap(lambda s: make(s).prox(x, 0.5))(strengths)
+  for i, s in enumerate(strengths.tolist()):
+    chex.assert_trees_all_close(
+        jax.tree.map(lambda b: b[i], batched), make(s).prox(x, 0.5), atol=1e-5)

@@ -103,13 +103,35 @@ def test_inject_hyperparams_equals_plain_and_is_injectable():
       learning_rate=optax.constant_schedule(0.3), momentum=0.5, regularizer=REG)
   via_schedule, sched_state = _run(sched_tx, _params(), 15)
   _assert_close(plain, via_schedule, rtol=1e-6, atol=1e-6)
-  assert rj.structured_params(sched_state, REG) is not None
+  _, plain_state = _run(rj.rmda(0.3, 0.5, REG), _params(), 15)
+  _assert_close(rj.structured_params(sched_state, REG),
+                rj.structured_params(plain_state, REG), rtol=1e-6, atol=1e-6)
 
 
-def test_inject_hyperparams_without_static_args_explains_itself():
-  with pytest.raises(TypeError, match="static_args='regularizer'"):
-    optax.inject_hyperparams(rj.rmda)(
-        learning_rate=0.1, momentum=0.5, regularizer=REG).init(_params())
+def test_inject_hyperparams_needs_no_static_args():
+  # A regularizer is a pytree, not a callable: inject_hyperparams keeps it as
+  # a static argument by itself and injects only the numbers.
+  plain, _ = _run(rj.rmda(0.3, 0.5, REG), _params(), 15)
+  tx = optax.inject_hyperparams(rj.rmda)(
+      learning_rate=0.3, momentum=0.5, regularizer=REG)
+  injected, state = _run(tx, _params(), 15)
+  assert set(state.hyperparams) == {"learning_rate", "momentum"}
+  _assert_close(plain, injected, rtol=1e-6, atol=1e-6)
+
+
+def test_structured_params_refuses_another_regularizer():
+  _, state = _run(rj.rmda(0.3, 0.5, REG), _params(), 3)
+  own = rj.structured_params(state)
+  _assert_close(rj.structured_params(state, REG), own, rtol=0, atol=0)
+  for other in (None, REG.with_strength(2 * REG.strength), rj.l1(REG.strength),
+                rj.group_lasso(REG.strength, groups="output")):
+    with pytest.raises(ValueError, match="not the one the optimizer was built"):
+      rj.structured_params(state, other)
+  _, bare = _run(rj.rmda(0.3, 0.5), _params(), 3)
+  with pytest.raises(ValueError, match="not the one the optimizer was built"):
+    rj.structured_params(bare, REG)
+  _assert_close(rj.structured_params(bare, None), rj.structured_params(bare),
+                rtol=0, atol=0)
 
 
 def test_partition_and_structured_params_merge():

@@ -152,7 +152,7 @@ def test_one_strength_zero_is_the_other_regularizer(lam1, lam2, same):
   x = {"k": jax.random.normal(jax.random.key(3), (3, 3, 4, 6)),
        "b": jnp.arange(4.0)}
   reg, other = rj.sparse_group_lasso(lam1, lam2), same()
-  prox_and_value = lambda r: jax.jit(lambda x: (r.prox(x, 0.7), r(x)))(x)
+  prox_and_value = lambda r: jax.jit(lambda x: (r.prox(x, 0.7), r.value(x)))(x)
   chex.assert_trees_all_close(prox_and_value(reg), prox_and_value(other),
                               atol=1e-6, rtol=1e-6)
 
@@ -164,7 +164,7 @@ def test_value_matches_the_formula():
   jparams = jax.tree.map(jnp.asarray, params)
   for groups, axis in [("input", -2), ("output", -1)]:
     want = sum(np_sgl_value(params[n], 0.02, 0.1, axis) for n in ("conv", "dense"))
-    got = rj.sparse_group_lasso(0.02, 0.1, groups=groups)(jparams)
+    got = rj.sparse_group_lasso(0.02, 0.1, groups=groups).value(jparams)
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
@@ -181,7 +181,7 @@ def test_strengths_and_with_strength():
   doubled = reg.with_strength(1.6)
   assert (doubled.l1_strength, doubled.group_strength) == pytest.approx((0.4, 1.2))
   assert doubled.groups == "output" and reg.strength == pytest.approx(0.8)
-  np.testing.assert_allclose(doubled(x), 2 * reg(x), rtol=1e-6)
+  np.testing.assert_allclose(doubled.value(x), 2 * reg.value(x), rtol=1e-6)
   chex.assert_trees_all_close(doubled.prox(x, 1.0), reg.prox(x, 2.0), atol=1e-6)
   assert reg.with_strength(0.0).with_strength(0.8).l1_strength == pytest.approx(0.2)
   # Both zero: no mix to scale.
