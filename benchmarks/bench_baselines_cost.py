@@ -17,38 +17,39 @@ bandwidth is measured in the same run too (output donated, like the step);
 parameter-sized array at that bandwidth. The load average is recorded: on a
 shared machine, other processes inflate every number (the ratios less).
 
+The committed cost table (section 4 of benchmarks/README.md, every model
+shape) is ``bench_cost``'s; this module is what section 4c runs once per
+XLA_FLAGS setting, writing ``results/cost_ynn_<setting>.json`` with ``--out``.
+
 Usage, from the repository root:
   python -m benchmarks.bench_baselines_cost --quick   # a smoke run, ~1 min
-  python -m benchmarks.bench_baselines_cost           # writes results/baselines_cost.json
+  python -m benchmarks.bench_baselines_cost --out benchmarks/results/cost_ynn_reduce.json
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 
 import jax
 
 from benchmarks import common
 
-DEFAULT_OUT = common.RESULTS / "baselines_cost.json"
-
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true",
-                      help="few repeats, no JSON unless --out is given")
+                      help="few repeats")
   parser.add_argument("--model", default="resnet50", choices=sorted(common.SHAPED_MODELS))
   parser.add_argument("--repeats", type=int, default=None)
   parser.add_argument("--warmup", type=int, default=None)
   parser.add_argument("--only", default=None,
                       help="comma-separated substrings of optimizer names "
                            "(the optax.sgd reference is always kept)")
-  parser.add_argument("--out", default=None)
+  parser.add_argument("--out", default=None, help="write the results to this JSON file")
   args = parser.parse_args(argv)
   repeats = args.repeats or (3 if args.quick else 10)
   warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
-  out_path = args.out or (None if args.quick else DEFAULT_OUT)
+  out_path = args.out
 
   shapes, params, grads = common.timed_model(args.model)
   n = common.num_params(shapes)
@@ -63,7 +64,7 @@ def main(argv=None):
         f"{len(jax.tree.leaves(params))} leaves; {info['cpu']} x "
         f"{info['cpu_count']}, jax {info['jax']} ({info['jax_backend']}), "
         f"optax {info['optax']}; load average "
-        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        f"{', '.join(f'{x:.1f}' for x in common.load_average())}")
   bw_before = common.memory_bandwidth()
   results = common.time_steps(opts, params, grads, repeats=repeats, warmup=warmup)
   bw_after = common.memory_bandwidth()
@@ -98,7 +99,7 @@ def main(argv=None):
         "memory_bandwidth_GBps_before_after": [bw_before / 1e9,
                                                bw_after / 1e9],
         "memory_bandwidth_fresh_output_GBps": bw_fresh / 1e9,
-        "load_average": list(os.getloadavg()),
+        "load_average_start": common.load_average(),
         "param_pass_ms": pass_ms,
         "settings": {"l1_strength": common.L1_STRENGTH, "gl_strength": common.GL_STRENGTH,
                      "prox_adam": "lr 1e-3, max_inner_steps 100, "

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -196,7 +195,7 @@ def main(argv=None) -> int:
                           eval_subset=1000 if args.quick else None)
   settings["data"] = split.note
   machine = common.machine_info()
-  machine["load_average_at_start"] = os.getloadavg()
+  machine["load_average_start"] = common.load_average()
 
   if args.stage in ("tune", "all"):
     tune_runs = [(method, c) for method, configs in grid.items() for c in configs]

@@ -409,7 +409,7 @@ def main(argv=None):
   rmda_long = previous.get("rmda_long") if previous else None
   if args.rmda_long_epochs:
     _, long_tx = make_optimizers(args.lam, steps_per_epoch, args.milestones, ["RMDA"])
-    load_start = os.getloadavg()
+    load_start = common.load_average()
     hist, secs = run_method("RMDA", long_tx["RMDA"], reg, x, y, opt,
                             args.rmda_long_epochs, args.batch, args.seed, eval_fn)
     rmda_long = {
@@ -422,7 +422,7 @@ def main(argv=None):
                        if "RMDA" in results else None,
         "history": hist,
         "seconds": secs,
-        "load_average_1min_start_end": [load_start[0], os.getloadavg()[0]],
+        "load_average_start": load_start, "load_average_end": common.load_average(),
     }
     last = hist["Z"][-1]
     print(f"RMDA {args.rmda_long_epochs} epochs (Z): support match "

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -230,7 +229,7 @@ def main(argv=None) -> int:
                           eval_subset=1000 if args.quick else None)
   settings["data"] = split.note
   machine = common.machine_info()
-  machine["load_average_at_start"] = os.getloadavg()
+  machine["load_average_start"] = common.load_average()
   # Seed by seed: every configuration and method grows alike as runs finish.
   runs = [(seed, config, method) for seed in args.seeds for config in args.configs
           for method in args.methods]

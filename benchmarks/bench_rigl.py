@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 
@@ -95,7 +94,7 @@ def main(argv=None) -> int:
 
   t_start = time.perf_counter()
   machine = common.machine_info()
-  machine["load_average_at_start"] = os.getloadavg()
+  machine["load_average_start"] = common.load_average()
   data = common.load_data(args.dataset, b.train_subset, b.test_subset)
   total = common.steps_per_epoch(data, args.batch_size) * epochs
   rates = common.Rates(common.milestones_of(total, args.milestone_fractions), gamma=args.gamma,

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -132,7 +131,7 @@ def main(argv=None) -> int:
   spe = int(split.y_train.shape[0]) // args.batch_size
   total = spe * args.epochs
   machine = common.machine_info()
-  machine["load_average_at_start"] = os.getloadavg()
+  machine["load_average_start"] = common.load_average()
   if args.merge_only and json_path.exists():  # the machine that ran the runs, not this one
     machine = json.loads(json_path.read_text()).get("machine", machine)
   settings = {

@@ -53,7 +53,6 @@ import optax
 
 from benchmarks import common
 from rmda_jax.examples import config, sharding, train
-from rmda_jax.examples.data import Dataset
 
 BATCH = 128
 OPTIMIZERS = {
@@ -61,16 +60,6 @@ OPTIMIZERS = {
     "sgd": ["--optimizer", "sgd", "--regularizer", "none"],
 }
 UPDATE_MODEL = "resnet50"
-
-
-def synthetic_mnist(n: int, seed: int = 0) -> Dataset:
-  """MNIST-shaped random data (the step's cost does not depend on the pixels)."""
-  rng = np.random.default_rng(seed)
-  return Dataset("mnist", rng.random((n, 28, 28, 1), dtype=np.float32),
-                 rng.integers(0, 10, n).astype(np.int32),
-                 rng.random((BATCH, 28, 28, 1), dtype=np.float32),
-                 rng.integers(0, 10, BATCH).astype(np.int32),
-                 num_classes=10, mean=(0.1307,), std=(0.3081,))
 
 
 def layouts(n: int) -> dict:
@@ -88,7 +77,7 @@ class Variant:
 
   def __init__(self, spec: sharding.MeshSpec | None, optimizer: str, steps: int):
     cfg = config.parse_args(OPTIMIZERS[optimizer] + ["--batch-size", str(BATCH)])
-    ds = synthetic_mnist(steps * BATCH)
+    ds = common.synthetic_data(steps * BATCH, BATCH)
     self.layout = None if spec is None else sharding.Layout(sharding.make_mesh(spec))
     self.trainer = train.Trainer(cfg, ds, steps, self.layout)
     self.state = self.trainer.init_state()
@@ -209,7 +198,7 @@ def main(argv=None):
 
   devices = args.devices or ([1, 2] if args.quick else [1, 2, 4, 8])
   t0 = time.time()
-  load_before = os.getloadavg()
+  load_before = common.load_average()
   runs = {}
   for n in devices:
     env = dict(os.environ, JAX_PLATFORMS="cpu",
@@ -231,9 +220,8 @@ def main(argv=None):
       u = runs[str(n)]["update_fsdp"]
       print(f"  update only, {UPDATE_MODEL} pytree, fsdp: rmda {u['rmda']['bytes_per_step']} B, "
             f"sgd {u['sgd']['bytes_per_step']} B")
-  load_after = os.getloadavg()
   machine = common.machine_info()
-  machine["load_average_start"] = round(load_before[0], 2)
+  machine["load_average_start"] = load_before
   result = {
       "quick": args.quick,
       "settings": {"model": "lenet5_small", "batch": BATCH, "data": "MNIST-shaped, random",
@@ -249,7 +237,7 @@ def main(argv=None):
                "step (sharding.collectives)",
       "runs": runs,
       "machine": machine,
-      "load_average_end": round(load_after[0], 2),
+      "load_average_end": common.load_average(),
       "wall_seconds": time.time() - t0,
   }
   path = os.path.join(args.out, "scale.json")

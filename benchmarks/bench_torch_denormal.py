@@ -11,7 +11,7 @@ the CPU's slow path for denormal operands (on some CPUs many times slower).
 XLA flushes denormals on CPU, so ``rmda_jax`` under JAX never holds them;
 this benchmark measures what they cost a PyTorch user of the authors' code.
 
-Four PyTorch variants of one loop, LeNet5 (small: ``benchmarks.gpu.torch_model``)
+Four PyTorch variants of one loop, LeNet5 (small: ``benchmarks.common.torch_model``)
 on MNIST, batch 128, the same initial weights and the same batches:
 
   * sgd          ``torch.optim.SGD(lr 0.01, momentum 0.9)``, denormals not flushed;
@@ -53,7 +53,6 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -61,20 +60,10 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from benchmarks.gpu import torch_model
 from rmda_jax.examples import data as data_lib
 
 VARIANTS = ("sgd", "rmda", "sgd+flush", "rmda+flush")
 AUTHORS_CODE = "github.com/zihsyuan1214/rmda@7b88105 RMDA/Optimizer/rmda.py, RMDA/ProxFn/prox_fns.py"
-
-
-def _torch():
-  """PyTorch, or None (it is optional: ``main`` then exits with status 2)."""
-  try:
-    import torch
-  except ImportError:
-    return None
-  return torch
 
 
 # ------------------------------------------------ the authors' optimizer
@@ -163,7 +152,7 @@ class Variant:
   def __init__(self, torch, name: str, args):
     self.torch, self.name, self.flush = torch, name, name.endswith("+flush")
     torch.manual_seed(0)  # every variant starts from the same weights
-    self.model = torch_model(torch, "lenet5_small", 10)
+    self.model = common.torch_model(torch, "lenet5_small", 10)
     if name.startswith("rmda"):
       RMDA, prox_glasso = authors_rmda(torch)
       self.opt = RMDA(self.model.parameters(), lr=args.rmda_lr, momentum=args.rmda_c,
@@ -230,7 +219,7 @@ def main(argv=None) -> dict:
   p.add_argument("--name", default=None,
                  help="results file stem (default torch_denormal, quick: torch_denormal_quick)")
   args = p.parse_args(argv)
-  torch = _torch()
+  torch = common.optional_torch()
   if torch is None:
     p.exit(2, "bench_torch_denormal: error: PyTorch is not installed (pip install torch); "
               "this benchmark measures the authors' PyTorch optimizer\n")
@@ -241,7 +230,7 @@ def main(argv=None) -> dict:
   n_test = args.test_subset or (1000 if q else 10000)
   torch.set_num_threads(1)  # see the module docstring
   machine = common.machine_info()
-  load_start = os.getloadavg()
+  load_start = common.load_average()
   x, y, x_test, y_test = tensors(torch, data_lib.load_mnist(), n_train, n_test)
   n = len(y)
   bs = args.batch_size
@@ -262,7 +251,7 @@ def main(argv=None) -> dict:
       for name in VARIANTS[c % 4:] + VARIANTS[:c % 4]:
         variants[name].run(x, y, perm, start, k, bs)
     torch.set_flush_denormal(False)
-    loads.append(os.getloadavg())
+    loads.append(common.load_average())
     for name, v in variants.items():
       per_epoch[name].append({"epoch": epoch + 1, "epoch_s": v.epoch_s,
                               "train_loss": float(v.loss_sum) / steps,
@@ -286,9 +275,9 @@ def main(argv=None) -> dict:
   result = {
       "benchmark": "bench_torch_denormal", "quick": q,
       "machine": machine, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-      "loadavg_start": list(load_start), "loadavg_after_epoch": [list(l) for l in loads],
+      "load_average_start": load_start, "load_average_after_epoch": loads,
       "settings": {
-          "model": "lenet5_small (PyTorch, benchmarks.gpu.torch_model)", "dataset": "mnist",
+          "model": "lenet5_small (PyTorch, benchmarks.common.torch_model)", "dataset": "mnist",
           "train_images": n, "test_images": len(y_test), "batch_size": bs, "steps_per_epoch": steps,
           "epochs": epochs, "chunk": args.chunk,
           "interleaving": "every epoch: all variants in chunks of `chunk` steps, order rotating "

@@ -48,19 +48,12 @@ import numpy as np
 
 from benchmarks import common
 from rmda_jax.examples import config, train, xla_flags
-from rmda_jax.examples.data import Dataset
 
 N_TRAIN, BATCH = 60000, 128
 
 
-def synthetic_mnist(seed=0):
-  rng = np.random.default_rng(seed)
-  return Dataset(
-      "mnist", rng.random((N_TRAIN, 28, 28, 1), dtype=np.float32),
-      rng.integers(0, 10, N_TRAIN).astype(np.int32),
-      rng.random((1000, 28, 28, 1), dtype=np.float32),
-      rng.integers(0, 10, 1000).astype(np.int32),
-      num_classes=10, mean=(0.1307,), std=(0.3081,))
+def synthetic_mnist():
+  return common.synthetic_data(N_TRAIN, 1000)
 
 
 class JaxVariant:
@@ -105,23 +98,8 @@ class TorchVariant:
     self.torch, self.F = torch, F
     torch.manual_seed(0)
 
-    class LeNet5(torch.nn.Module):
-      def __init__(self):
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(1, 6, 5, padding=2)
-        self.conv2 = torch.nn.Conv2d(6, 16, 5)
-        self.fc1 = torch.nn.Linear(400, 120)
-        self.fc2 = torch.nn.Linear(120, 84)
-        self.fc3 = torch.nn.Linear(84, 10)
-
-      def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = x.flatten(1)
-        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
-
     ds = synthetic_mnist()
-    self.model = LeNet5()
+    self.model = common.torch_model(torch, "lenet5_small", 10)
     self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9)
     self.x = torch.from_numpy(ds.x_train).permute(0, 3, 1, 2).contiguous()
     self.y = torch.from_numpy(ds.y_train).long()
@@ -149,19 +127,6 @@ class TorchVariant:
     return time.perf_counter() - t
 
 
-def _torch():
-  """(PyTorch, whether its denormals are flushed), or a one-line exit: it is what this
-  benchmark measures against; flushed as XLA:CPU does."""
-  try:
-    import torch
-  except ImportError:
-    raise SystemExit("bench_train_step: error: PyTorch is not installed (pip install torch); "
-                     "this benchmark compares rmda-train's step with a PyTorch loop") from None
-  # A per-thread CPU flag: set before PyTorch's first parallel op, so that its
-  # worker threads (created then) inherit it. False where the CPU lacks it.
-  return torch, torch.set_flush_denormal(True)
-
-
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--rounds", type=int, default=3)
@@ -173,7 +138,14 @@ def main(argv=None):
                  help="XLA:CPU's YNNPACK fusions: for reductions only (rmda-train's setting), "
                       "all (jaxlib's default) or none")
   args = p.parse_args(argv)
-  torch, flushed = _torch()
+  torch = common.optional_torch()
+  if torch is None:
+    raise SystemExit("bench_train_step: error: PyTorch is not installed (pip install torch); "
+                     "this benchmark compares rmda-train's step with a PyTorch loop")
+  # Flushed as XLA:CPU does. A per-thread CPU flag: set before PyTorch's first
+  # parallel op, so that its worker threads (created then) inherit it. False
+  # where the CPU lacks it.
+  flushed = torch.set_flush_denormal(True)
 
   if args.ynn == "all":
     ynn = "all: jaxlib's default (--ynn all)"
@@ -191,7 +163,7 @@ def main(argv=None):
   }
   times = {k: [] for k in variants}
   names = list(variants)
-  load_before = os.getloadavg()
+  load_before = common.load_average()
   for r in range(args.rounds):
     for name in names:
       variants[name].new_epoch()
@@ -204,7 +176,7 @@ def main(argv=None):
         times[name][-1] += variants[name].run(start, n)
     print(f"round {r + 1}: " + "  ".join(
         f"{k} {args.steps * BATCH / t[-1]:.0f}/s" for k, t in times.items()), flush=True)
-  load_after = os.getloadavg()
+  load_after = common.load_average()
 
   sps = {k: args.steps * BATCH / statistics.median(t) for k, t in times.items()}
   epoch_s = {k: N_TRAIN // BATCH * BATCH / s for k, s in sps.items()}
@@ -237,7 +209,7 @@ def main(argv=None):
       "rounds": args.rounds, "chunk": args.chunk, "samples_per_s_median": sps, "epoch_s_median": epoch_s,
       "round_times_s": times, "ratios": ratios,
       "ratios_per_round": paired, "ratios_per_round_median": paired_median,
-      "loadavg_1min_before_after": [load_before[0], load_after[0]],
+      "load_average_start": load_before, "load_average_end": load_after,
       "machine": {"cpus": machine["cpu_count"], "platform": machine["platform"],
                   "python": machine["python"]},
       "versions": {"jax": jax.__version__, "torch": torch.__version__},

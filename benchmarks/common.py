@@ -13,7 +13,12 @@
   same run, to read step times as "passes over the parameters").
 * MNIST (or sklearn digits) on the device (:func:`load_data`), the flags and
   tables of the accuracy benchmarks, and their training loop (:func:`make_run`)
-  around ``rmda-train``'s step.
+  around ``rmda-train``'s step; random MNIST-shaped data for the throughput
+  benchmarks (:func:`synthetic_data`).
+* PyTorch, optional (:func:`optional_torch`), and the PyTorch originals of
+  rmda-train's models (:func:`torch_model`).
+* The load average, recorded as ``load_average_start`` / ``load_average_end``
+  (:func:`load_average`).
 """
 
 from __future__ import annotations
@@ -87,9 +92,46 @@ def machine_info() -> Dict[str, Any]:
   }
 
 
+def load_average() -> list:
+  """The 1, 5 and 15 minute load averages, rounded: what the results record as
+  ``load_average_start`` (in ``machine``) and ``load_average_end``."""
+  return [round(x, 2) for x in os.getloadavg()]
+
+
 def cpu_speed_flags() -> str:
   """rmda-train's XLA:CPU setting (YNNPACK for reductions only); call before any JAX work."""
   return xla_flags.limit_ynn_fusions()
+
+
+# ------------------------------------------------------------ PyTorch
+def optional_torch():
+  """PyTorch, or None where it is not installed (the comparisons with it are optional)."""
+  try:
+    import torch
+  except ImportError:
+    return None
+  return torch
+
+
+def torch_model(torch, name: str, classes: int):
+  """The PyTorch original of an rmda-train model (same layers, same parameter count):
+  ``lenet5_small`` or ``vgg19_bn``."""
+  nn = torch.nn
+  if name == "lenet5_small":
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, classes))
+  if name != "vgg19_bn":
+    raise ValueError(f"no PyTorch original of {name!r}")
+  layers, c = [], 3
+  for v in models_lib.VGG19_CFG:
+    if v == "M":
+      layers.append(nn.MaxPool2d(2))
+    else:
+      layers += [nn.Conv2d(c, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU()]
+      c = v
+  return nn.Sequential(*layers, nn.Flatten(), nn.Linear(512, classes))
 
 
 # ------------------------------------------------------------- optimizers
@@ -341,6 +383,19 @@ def load_data(name: str = "mnist", train_subset: Optional[int] = None,
   return Data(name, norm(jnp.asarray(x_tr)), jnp.asarray(y_tr, jnp.int32),
               norm(jnp.asarray(x_te)), jnp.asarray(y_te, jnp.int32),
               tuple(ds.input_shape), ds.num_classes, note)
+
+
+def synthetic_data(n: int, n_test: int, shape=(28, 28, 1), classes: int = 10,
+                   seed: int = 0) -> data_lib.Dataset:
+  """Random images in [0, 1) and labels shaped like MNIST (or ``shape``): for the
+  throughput benchmarks, whose step costs do not depend on the pixels."""
+  rng = np.random.default_rng(seed)
+  return data_lib.Dataset("synthetic", rng.random((n, *shape), dtype=np.float32),
+                          rng.integers(0, classes, n).astype(np.int32),
+                          rng.random((n_test, *shape), dtype=np.float32),
+                          rng.integers(0, classes, n_test).astype(np.int32),
+                          num_classes=classes, mean=(0.5,) * shape[-1],
+                          std=(0.25,) * shape[-1])
 
 
 def steps_per_epoch(data: Data, batch_size: int) -> int:

@@ -50,8 +50,6 @@ import numpy as np
 from benchmarks import common
 from benchmarks.bench_cost import MIN_PASSES
 from rmda_jax.examples import config, train
-from rmda_jax.examples.data import Dataset
-from rmda_jax.examples.models import VGG19_CFG
 
 UPDATE_OPTIMIZERS = ("optax.sgd(momentum=0.9)", "rmda (none)", "rmda (group_lasso)")
 EPOCHS = {  # name: (rmda-train model, input shape, training images, classes)
@@ -106,22 +104,13 @@ def update_fraction(bw_GBps: float, repeats: int, model: str) -> dict:
 
 
 # ------------------------------------------------------------ jax epoch
-def synthetic(shape, n, classes, seed=0) -> Dataset:
-  rng = np.random.default_rng(seed)
-  return Dataset("synthetic", rng.random((n, *shape), dtype=np.float32),
-                 rng.integers(0, classes, n).astype(np.int32),
-                 rng.random((BATCH, *shape), dtype=np.float32),
-                 rng.integers(0, classes, BATCH).astype(np.int32),
-                 num_classes=classes, mean=(0.5,) * shape[-1], std=(0.25,) * shape[-1])
-
-
 def jax_epoch(model: str, shape, n: int, classes: int, optimizer: str, steps: int) -> dict:
   """Seconds of ``steps`` steps of rmda-train's step (compiled first), scaled to the epoch."""
   argv = ["--model", model, "--optimizer", optimizer, "--batch-size", str(BATCH)]
   if optimizer == "sgd":
     argv += ["--regularizer", "none"]
   cfg = config.parse_args(argv)
-  ds = synthetic(shape, n, classes)
+  ds = common.synthetic_data(n, BATCH, shape, classes)
   trainer = train.Trainer(cfg, ds, n // BATCH)
   state = trainer.init_state()
   x, y, _, _ = trainer.place_data(ds)
@@ -143,38 +132,12 @@ def jax_epoch(model: str, shape, n: int, classes: int, optimizer: str, steps: in
 
 
 # ---------------------------------------------------------- torch epoch
-def _torch():
-  try:
-    import torch  # optional: the comparison runs only where PyTorch is installed
-  except ImportError:
-    return None
-  return torch
-
-
-def torch_model(torch, name: str, classes: int):
-  """The PyTorch original of an rmda-train model (same layers, same parameter count)."""
-  nn = torch.nn
-  if name == "lenet5_small":
-    return nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, classes))
-  layers, c = [], 3
-  for v in VGG19_CFG:
-    if v == "M":
-      layers.append(nn.MaxPool2d(2))
-    else:
-      layers += [nn.Conv2d(c, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU()]
-      c = v
-  return nn.Sequential(*layers, nn.Flatten(), nn.Linear(512, classes))
-
-
 def torch_epoch(torch, model: str, shape, n: int, classes: int, steps: int,
                 device: str) -> dict:
   """Seconds of ``steps`` steps of a plain PyTorch loop, scaled to the epoch."""
   torch.manual_seed(0)
   torch.backends.cudnn.benchmark = True
-  net = torch_model(torch, model, classes).to(device)
+  net = common.torch_model(torch, model, classes).to(device)
   opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
   rng = np.random.default_rng(0)
   x = torch.from_numpy(rng.random((n, *shape), dtype=np.float32)).permute(0, 3, 1, 2)
@@ -207,7 +170,7 @@ def torch_epoch(torch, model: str, shape, n: int, classes: int, steps: int,
 
 
 def epochs(models, steps_of, quick: bool) -> dict:
-  torch = _torch()
+  torch = common.optional_torch()
   platform = jax.default_backend()
   torch_device, torch_note = None, None
   if torch is None:

@@ -217,10 +217,15 @@ def ynn_cost(runs):
       _table(["setting", "XLA_FLAGS", "sgd ms", "load average at start"],
              [[k, f"`{r['machine'].get('xla_flags', '')}`",
                f"{r['results']['optax.sgd(momentum=0.9)']['median_ms']:.1f}",
-               f"{r['load_average'][0]:.2f}"] for k, r in runs.items()]),
+               f"{r['load_average_start'][0]:.2f}"] for k, r in runs.items()]),
       "",
   ]
   return "\n".join(lines)
+
+
+def _load_1min(d):
+  """[1-minute load average at the start, at the end] of a run."""
+  return [d["load_average_start"][0], d["load_average_end"][0]]
 
 
 def _train_step_tables(d):
@@ -253,7 +258,7 @@ def train_step(d, d_ynn=None, d_none=None):
          if d.get("chunk") else ", the variants interleaved round by round")
       + f"; median. Versions "
       f"{d.get('versions')}; machine {d.get('machine')}; load average before/after "
-      f"{d.get('loadavg_1min_before_after')}. XLA:CPU YNNPACK fusions: "
+      f"{_load_1min(d)}. XLA:CPU YNNPACK fusions: "
       f"{d.get('ynn_fusions', 'jaxlib default')} (`XLA_FLAGS={d.get('xla_flags', '')!r}`), "
       f"as `rmda-train` runs it. Target: PyTorch (2 threads) / jax+rmda at most 1.5.",
       "",
@@ -264,7 +269,7 @@ def train_step(d, d_ynn=None, d_none=None):
     if other is not None:
       lines += [
           f"The same benchmark with {what}, a separate run (the flag is process-wide; "
-          f"load average before/after {other.get('loadavg_1min_before_after')}):",
+          f"load average before/after {_load_1min(other)}):",
           "",
           *_train_step_tables(other),
       ]
@@ -317,7 +322,7 @@ def low_rank(d, extra=()):
     return f"{title}\n\nNot run yet (`python -m benchmarks.bench_low_rank`).\n"
   s = d["settings"]
   wall = d.get("wall_s") or 0
-  load = ", ".join(f"{x:.1f}" for x in d.get("machine", {}).get("load_average_at_start", []))
+  load = ", ".join(f"{x:.1f}" for x in d.get("machine", {}).get("load_average_start", []))
   # Which method kept less rank, lambda by lambda (seed 0), read from the sweep.
   frac = {(r["model"], r["method"], r["lam"]): r["rank_fraction"]["mean"]
           for r in d.get("sweep", [])}
@@ -722,7 +727,6 @@ def main(argv=None):
       "| bench_low_rank | 2c. low rank (nuclear norm) at accuracy | results/low_rank.json, .png |",
       "| bench_cost | 4. cost per step, bandwidth bound | results/cost.json |",
       "| bench_cost --nuclear | 4d. cost per step with the nuclear norm | results/cost_nuclear.json |",
-      "| bench_baselines_cost | 4. cost on the ResNet50 pytree (issue 3) | results/baselines_cost.json |",
       "| bench_baselines_cost (XLA_FLAGS per run) | 4c. optimizer step by YNNPACK setting | results/cost_ynn_{all,reduce,none}.json |",
       "| bench_train_step (needs PyTorch) | 4b. whole training step vs PyTorch | results/train_step.json (_ynn.json, _ynn_none.json) |",
       "| bench_slim | 5. slimming: parameters, multiply-adds, inference time | results/slim.json |",

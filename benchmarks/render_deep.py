@@ -283,7 +283,7 @@ def torch_denormal(d):
       f"{s['epochs']} epochs; {s['variants']['rmda']}; baseline {s['variants']['sgd']}. "
       f"torch {d['torch']}, {d['torch_threads']} intra-op thread; the four variants run "
       f"interleaved ({s['interleaving']}); load average at the start "
-      f"{d['loadavg_start'][0]:.1f} on {d['machine'].get('cpu_count')} cores. "
+      f"{d['load_average_start'][0]:.1f} on {d['machine'].get('cpu_count')} cores. "
       f"Machine: {_machine(d.get('machine'))}.", "",
       _table(["epoch", "rmda / sgd", "rmda+flush / sgd+flush", "rmda / rmda+flush",
               "denormal weights (rmda)", "groups all zero or denormal"],

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -157,7 +156,7 @@ def main(exp: Experiment, argv=None, description: str = "") -> int:
 
   t_start = time.perf_counter()
   machine = common.machine_info()
-  machine["load_average_at_start"] = os.getloadavg()
+  machine["load_average_start"] = common.load_average()
   data = common.load_data(args.dataset, b.train_subset, b.test_subset)
   spe = common.steps_per_epoch(data, args.batch_size)
   total_steps = spe * epochs

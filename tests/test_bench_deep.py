@@ -219,16 +219,12 @@ def test_rigl_converged_needs_equal_tuning_budgets():
 
 
 def _quick(module, tmp_path):
-  try:
-    data_lib.load_mnist(download=True, verbose=False)
-  except data_lib.DatasetError:
-    pytest.skip("MNIST not available (no cache, no network)")
   proc = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--quick", "--out",
                          str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-def test_identification_deep_quick(tmp_path):
+def test_identification_deep_quick(tmp_path, mnist):
   _quick("bench_identification_deep", tmp_path)
   d = json.loads((tmp_path / "identification_deep_quick.json").read_text())
   assert d["complete"] and (tmp_path / "identification_deep_quick.png").exists()
@@ -240,7 +236,7 @@ def test_identification_deep_quick(tmp_path):
     assert all(0 <= a <= 1 for a in r["test_accuracy"])
 
 
-def test_equal_tuning_quick(tmp_path):
+def test_equal_tuning_quick(tmp_path, mnist):
   _quick("bench_equal_tuning", tmp_path)
   d = json.loads((tmp_path / "equal_tuning_quick.json").read_text())
   n = {m: sum(t["method"] == m for t in d["tuning"]) for m in bench_equal_tuning.METHODS}
@@ -257,7 +253,7 @@ def test_equal_tuning_quick(tmp_path):
   assert f"{100 * r['test_accuracy']['mean']:.2f} ± " in md
 
 
-def test_rigl_converged_quick(tmp_path):
+def test_rigl_converged_quick(tmp_path, mnist):
   _quick("bench_rigl_converged", tmp_path)
   d = json.loads((tmp_path / "rigl_converged_quick.json").read_text())
   assert {r["method"] for r in d["table"]} == {"rmda_l1", "rigl"}
@@ -289,12 +285,8 @@ def test_sharded_reads_jobs():
       sharded.parse_job(bad)
 
 
-def test_sharded_shards_run_each_run_once(tmp_path):
+def test_sharded_shards_run_each_run_once(tmp_path, mnist):
   """Two shards of the quick tuning of RMDA: each runs one of its two configurations."""
-  try:
-    data_lib.load_mnist(download=True, verbose=False)
-  except data_lib.DatasetError:
-    pytest.skip("MNIST not available (no cache, no network)")
   logs = tmp_path / "logs"
   proc = subprocess.run(
       [sys.executable, "-m", "benchmarks.sharded", "--logs", str(logs),
@@ -311,11 +303,7 @@ def test_sharded_shards_run_each_run_once(tmp_path):
   assert all(t["complete"] for t in d["tuning"]) and len(d["tuning"]) == 2
 
 
-def test_rigl_converged_final_stage_needs_the_tuning(tmp_path):
-  try:
-    data_lib.load_mnist(download=True, verbose=False)
-  except data_lib.DatasetError:
-    pytest.skip("MNIST not available (no cache, no network)")
+def test_rigl_converged_final_stage_needs_the_tuning(tmp_path, mnist):
   proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_rigl_converged", "--quick",
                          "--out", str(tmp_path), "--stage", "final"], cwd=ROOT,
                         capture_output=True, text=True, timeout=300)

@@ -8,25 +8,14 @@ import math
 
 import pytest
 
-from benchmarks import bench_cost, bench_identification, render
-from rmda_jax.examples import data
-
-
-def _mnist_available():
-  try:
-    data.load_mnist(download=True, verbose=False)
-    return True
-  except data.DatasetError:  # no cache and no network: the benchmark cannot run
-    return False
+from benchmarks import bench_cost, bench_identification, common, render
 
 
 def _finite(x):
   return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def test_identification_quick(tmp_path):
-  if not _mnist_available():
-    pytest.skip("MNIST not available (no cache, no network)")
+def test_identification_quick(tmp_path, mnist):
   out = bench_identification.main(["--quick", "--out", str(tmp_path)])
   on_disk = json.loads((tmp_path / "identification.json").read_text())
   assert on_disk["quick"] is True and on_disk["optimum"]["groups"] == 784
@@ -110,7 +99,7 @@ def test_cost_quick(tmp_path):
 # ------------------------------------------------ bench_torch_denormal (PyTorch optional)
 def test_torch_denormal_without_torch_exits_2(monkeypatch, capsys):
   from benchmarks import bench_torch_denormal
-  monkeypatch.setattr(bench_torch_denormal, "_torch", lambda: None)
+  monkeypatch.setattr(common, "optional_torch", lambda: None)
   with pytest.raises(SystemExit) as e:
     bench_torch_denormal.main(["--quick"])
   assert e.value.code == 2
@@ -158,10 +147,8 @@ def test_torch_denormal_authors_rmda_is_rmda_jax_rmda():
   assert float(jnp.abs(p["fc"][2]).max()) > 0.0
 
 
-def test_torch_denormal_quick(tmp_path):
+def test_torch_denormal_quick(tmp_path, mnist):
   pytest.importorskip("torch")
-  if not _mnist_available():
-    pytest.skip("MNIST not available (no cache, no network)")
   from benchmarks import bench_torch_denormal
   out = bench_torch_denormal.main(["--quick", "--out", str(tmp_path)])
   d = json.loads((tmp_path / "torch_denormal_quick.json").read_text())

