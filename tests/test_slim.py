@@ -25,6 +25,8 @@ pytest.importorskip("orbax.checkpoint")
 
 from flax import nnx  # noqa: E402
 
+from rmda_jax import _slim_io as slim_io  # noqa: E402
+from rmda_jax import _slim_rules as slim_rules  # noqa: E402
 from rmda_jax import slim as slim_lib  # noqa: E402
 from rmda_jax.examples import models  # noqa: E402
 from rmda_jax.slim import SlimError  # noqa: E402
@@ -573,6 +575,100 @@ def test_save_is_atomic(tmp_path, monkeypatch):
                               forward(model, jnp.ones(shape)), **TOL)
 
 
+def _saved_lenet(tmp_path):
+  model, shape, _, _ = build_lenet5_small(np.random.default_rng(13))
+  result = slim(model, jnp.ones(shape), timing_runs=0)
+  kwargs = {"name": "lenet5_small"}
+  path = slim_lib.save(tmp_path / "m", result, constructor=models.get_model,
+                       constructor_kwargs=kwargs)
+  return model, shape, result, kwargs, path
+
+
+def _failing_rename_onto(path, monkeypatch, *, also_the_restore=False):
+  """os.replace fails when it would put the new model (or, optionally, anything) at path."""
+  real = os.replace
+
+  def replace(src, dst):
+    if os.fspath(dst) == os.fspath(path) and (also_the_restore or ".m.tmp-" in os.fspath(src)):
+      raise OSError("rename failed")
+    return real(src, dst)
+
+  monkeypatch.setattr(slim_io, "_exchange", lambda a, b: False)   # no atomic exchange here
+  monkeypatch.setattr(os, "replace", replace)
+
+
+def test_save_over_a_model_keeps_the_old_one_when_the_second_rename_fails(tmp_path, monkeypatch):
+  model, shape, result, kwargs, path = _saved_lenet(tmp_path)
+  first = (path / "slim.json").read_text()
+  _failing_rename_onto(path, monkeypatch)
+  with pytest.raises(OSError, match="rename failed"):
+    slim_lib.save(path, result, constructor=models.get_model, constructor_kwargs=kwargs,
+                  overwrite=True)
+  monkeypatch.undo()
+  assert sorted(os.listdir(tmp_path)) == ["m"]               # restored, nothing left aside
+  assert (path / "slim.json").read_text() == first
+  chex.assert_trees_all_close(forward(slim_lib.load(path), jnp.ones(shape)),
+                              forward(model, jnp.ones(shape)), **TOL)
+
+
+def test_a_save_that_died_between_its_renames_is_recovered(tmp_path, monkeypatch):
+  model, shape, result, kwargs, path = _saved_lenet(tmp_path)
+  _failing_rename_onto(path, monkeypatch, also_the_restore=True)
+  with pytest.raises(OSError, match="rename failed"):
+    slim_lib.save(path, result, constructor=models.get_model, constructor_kwargs=kwargs,
+                  overwrite=True)
+  monkeypatch.undo()
+  aside = os.listdir(tmp_path)
+  assert not path.exists() and len(aside) == 1 and aside[0].startswith(".m.old-")
+  chex.assert_trees_all_close(forward(slim_lib.load(path), jnp.ones(shape)),
+                              forward(model, jnp.ones(shape)), **TOL)
+  assert sorted(os.listdir(tmp_path)) == ["m"]
+
+
+def test_save_over_a_model_exchanges_the_directories_in_one_step(tmp_path, monkeypatch):
+  if not slim_io._exchange(tmp_path, tmp_path):
+    pytest.skip("no atomic exchange of directories on this system")
+  model, shape, result, kwargs, path = _saved_lenet(tmp_path)
+  calls = []
+  real = os.replace
+  monkeypatch.setattr(os, "replace", lambda a, b: calls.append((a, b)) or real(a, b))
+  slim_lib.save(path, result, constructor=models.get_model, constructor_kwargs=kwargs,
+                overwrite=True)
+  monkeypatch.undo()
+  assert not [c for c in calls if os.fspath(c[1]) == os.fspath(path)]   # never renamed onto
+  assert sorted(os.listdir(tmp_path)) == ["m"]
+  chex.assert_trees_all_close(forward(slim_lib.load(path), jnp.ones(shape)),
+                              forward(model, jnp.ones(shape)), **TOL)
+
+
+def test_a_bug_in_the_tracer_is_not_reported_as_the_models_failure(monkeypatch):
+  model, shape, _, _ = build_lenet5_small(np.random.default_rng(14))
+
+  def broken(it, eqn, ins):
+    raise KeyError("a bug in a rule")
+
+  monkeypatch.setitem(slim_rules.RULES, "dot_general", slim_rules.Rule(broken))
+  with pytest.raises(KeyError, match="a bug in a rule"):
+    slim(model, jnp.ones(shape), timing_runs=0)
+  monkeypatch.undo()
+  with pytest.raises(ValueError, match="does not run on example_input.*ModelBug") as info:
+    slim(FailingModel(rngs=nnx.Rngs(0)), jnp.ones((2, 3)), timing_runs=0)
+  assert isinstance(info.value.__cause__, ModelBug)          # the model's own error, kept
+
+
+class ModelBug(Exception):
+  pass
+
+
+class FailingModel(nnx.Module):
+
+  def __init__(self, *, rngs):
+    self.fc = nnx.Linear(3, 2, rngs=rngs)
+
+  def __call__(self, x):
+    raise ModelBug("the model's own code fails")
+
+
 def test_load_refuses_a_directory_that_is_not_a_slim_checkpoint(tmp_path):
   with pytest.raises(FileNotFoundError, match="not a slim checkpoint"):
     slim_lib.load(tmp_path)
@@ -585,6 +681,7 @@ def test_import_without_flax_names_the_extra():
   assert "rmda_jax[examples]" in out.stdout
 
 
-def test_docstring_examples():
-  result = doctest.testmod(slim_lib, optionflags=doctest.NORMALIZE_WHITESPACE)
+@pytest.mark.parametrize("module", [slim_lib, slim_io])
+def test_docstring_examples(module):
+  result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
   assert result.attempted > 0 and result.failed == 0
