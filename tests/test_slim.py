@@ -685,3 +685,189 @@ def test_import_without_flax_names_the_extra():
 def test_docstring_examples(module):
   result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
   assert result.attempted > 0 and result.failed == 0
+
+
+# ----------------------------------------------------------------------------
+# Transformers: attention heads and MLP hidden units.
+
+
+class ViTBlock(nnx.Module):
+  """Pre-norm block: x + attn(norm(x)) (optionally attending to a context), x + mlp(norm(x))."""
+
+  def __init__(self, d, heads, head_dim, hidden, *, use_bias=True, kv_features=None, rngs):
+    self.norm1 = nnx.LayerNorm(d, rngs=rngs)
+    self.attn = nnx.MultiHeadAttention(heads, d, qkv_features=heads * head_dim, out_features=d,
+                                       in_kv_features=kv_features, use_bias=use_bias,
+                                       decode=False, rngs=rngs)
+    self.norm2 = nnx.LayerNorm(d, rngs=rngs)
+    self.fc1 = nnx.Linear(d, hidden, use_bias=use_bias, rngs=rngs)
+    self.fc2 = nnx.Linear(hidden, d, use_bias=use_bias, rngs=rngs)
+
+  def __call__(self, x, context=None):
+    h = self.norm1(x)
+    x = x + self.attn(h, context if context is not None else h)
+    return x + self.fc2(jax.nn.gelu(self.fc1(self.norm2(x))))
+
+
+class TinyViT(nnx.Module):
+  """Patch embedding, two blocks, mean pooling; with ``cross``, block 1 attends to a context."""
+
+  def __init__(self, heads=(4, 4), head_dim=4, hidden=12, d=16, *, use_bias=True, cross=False,
+               rngs):
+    self.cross = cross
+    self.embed = nnx.Linear(6, d, rngs=rngs)
+    self.context = nnx.Linear(6, 5, rngs=rngs) if cross else None
+    self.blocks = nnx.List([
+        ViTBlock(d, h, head_dim, hidden, use_bias=use_bias,
+                 kv_features=5 if cross and i == 1 else None, rngs=rngs)
+        for i, h in enumerate(heads)])
+    self.head = nnx.Linear(d, 3, rngs=rngs)
+
+  def __call__(self, x):
+    context = jnp.tanh(self.context(x[:, ::2])) if self.cross else None
+    y = self.embed(x)
+    for i, block in enumerate(self.blocks):
+      y = block(y, context if i == 1 else None)
+    return self.head(y.mean(axis=1))
+
+
+def zero_heads_and_units(model, rng, blocks):
+  """Zeroes random heads (all their q/k/v/out slices, or only their out rows) and MLP units."""
+  for b in blocks:
+    attn, heads = b.attn, b.attn.num_heads
+    for h in rng.choice(heads, rng.integers(1, heads + 1), replace=False):
+      attn.out.kernel[...] = attn.out.kernel[...].at[h].set(0.0)
+      if rng.random() < 0.5:      # the coupled group, as the heads regularizer zeroes it
+        for proj in (attn.query, attn.key, attn.value):
+          proj.kernel[...] = proj.kernel[...].at[:, h].set(0.0)
+          if proj.use_bias:
+            proj.bias[...] = proj.bias[...].at[h].set(0.0)
+    hidden = b.fc1.kernel.shape[1]
+    units = rng.choice(hidden, rng.integers(1, hidden), replace=False)
+    b.fc2.kernel[...] = b.fc2.kernel[...].at[units].set(0.0)
+    b.fc1.kernel[...] = b.fc1.kernel[...].at[:, units[::2]].set(0.0)
+
+
+def kept_or_first(nonzero):
+  kept = np.flatnonzero(nonzero)
+  return kept if len(kept) else np.array([0])
+
+
+@pytest.mark.parametrize("heads,use_bias,cross", [((4, 2), True, False), ((1, 3), False, False),
+                                                  ((3, 4), True, True)])
+def test_heads_and_mlp_units_that_are_zero_go_and_the_outputs_stay(heads, use_bias, cross):
+  rng = np.random.default_rng(sum(heads) + 10 * use_bias + 100 * cross)
+  model = build_random(lambda: TinyViT(heads, use_bias=use_bias, cross=cross, rngs=nnx.Rngs(0)),
+                       rng)
+  zero_heads_and_units(model, rng, model.blocks)
+  x = jnp.asarray(rng.normal(size=(2, 6, 6)), jnp.float32)
+  before = snapshot(model)
+
+  result = slim(model, x, timing_runs=0)
+
+  chex.assert_trees_all_close(forward(result.model, x), forward(model, x), **TOL)
+  chex.assert_trees_all_equal(snapshot(model), before)          # the model is untouched
+  L, d, hd = x.shape[1], 16, 4
+  for i, (b, s) in enumerate(zip(model.blocks, result.model.blocks)):
+    kept = kept_or_first(np.any(np.asarray(b.attn.out.kernel[...]) != 0, axis=(1, 2)))
+    assert s.attn.num_heads == len(kept), i
+    for name in ("query", "key", "value"):
+      chex.assert_trees_all_equal(getattr(s.attn, name).kernel[...],
+                                  getattr(b.attn, name).kernel[...][:, kept])
+      if use_bias:
+        chex.assert_trees_all_equal(getattr(s.attn, name).bias[...],
+                                    getattr(b.attn, name).bias[...][kept])
+    chex.assert_trees_all_equal(s.attn.out.kernel[...], b.attn.out.kernel[...][kept])
+    units = kept_or_first(np.any(np.asarray(b.fc2.kernel[...]) != 0, axis=1))
+    chex.assert_trees_all_equal(s.fc1.kernel[...], b.fc1.kernel[...][:, units])
+    chex.assert_trees_all_equal(s.fc2.kernel[...], b.fc2.kernel[...][units])
+    if use_bias:
+      chex.assert_trees_all_equal(s.fc1.bias[...], b.fc1.bias[...][units])
+    assert s.norm1.scale.shape == (d,)                  # the residual stream keeps its width
+    # Multiply-adds per example, from the shapes: projections and the MLP.
+    rows = {r.name: r for r in result.report.layers}
+    Lkv = (L + 1) // 2 if cross and i == 1 else L
+    assert rows[f"blocks/{i}/attn/query"].macs_after == L * d * len(kept) * hd
+    assert rows[f"blocks/{i}/attn/value"].macs_after == Lkv * (5 if cross and i == 1 else d) \
+        * len(kept) * hd
+    assert rows[f"blocks/{i}/attn/out"].macs_after == L * len(kept) * hd * d
+    assert rows[f"blocks/{i}/fc1"].macs_after == L * d * len(units)
+  notes = " ".join(result.report.notes)
+  assert "'blocks/0/norm1'" in notes and "keeps its width" in notes
+
+
+def test_a_vit_with_half_an_mlp_and_a_head_zeroed_slims():
+  """The case of issue 21: slim used to cut the head's channels but not the head count."""
+  model = build_random(lambda: TinyViT((4, 4), hidden=16, rngs=nnx.Rngs(1)),
+                       np.random.default_rng(21))
+  b = model.blocks[0]
+  b.fc2.kernel[...] = b.fc2.kernel[...].at[:8].set(0.0)
+  b.attn.out.kernel[...] = b.attn.out.kernel[...].at[1].set(0.0)
+  x = jax.random.normal(jax.random.key(0), (2, 5, 6))
+  result = slim(model, x, timing_runs=0)
+  s = result.model.blocks[0]
+  assert (s.attn.num_heads, s.attn.qkv_features, s.fc1.out_features) == (3, 12, 8)
+  assert s.attn.query.kernel.shape == (16, 3, 4) and s.attn.out.kernel.shape == (3, 4, 16)
+  assert result.model.blocks[1].attn.num_heads == 4
+  chex.assert_trees_all_close(forward(result.model, x), forward(model, x), **TOL)
+  assert "'blocks/0/attn': 3 of 4 attention heads kept" in result.report.notes
+
+
+def test_a_partly_zero_head_is_kept_and_the_report_says_so():
+  model = build_random(lambda: TinyViT((4, 4), rngs=nnx.Rngs(2)), np.random.default_rng(22))
+  out = model.blocks[0].attn.out
+  out.kernel[...] = out.kernel[...].at[2, :3].set(0.0)     # 3 of the head's 4 rows
+  out.kernel[...] = out.kernel[...].at[0].set(0.0)         # the whole head
+  x = jax.random.normal(jax.random.key(0), (2, 5, 6))
+  result = slim(model, x, timing_runs=0)
+  s = result.model.blocks[0].attn
+  assert s.num_heads == 3
+  chex.assert_trees_all_equal(s.out.kernel[...], out.kernel[...][1:])
+  chex.assert_trees_all_close(forward(result.model, x), forward(model, x), **TOL)
+  notes = "\n".join(result.report.notes)
+  assert "'blocks/0/attn/out' head 2 is partly zero (3 of 4 of its rows are zero)" in notes
+
+
+class EinsumAttention(nnx.Module):
+  """Attention written by hand: per-head kernels (in, heads, head_dim), jnp.einsum."""
+
+  def __init__(self, d, heads, head_dim, *, rngs):
+    init = nnx.initializers.lecun_normal()
+    self.wq = nnx.Param(init(rngs.params(), (d, heads, head_dim)))
+    self.wk = nnx.Param(init(rngs.params(), (d, heads, head_dim)))
+    self.wv = nnx.Param(init(rngs.params(), (d, heads, head_dim)))
+    self.bq = nnx.Param(jnp.zeros((heads, head_dim)))
+    self.wo = nnx.Param(init(rngs.params(), (heads, head_dim, d)))
+
+  def __call__(self, x):
+    q = jnp.einsum("bld,dhk->blhk", x, self.wq[...]) + self.bq[...]
+    k = jnp.einsum("bld,dhk->blhk", x, self.wk[...])
+    v = jnp.einsum("bld,dhk->blhk", x, self.wv[...])
+    w = jax.nn.softmax(jnp.einsum("blhk,bmhk->bhlm", q, k) / np.sqrt(q.shape[-1]), axis=-1)
+    return jnp.einsum("bhlm,bmhk->blhk", w, v).reshape(*x.shape[:2], -1) @ \
+        self.wo[...].reshape(-1, x.shape[-1])
+
+
+class EinsumModel(nnx.Module):
+
+  def __init__(self, *, rngs):
+    self.embed = nnx.Linear(6, 8, rngs=rngs)
+    self.attn = EinsumAttention(8, 5, 3, rngs=rngs)
+    self.head = nnx.Linear(8, 2, rngs=rngs)
+
+  def __call__(self, x):
+    y = self.embed(x)
+    return self.head((y + self.attn(y)).mean(axis=1))
+
+
+def test_heads_of_attention_written_with_einsum_go():
+  model = build_random(lambda: EinsumModel(rngs=nnx.Rngs(3)), np.random.default_rng(23))
+  wo = model.attn.wo
+  wo[...] = wo[...].at[np.array([1, 4])].set(0.0)
+  x = jax.random.normal(jax.random.key(0), (2, 4, 6))
+  result = slim(model, x, timing_runs=0)
+  s = result.model.attn
+  assert s.wq.shape == s.wk.shape == s.wv.shape == (8, 3, 3)
+  assert s.bq.shape == (3, 3) and s.wo.shape == (3, 3, 8)
+  chex.assert_trees_all_equal(s.wv[...], model.attn.wv[...][:, [0, 2, 3]])
+  chex.assert_trees_all_close(forward(result.model, x), forward(model, x), **TOL)
