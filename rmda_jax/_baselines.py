@@ -177,10 +177,11 @@ def prox_sgd(
     ICLR 2022.
   """
   _checks.check_nonnegative("learning_rate", learning_rate)
+  _checks.check_no_schedule("momentum", momentum)
+  _checks.check_no_schedule("nesterov", nesterov)
   _checks.check_fraction("momentum", momentum)
   _checks.check_regularizer(regularizer)
-  if accumulator_dtype is not None:
-    accumulator_dtype = jnp.dtype(accumulator_dtype)
+  accumulator_dtype = _checks.check_dtype("accumulator_dtype", accumulator_dtype)
 
   def init_fn(params):
     _init_checks(regularizer, params)
@@ -337,6 +338,8 @@ def prox_adam(
     Network <https://arxiv.org/abs/2403.14398>`_, NeurIPS 2024.
   """
   _checks.check_nonnegative("learning_rate", learning_rate)
+  for name, value in (("b1", b1), ("b2", b2), ("eps", eps), ("inner_tol", inner_tol)):
+    _checks.check_no_schedule(name, value)
   _checks.check_fraction("b1", b1)
   _checks.check_fraction("b2", b2)
   _checks.check_positive("eps", eps)
@@ -415,6 +418,8 @@ def prox_ssi(
     <https://doi.org/10.1137/0904038>`_, 1983.
   """
   _checks.check_nonnegative("learning_rate", learning_rate)
+  for name, value in (("b1", b1), ("b2", b2), ("eps", eps)):
+    _checks.check_no_schedule(name, value)
   _checks.check_fraction("b1", b1)
   _checks.check_fraction("b2", b2)
   _checks.check_positive("eps", eps)

@@ -127,3 +127,27 @@ def value_at(schedule_or_value: Any, count):
   if callable(schedule_or_value):
     return schedule_or_value(count)
   return schedule_or_value
+
+
+def check_no_schedule(name: str, value, schedulable: str = "learning_rate") -> None:
+  """TypeError if ``value`` is callable: the argument ``name`` takes no schedule.
+
+  Without this, a callable (an optax schedule, a regularizer...) passed where
+  only a constant works builds the transformation and fails at its first
+  update, far from the mistake.
+  """
+  if callable(value):
+    raise TypeError(
+        f"{name} takes no schedule or other callable, got {value!r}; pass a "
+        f"number (only {schedulable} accepts a schedule).")
+
+
+def check_dtype(name: str, value):
+  """``jnp.dtype(value)``, or None for None; TypeError naming ``name`` otherwise."""
+  if value is None:
+    return None
+  try:
+    return jnp.dtype(value)
+  except TypeError as e:
+    raise TypeError(f"{name} must be a dtype (e.g. jnp.float32) or None, "
+                    f"got {value!r}.") from e

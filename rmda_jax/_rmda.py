@@ -177,6 +177,7 @@ def rmda(
   _checks.check_unit_interval("momentum", momentum)
   _checks.check_regularizer(regularizer)
   restarts = tuple(sorted(set(_check_counts("restart_at", restart_at, 0))))
+  _checks.check_dtype("accumulator_dtype", accumulator_dtype)
 
   def acc_dtype(p):
     return p.dtype if accumulator_dtype is None else jnp.dtype(accumulator_dtype)
