@@ -8,6 +8,14 @@ from rmda_jax._baselines import ProxSGDState
 from rmda_jax._baselines import prox_adam
 from rmda_jax._baselines import prox_sgd
 from rmda_jax._baselines import prox_ssi
+from rmda_jax._coupled import CoupledGroupLasso
+from rmda_jax._coupled import CoupledGroups
+from rmda_jax._coupled import GroupSet
+from rmda_jax._coupled import Slice
+from rmda_jax._coupled import attention_heads
+from rmda_jax._coupled import coupled_group_lasso
+from rmda_jax._coupled import head_and_neuron_lasso
+from rmda_jax._coupled import mlp_neurons
 from rmda_jax._rmda import RMDAState
 from rmda_jax._rmda import rmda
 from rmda_jax._rmda import rmda_multistep
@@ -67,4 +75,12 @@ __all__ = [
     "rank_report",
     "RankReport",
     "LeafRank",
+    "CoupledGroupLasso",
+    "CoupledGroups",
+    "GroupSet",
+    "Slice",
+    "attention_heads",
+    "coupled_group_lasso",
+    "head_and_neuron_lasso",
+    "mlp_neurons",
 ]
