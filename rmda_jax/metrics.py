@@ -121,9 +121,27 @@ def support_changes(old_support: PyTree, new_support: PyTree) -> int:
 
   Returns:
     A Python int.
+
+  Raises:
+    ValueError: if the two supports differ in structure (other leaves,
+      another regularized set) or a leaf differs in its number of groups,
+      naming the first path that differs.
   """
-  return int(sum(jnp.sum(a != b) for a, b in zip(
-      jax.tree.leaves(old_support), jax.tree.leaves(new_support))))
+  old_s, new_s = jax.tree.structure(old_support), jax.tree.structure(new_support)
+  if old_s != new_s:
+    raise ValueError(
+        "support_changes: the two supports have different structures (were "
+        "they taken from the same parameters with the same regularizer?): "
+        f"{old_s} vs {new_s}.")
+  total = 0
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(old_support),
+                          jax.tree.leaves(new_support)):
+    if np.shape(a) != np.shape(b):
+      raise ValueError(
+          f"support_changes: leaf {path_str(path)} has {np.shape(a)} groups in "
+          f"old_support but {np.shape(b)} in new_support.")
+    total += int(np.sum(np.asarray(a) != np.asarray(b)))
+  return total
 
 
 def group_sparsity(params: PyTree, regularizer: Regularizer,

@@ -64,3 +64,16 @@ def test_sparsity_report_rows_and_table():
   assert lines[-1].startswith("total") and "4/7" in lines[-1]
   assert len({len(line) for line in lines}) <= 2  # aligned columns
   assert report.to_dicts()[0]["shape"] == [5]
+
+
+def test_support_changes_refuses_supports_of_another_structure():
+  reg = rj.group_lasso(1.0)
+  a = rj.group_support({"w": jnp.ones((3, 2)), "v": jnp.ones((4, 2))}, reg)
+  other_tree = rj.group_support({"w": jnp.ones((3, 2))}, reg)
+  other_groups = rj.group_support({"w": jnp.ones((5, 2)), "v": jnp.ones((4, 2))}, reg)
+  with pytest.raises(ValueError, match="different structures"):
+    rj.support_changes(a, other_tree)
+  with pytest.raises(ValueError, match=r"\['w'\] has \(3,\) groups"):
+    rj.support_changes(a, other_groups)
+  b = rj.group_support({"w": jnp.ones((3, 2)).at[1].set(0), "v": jnp.ones((4, 2))}, reg)
+  assert rj.support_changes(a, b) == 1 and rj.support_changes(a, a) == 0
