@@ -16,6 +16,9 @@ from rmda_jax._coupled import attention_heads
 from rmda_jax._coupled import coupled_group_lasso
 from rmda_jax._coupled import head_and_neuron_lasso
 from rmda_jax._coupled import mlp_neurons
+from rmda_jax._ramda import RAMDAState
+from rmda_jax._ramda import ramda
+from rmda_jax._ramda import ramda_multistep
 from rmda_jax._rmda import RMDAState
 from rmda_jax._rmda import rmda
 from rmda_jax._rmda import rmda_multistep
@@ -49,6 +52,9 @@ __all__ = [
     "rmda",
     "rmda_multistep",
     "structured_params",
+    "RAMDAState",
+    "ramda",
+    "ramda_multistep",
     "ProxSGDState",
     "ProxAdamState",
     "prox_sgd",

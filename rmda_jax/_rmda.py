@@ -339,10 +339,14 @@ def rmda_multistep(
 
 
 def _is_rmda_state(x) -> bool:
-  return isinstance(x, RMDAState)
+  from rmda_jax._ramda import RAMDAState  # pylint: disable=import-outside-toplevel
+  return isinstance(x, (RMDAState, RAMDAState))
 
 
 def _z_of(state: RMDAState):
+  if not isinstance(state, RMDAState):  # RAMDA: its subproblem is solved again
+    from rmda_jax import _ramda  # pylint: disable=import-outside-toplevel
+    return _ramda._structured_point(state)  # pylint: disable=protected-access
   beta = jnp.sqrt(jnp.maximum(state.stage_count, 1).astype(state.alpha.dtype))
   if state.regularizer is None:
     return state.dual_point

@@ -318,14 +318,21 @@ class Regularizer(metaclass=_RegularizerMeta):
     """``argmin_u 1/2 ||u - x||^2 + threshold * phi(u)`` for one leaf."""
     raise NotImplementedError
 
-  def prox_metric_leaf(self, x, d, threshold, *, solver, max_steps, tol):
+  def prox_metric_leaf(self, x, d, threshold, *, solver, max_steps, tol,
+                       init=None, origin=None):
     r"""``argmin_u 1/2 (u - x)^T diag(d) (u - x) + threshold * phi(u)``.
 
     The generic solver: proximal gradient with step ``1 / max(d)`` over the
     leaf, using :meth:`prox_leaf` (see :func:`rmda_jax._prox.prox_pg`).
-    ``solver`` has been checked against :attr:`solvers`.
+    ``solver`` has been checked against :attr:`solvers`. With a warm start
+    ``init``, RAMDA's solver (:func:`rmda_jax._prox.warm_prox_pg`, which also
+    reads :meth:`value_leaf`) and the pair ``(u, steps)`` is returned.
     """
     del solver
+    if init is not None:
+      return _prox.warm_prox_pg(self.prox_leaf, self.value_leaf, x, d,
+                                threshold, init=init, origin=origin,
+                                max_steps=max_steps, tol=tol)
     u, _ = _prox.prox_pg(self.prox_leaf, x, d, threshold, max_steps=max_steps,
                          tol=tol)
     return u
@@ -391,7 +398,9 @@ class Regularizer(metaclass=_RegularizerMeta):
     return self.strength * sum(terms)
 
   def prox(self, params: PyTree, scale=1.0, metric: Optional[PyTree] = None, *,
-           solver: str = _prox.PG, max_steps=None, tol=None) -> PyTree:
+           solver: str = _prox.PG, max_steps=None, tol=None,
+           init: Optional[PyTree] = None, origin: Optional[PyTree] = None,
+           return_steps: bool = False):
     r"""The proximal map of ``scale * psi``, plain or in a diagonal metric.
 
     .. math::
@@ -401,7 +410,8 @@ class Regularizer(metaclass=_RegularizerMeta):
 
     leaf by leaf, with :math:`D = I` when ``metric`` is ``None`` (a closed
     form) and :math:`D = \mathrm{diag}(\text{metric})` otherwise (what
-    ProxGen and ProxSSI solve every step), by the inner solver ``solver``.
+    ProxGen, ProxSSI and RAMDA solve every step), by the inner solver
+    ``solver``.
 
     Args:
       params: the point ``X``, a pytree of arrays.
@@ -410,17 +420,51 @@ class Regularizer(metaclass=_RegularizerMeta):
       solver: the inner solver when ``metric`` is given: ``"pg"`` (proximal
         gradient, every regularizer) or ``"newton"`` (per group, group
         regularizers); see :attr:`solvers`. An unsupported name raises.
-      max_steps: bound on the inner iterations (default: 100 for ``"pg"``,
-        50 for ``"newton"``); may be a traced integer.
-      tol: stopping tolerance of the inner solver (default: 1e-8 on the
+      max_steps: with ``metric`` only: bound on the inner iterations
+        (default: 100 for ``"pg"``, 50 for ``"newton"``); may be a traced
+        integer.
+      tol: with ``metric`` only: stopping tolerance of the inner solver
+        (default: 1e-8 on the
         largest change of an entry for ``"pg"``, 1e-7 relative on each group
-        norm for ``"newton"``).
+        norm for ``"newton"``; with ``init``, 1e-8 on the relative decrease
+        of the objective).
+      init: ``None``, or a pytree like ``params``: a warm start, which
+        selects RAMDA's inexact solver (needs ``metric`` and ``"pg"``): the
+        proximal-gradient iterations start at ``init`` (on the groups that
+        are not screened out) and stop when the relative decrease of the
+        objective is under ``tol`` (at least 2 steps) or after ``max_steps``
+        (see :func:`rmda_jax._prox.warm_group_prox_pg`).
+      origin: with ``init``, ``None`` or a pytree like ``params``: the point
+        the objective of that stop rule is measured from (RAMDA: its
+        restart point :math:`W^0`); default ``params``.
+      return_steps: with ``init``, also return the number of inner
+        iterations of every leaf (int32 scalars; 0 outside the mask, for a
+        closed form, or when every group is screened out).
 
     Returns:
       A pytree like ``params``; leaves outside the mask are returned
-      unchanged.
+      unchanged. With ``return_steps``, the pair ``(prox, steps)``.
+
+    Raises:
+      ValueError: for an unsupported ``solver``, or ``init`` without a
+        ``metric`` or with another solver than ``"pg"``, or ``origin`` /
+        ``return_steps`` without ``init``.
     """
     self.check_solver(solver)
+    if init is None and (origin is not None or return_steps):
+      raise ValueError(
+          f"{self.name} regularizer: origin= and return_steps= apply to the "
+          "warm-started solver; pass init= too.")
+    if init is not None and (metric is None or solver != _prox.PG):
+      raise ValueError(
+          f"{self.name} regularizer: init= (a warm start) needs metric= and "
+          f"solver='pg', got metric={'None' if metric is None else 'a pytree'}"
+          f" and solver={solver!r}.")
+    if metric is None and (max_steps is not None or tol is not None):
+      raise ValueError(
+          f"{self.name} regularizer: max_steps= and tol= bound the inner "
+          "solver of the metric prox; without metric= the prox is in closed "
+          "form and takes neither.")
     mask = self.mask_tree(params)
     threshold = scale * self.strength
     if metric is None:
@@ -430,14 +474,30 @@ class Regularizer(metaclass=_RegularizerMeta):
     max_steps = default_steps if max_steps is None else max_steps
     tol = default_tol if tol is None else tol
 
-    def leaf(m, x, d):
+    if init is None:
+      def leaf(m, x, d):
+        if not m or x.size == 0:
+          return x
+        return self.prox_metric_leaf(
+            x, d.astype(x.dtype), jnp.asarray(threshold, x.dtype),
+            solver=solver, max_steps=max_steps, tol=tol)
+
+      return jax.tree.map(leaf, mask, params, metric)
+
+    def warm_leaf(m, x, d, w, o):
       if not m or x.size == 0:
-        return x
+        return x, jnp.zeros([], jnp.int32)
       return self.prox_metric_leaf(
           x, d.astype(x.dtype), jnp.asarray(threshold, x.dtype), solver=solver,
-          max_steps=max_steps, tol=tol)
+          max_steps=max_steps, tol=tol, init=w.astype(x.dtype),
+          origin=o.astype(x.dtype))
 
-    return jax.tree.map(leaf, mask, params, metric)
+    out = jax.tree.map(warm_leaf, mask, params, metric, init,
+                       params if origin is None else origin)
+    u = jax.tree.map(lambda _, o: o[0], mask, out)
+    if not return_steps:
+      return u
+    return u, jax.tree.map(lambda _, o: o[1], mask, out)
 
   def with_strength(self, strength: float) -> "Regularizer":
     """A copy of this regularizer with another strength (same groups, mask)."""
@@ -497,8 +557,17 @@ class GroupRegularizer(Regularizer):
     """
     return _prox.group_shrink(x, self._tau(x, threshold), self.group_axes(x))
 
-  def prox_metric_leaf(self, x, d, threshold, *, solver, max_steps, tol):
-    """The per-group solvers :func:`rmda_jax._prox.group_prox_pg` / ``_newton``."""
+  def prox_metric_leaf(self, x, d, threshold, *, solver, max_steps, tol,
+                       init=None, origin=None):
+    """The per-group solvers :func:`rmda_jax._prox.group_prox_pg` / ``_newton``.
+
+    With a warm start ``init``: :func:`rmda_jax._prox.warm_group_prox_pg`,
+    returning ``(u, steps)``.
+    """
+    if init is not None:
+      return _prox.warm_group_prox_pg(
+          x, d, self._tau(x, threshold), self.group_axes(x), init=init,
+          origin=origin, max_steps=max_steps, tol=tol)
     solve = (_prox.group_prox_newton if solver == _prox.NEWTON
              else _prox.group_prox_pg)
     u, _ = solve(x, d, self._tau(x, threshold), self.group_axes(x),
@@ -539,10 +608,15 @@ class L1(GroupRegularizer):
     """Soft thresholding: ``sign(x) * max(|x| - threshold, 0)`` (+0.0 below it)."""
     return _prox.soft_threshold(x, jnp.asarray(threshold, x.dtype))
 
-  def prox_metric_leaf(self, x, d, threshold, *, solver, max_steps, tol):
-    """Closed form: soft thresholding of ``x_i`` at ``threshold / d_i``."""
-    del solver, max_steps, tol
-    return _prox.soft_threshold_metric(x, d, jnp.asarray(threshold, x.dtype))
+  def prox_metric_leaf(self, x, d, threshold, *, solver, max_steps, tol,
+                       init=None, origin=None):
+    """Closed form: soft thresholding of ``x_i`` at ``threshold / d_i``.
+
+    With a warm start ``init`` (ignored), ``(u, 0)``: no iteration.
+    """
+    del solver, max_steps, tol, origin
+    u = _prox.soft_threshold_metric(x, d, jnp.asarray(threshold, x.dtype))
+    return u if init is None else (u, jnp.zeros([], jnp.int32))
 
 
 _GROUP_AXES = {"input": -2, "output": -1}
@@ -989,10 +1063,21 @@ class SparseGroupLasso(_AxisGroups):
     return _prox.group_shrink(_prox.soft_threshold(x, tau1), tau2,
                               self.group_axes(x))
 
-  def prox_metric_leaf(self, x, d, threshold, *, solver, max_steps, tol):
-    """Closed-form L1 part (per entry ``tau1 / d_i``), then the group solver."""
+  def prox_metric_leaf(self, x, d, threshold, *, solver, max_steps, tol,
+                       init=None, origin=None):
+    """Closed-form L1 part (per entry ``tau1 / d_i``), then the group solver.
+
+    With a warm start ``init``, the group part is solved by
+    :func:`rmda_jax._prox.warm_group_prox_pg` from ``init`` (its objective
+    measured from ``origin`` with the soft-thresholded centre), returning
+    ``(u, steps)``.
+    """
     tau1, tau2 = self._taus(x, threshold)
     z = _prox.soft_threshold_metric(x, d, tau1)
+    if init is not None:
+      return _prox.warm_group_prox_pg(
+          z, d, tau2, self.group_axes(x), init=init, origin=origin,
+          max_steps=max_steps, tol=tol)
     solve = (_prox.group_prox_newton if solver == _prox.NEWTON
              else _prox.group_prox_pg)
     u, _ = solve(z, d, tau2, self.group_axes(x), max_steps=max_steps, tol=tol)

@@ -1,0 +1,388 @@
+"""Tests of rj.ramda / rj.ramda_multistep (shared/docs/ramda.md, section 5).
+
+References are written from the equations: a float64 NumPy transcription of
+the authors' experiment code (tests/ramda_reference.py), optax's MADGRAD, and
+rj.rmda for the metric forced to sqrt(k).
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import rmda_jax as rj
+from rmda_jax import _prox
+from rmda_jax import _ramda
+from tests import ramda_reference as ref
+
+
+@pytest.fixture
+def x64():
+  with jax.enable_x64(True):
+    yield
+
+
+SHAPES = {"conv": (2, 2, 3, 4), "dense": (6, 3), "bias": (3,)}
+
+
+def make_params(rng, scale=1.0):
+  return {k: scale * rng.normal(size=s) for k, s in SHAPES.items()}
+
+
+def to_np(tree):
+  return {k: np.asarray(v, np.float64) for k, v in tree.items()}
+
+
+def run(tx, params, grads_seq):
+  """Jitted steps; returns the params after each step and the last state."""
+  params = jax.tree.map(jnp.asarray, params)
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  out = []
+  for g in grads_seq:
+    updates, state = update(jax.tree.map(jnp.asarray, g), state, params)
+    params = optax.apply_updates(params, updates)
+    out.append(to_np(params))
+  return out, state
+
+
+def group_axes(x):
+  return tuple(a for a in range(x.ndim) if a != x.ndim - 2)
+
+
+# --------------------------------------------------------------- MADGRAD
+@pytest.mark.parametrize("reg", [None, rj.group_lasso(0.0)],
+                         ids=["none", "zero_strength"])
+def test_no_regularization_is_madgrad(x64, reg):
+  # Section 5.1: lambda = 0 gives optax.contrib.madgrad(lr - eps, 1 - c, eps).
+  rng = np.random.default_rng(0)
+  params = make_params(rng)
+  grads = [make_params(rng) for _ in range(6)]
+  lr, c, eps = 0.05, 0.3, 1e-3
+  got, state = run(rj.ramda(lr, c, reg, epsilon=eps), params, grads)
+  want, _ = run(optax.contrib.madgrad(lr - eps, momentum=1 - c, eps=eps),
+                params, grads)
+  # optax computes sqrt(k + 1) from an int32 count in float32: 1e-7 apart.
+  for a, b in zip(got, want):
+    for k in a:
+      np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-7, err_msg=k)
+  # MADGRAD (Defazio & Jelassi, with torch's lr + eps) in float64.
+  w = {k: v.copy() for k, v in params.items()}
+  s = {k: 0.0 for k in params}
+  big_s = {k: 0.0 for k in params}
+  for i, g in enumerate(grads):
+    lamb = lr * np.sqrt(i + 1)
+    for k in params:
+      s[k] = s[k] + lamb * g[k]
+      big_s[k] = big_s[k] + lamb * g[k] ** 2
+      z = params[k] - s[k] / (np.cbrt(big_s[k]) + eps)
+      w[k] = (1 - c) * w[k] + c * z
+      np.testing.assert_allclose(got[i][k], w[k], rtol=0, atol=1e-13,
+                                 err_msg=k)
+  assert float(state.inner_steps) == 0
+
+
+def test_first_step_by_hand(x64):
+  # Section 5.2, with a group of size 1 (L1): closed form at tau / D.
+  rng = np.random.default_rng(1)
+  w = rng.normal(size=(4, 3))
+  g = rng.normal(size=(4, 3))
+  lr, c, eps, lam = 0.1, 0.5, 1e-6, 0.05
+  got, _ = run(rj.ramda(lr, c, rj.l1(lam), epsilon=eps), {"w": w}, [{"w": g}])
+  d = np.cbrt(lr * g * g) + eps
+  y = w - lr * g / d
+  tilde = np.sign(y) * np.maximum(np.abs(y) - lr * lam / d, 0)
+  np.testing.assert_allclose(got[0]["w"], w + c * (tilde - w), rtol=0,
+                             atol=1e-13)
+
+
+# ------------------------------------------------------- metric sqrt(k)
+@pytest.mark.parametrize("kind", ["group_lasso", "nuclear_norm"])
+def test_metric_sqrt_k_is_rmda(x64, kind):
+  # Section 5.3: D = sqrt(k) makes the subproblem RMDA's prox (exact in one
+  # proximal-gradient step, as D is constant).
+  rng = np.random.default_rng(2)
+  params = make_params(rng)
+  grads = [make_params(rng) for _ in range(6)]
+  reg = (rj.group_lasso(0.3) if kind == "group_lasso"
+         else rj.nuclear_norm(0.3))
+  lr, c = 0.2, 0.4
+  forced = _ramda._ramda(
+      lr, c, reg, epsilon=1e-6, max_inner_steps=100, inner_tol=1e-8,
+      restart_at=(3,), accumulator_dtype=None,
+      metric=lambda u, k, eps: jnp.full_like(u, jnp.sqrt(k)))
+  got, state = run(forced, params, grads)
+  want, _ = run(rj.rmda(lr, c, reg, restart_at=(3,)), params, grads)
+  for a, b in zip(got, want):
+    for k in a:
+      np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-12, err_msg=k)
+  assert float(state.inner_steps) == 2  # the torch rule runs 2 steps
+
+
+# ---------------------------------------------------- the inner solver
+def random_subproblem(rng, shape, spread=2.0):
+  y = rng.normal(size=shape)
+  d = np.exp(rng.uniform(-spread, spread, size=shape))
+  axes = group_axes(y)
+  w = np.sqrt(np.prod([shape[a] for a in axes]))
+  norms = np.sqrt(np.sum((d * y) ** 2, axis=axes))
+  mid = np.sort(norms.ravel())[len(norms.ravel()) // 2 - 1:][:2]
+  lam = float(np.mean(mid)) / w  # about half the groups screened out
+  return y, d, lam, axes
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 5, 4), (12, 6)])
+def test_subproblem_kkt_and_screening_at_tight_tolerance(x64, shape):
+  # Sections 5.4 and 5.5: with a tight tolerance the solver's point satisfies
+  # the optimality conditions, and its zero groups are exactly the screened
+  # ones, which are also the zero groups of an unscreened NumPy solve.
+  rng = np.random.default_rng(3)
+  y, d, lam, axes = random_subproblem(rng, shape)
+  w0 = rng.normal(size=shape)
+  init = rng.normal(size=shape)
+  reg = rj.group_lasso(lam)
+  u, steps = reg.prox({"w": y}, 1.0, metric={"w": d}, init={"w": init},
+                      origin={"w": w0}, max_steps=20000, tol=1e-16,
+                      return_steps=True)
+  u, steps = np.asarray(u["w"]), int(steps["w"])
+  assert 2 <= steps < 20000
+  tau = lam * np.sqrt(np.prod([shape[a] for a in axes]))
+  v = d * (w0 - y)
+  norms = np.sqrt(np.sum(u * u, axis=axes, keepdims=True))
+  zero = norms == 0
+  screened = np.sqrt(np.sum((d * y) ** 2, axis=axes, keepdims=True)) <= tau
+  np.testing.assert_array_equal(zero, screened)
+  assert 0 < zero.mean() < 1
+  resid = v + d * (u - w0) + tau * u / np.where(zero, 1, norms)
+  # The stop rule reads the objective, which stalls in float64 when the
+  # distance to the solution is about sqrt(eps): residuals of ~1e-8 to 1e-7.
+  assert np.max(np.abs(np.where(zero, 0, resid))) <= 1e-6
+  np.testing.assert_array_less(
+      np.sqrt(np.sum((v - d * w0) ** 2, axis=axes, keepdims=True))[zero],
+      tau * (1 + 1e-12))
+  # An unscreened proximal gradient from y, run to convergence.
+  lip = np.max(d, axis=axes, keepdims=True)
+  z = y.copy()
+  for _ in range(20000):
+    x = z - d * (z - y) / lip
+    n = np.sqrt(np.sum(x * x, axis=axes, keepdims=True))
+    z = x * np.maximum(0, 1 - tau / lip / np.where(n > 0, n, 1))
+  np.testing.assert_array_equal(np.all(z == 0, axis=axes, keepdims=True), zero)
+  np.testing.assert_allclose(u, z, rtol=0, atol=1e-6)
+
+
+def test_all_groups_screened_and_iteration_bounds(x64):
+  # Section 5.13: no active group, no step, exact zeros; with active groups
+  # the count lies in [2, max_steps].
+  rng = np.random.default_rng(4)
+  y, d, lam, axes = random_subproblem(rng, (8, 5))
+  reg = rj.group_lasso(1e6)
+  u, steps = reg.prox({"w": y}, 1.0, metric={"w": d}, init={"w": y},
+                      return_steps=True)
+  assert np.all(np.asarray(u["w"]) == 0) and int(steps["w"]) == 0
+  for cap in (1, 3):
+    _, steps = rj.group_lasso(lam).prox(
+        {"w": y}, 1.0, metric={"w": d}, init={"w": y}, max_steps=cap,
+        tol=1e-300, return_steps=True)
+    assert int(steps["w"]) == cap
+
+
+# ----------------------------------------------- authors' code, 30+ steps
+@pytest.mark.parametrize("kind", ["glasso", "nuclear"])
+def test_transcription_of_authors_code(x64, kind):
+  # Section 5.7: 36 steps (12 epochs of 3), restarts after epochs 4 and 8,
+  # then the momentum ramp (c reaches 1 after 11 updates of the last stage).
+  rng = np.random.default_rng(5)
+  params = make_params(rng)
+  target = make_params(rng, 0.5)
+  target["dense"][:3] = 0  # input groups that go to zero
+  target["conv"][:, :, :1, :] = 0
+  spe, epochs, milestones = 3, 12, [4, 8]
+  lr, c0, lam = 0.1, 0.3, (0.2 if kind == "glasso" else 0.05)
+  if kind == "glasso":
+    reg, max_iters, rtol = rj.group_lasso(lam), 100, 1e-8
+  else:
+    reg = rj.nuclear_norm(lam, mask={"conv": False, "dense": True,
+                                     "bias": False})
+    max_iters, rtol = 5, 1e-3
+  regularized = ["conv", "dense"] if kind == "glasso" else ["dense"]
+  opt = ref.NumpyRAMDA(params, lr, c0, lam, max_iters=max_iters, rtol=rtol,
+                       kind=kind, regularized=regularized)
+  sched = ref.MultistepScheduler(opt, milestones)
+  tx = rj.ramda_multistep(lr, c0, [m * spe for m in milestones], 0.1, reg,
+                          max_inner_steps=max_iters, inner_tol=rtol)
+  jparams = jax.tree.map(jnp.asarray, params)
+  state = tx.init(jparams)
+  update = jax.jit(tx.update)
+  noise = [make_params(rng, 0.3) for _ in range(spe * epochs)]
+  t = 0
+  for epoch in range(epochs):
+    for _ in range(spe):
+      grads = {k: opt.params[k] - target[k] + noise[t][k] for k in params}
+      updates, state = update(jax.tree.map(jnp.asarray, grads), state,
+                              jparams)
+      jparams = optax.apply_updates(jparams, updates)
+      opt.step(grads)
+      sched.after_step(epoch)
+      iters = np.mean([opt.last_iters[k] for k in regularized])
+      assert float(state.inner_steps) == pytest.approx(iters, abs=1e-6), t
+      for k in params:
+        np.testing.assert_allclose(np.asarray(jparams[k]), opt.params[k],
+                                   rtol=0, atol=1e-10, err_msg=f"{k} step {t}")
+      t += 1
+    sched.end_of_epoch(epoch)
+  assert opt.momentum == 1.0
+  if kind == "glasso":
+    # c = 1 at the end: the iterate itself has exact zero groups.
+    zero = np.all(np.asarray(jparams["dense"]) == 0, axis=1)
+    assert 0 < zero.mean() < 1
+
+
+# ------------------------------------------------------------- restarts
+def test_restart_equals_fresh_optimizer(x64):
+  # Section 5.8: at the milestone T the state restarts (k, alpha, V, U = 0,
+  # W0 = W_T) and lr, epsilon are multiplied by gamma: the following updates
+  # equal those of a fresh optimizer started at W_T with lr * gamma,
+  # epsilon * gamma and the ramp from its first update.
+  rng = np.random.default_rng(6)
+  params = make_params(rng)
+  grads = [make_params(rng) for _ in range(7)]
+  reg = rj.group_lasso(0.05)
+  lr, c0, gamma, eps, T = 0.3, 0.2, 0.5, 1e-3, 4
+  got, _ = run(rj.ramda_multistep(lr, c0, [T], gamma, reg, epsilon=eps),
+               params, grads)
+  fresh, _ = run(rj.ramda_multistep(lr * gamma, c0, [], gamma, reg,
+                                    epsilon=eps * gamma),
+                 got[T - 1], grads[T:])
+  for a, b in zip(got[T:], fresh):
+    for k in a:
+      np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-12, err_msg=k)
+
+
+def test_ramp_values(x64):
+  # Section 5.9: c0 at the last milestone T, then min(c0 sqrt(j + 1), 1) at
+  # T + j: read c back from W_k - W_{k-1} = c (Y_k - W_{k-1}) with no
+  # regularizer (Y is MADGRAD's point, written here from the equations).
+  c0, T, lr, eps = 0.25, 3, 0.1, 1e-6
+  rng = np.random.default_rng(7)
+  w = {"w": rng.normal(size=(5,))}
+  grads = [{"w": rng.normal(size=(5,))} for _ in range(T + 18)]
+  got, _ = run(rj.ramda_multistep(lr, c0, [T], 1.0, epsilon=eps), w, grads)
+  prev, w0 = w["w"], w["w"]
+  v = u = 0
+  k = 0
+  cs = []
+  for t, g in enumerate(grads):
+    if t == T:
+      w0, v, u, k = prev, 0, 0, 0
+    k += 1
+    s = lr * np.sqrt(k)
+    v, u = v + s * g["w"], u + s * g["w"] ** 2
+    y = w0 - v / (np.cbrt(u) + eps)
+    cs.append(np.mean((got[t]["w"] - prev) / (y - prev)))
+    prev = got[t]["w"]
+  want = [c0] * T + [min(c0 * np.sqrt(j + 1), 1.0) for j in range(18)]
+  np.testing.assert_allclose(cs, want, rtol=1e-9)
+  # Exactly 1 from j = 1 / c0^2 - 1 = 15 on, under 1 before.
+  assert want[T + 15] == 1.0 > want[T + 14]
+  np.testing.assert_allclose(cs[T + 15:], 1.0, rtol=1e-9)
+
+
+# -------------------------------------------------- integration, errors
+def test_jit_chain_and_no_recompilation_at_restart():
+  params = {"w": jnp.ones((4, 3)), "b": jnp.zeros(3)}
+  reg = rj.group_lasso(1e-2)
+  tx = optax.chain(optax.clip_by_global_norm(10.0),
+                   rj.ramda_multistep(1e-2, 0.1, [2, 4], regularizer=reg))
+  state = tx.init(params)
+
+  def step(params, state, grads):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  chex.clear_trace_counter()
+  jstep = jax.jit(chex.assert_max_traces(step, n=1))
+  for i in range(6):
+    grads = jax.tree.map(lambda x: jnp.full_like(x, 0.1 * (i + 1)), params)
+    params, state = jstep(params, state, grads)
+  chex.assert_tree_all_finite(params)
+  assert int(state[1].stage_count) == 2  # restarted at update count 4
+  z = rj.structured_params(state)
+  chex.assert_trees_all_equal_shapes(z, params)
+
+
+def test_nnx_optimizer():
+  from flax import nnx
+  model = nnx.Linear(4, 3, rngs=nnx.Rngs(0))
+  reg = rj.group_lasso(1e-3)
+  opt = nnx.Optimizer(model, rj.ramda(1e-2, 0.1, reg), wrt=nnx.Param)
+  x = jnp.ones((2, 4))
+
+  @nnx.jit
+  def train_step(model, opt):
+    grads = nnx.grad(lambda m: jnp.sum(m(x) ** 2))(model)
+    opt.update(model, grads)
+
+  for _ in range(3):
+    train_step(model, opt)
+  chex.assert_tree_all_finite(nnx.state(model, nnx.Param))
+
+
+def test_structured_params_of_ramda(x64):
+  # The zero groups of structured_params are those of the last update's
+  # W-tilde (c = 1: the iterate itself), by the exact screening.
+  rng = np.random.default_rng(8)
+  params = make_params(rng)
+  grads = [make_params(rng) for _ in range(4)]
+  reg = rj.group_lasso(1.0)
+  got, state = run(rj.ramda(0.3, 1.0, reg), params, grads)
+  z = rj.structured_params(state)
+  for k in ("conv", "dense"):
+    zero_z = np.all(np.asarray(z[k]) == 0, axis=group_axes(got[-1][k]))
+    zero_w = np.all(got[-1][k] == 0, axis=group_axes(got[-1][k]))
+    np.testing.assert_array_equal(zero_z, zero_w)
+    assert zero_w.any()
+    # The update stopped on the relative-objective rule (inner_tol 1e-8);
+    # structured_params solves the same subproblem more tightly.
+    np.testing.assert_allclose(np.asarray(z[k]), got[-1][k], atol=1e-4)
+
+
+def test_state_placed_like_params():
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  params = jax.device_put({"w": jnp.ones((4, 3))}, sharding)
+  state = rj.ramda(1e-2, 0.1, rj.group_lasso(1e-3)).init(params)
+  for leaf in jax.tree.leaves(state):
+    assert isinstance(leaf.sharding, jax.sharding.NamedSharding)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"epsilon": -1e-6}, "epsilon"),
+    ({"epsilon": 0.0}, "epsilon"),
+    ({"max_inner_steps": 0}, "max_inner_steps"),
+    ({"inner_tol": 0.0}, "inner_tol"),
+    ({"inner_tol": -1.0}, "inner_tol"),
+])
+def test_bad_arguments_name_the_argument(kwargs, name):
+  with pytest.raises(ValueError, match=name):
+    rj.ramda(1e-2, 0.1, rj.group_lasso(1e-3), **kwargs)
+  with pytest.raises(ValueError, match=name):
+    rj.ramda_multistep(1e-2, 0.1, [10], regularizer=rj.group_lasso(1e-3),
+                       **kwargs)
+
+
+def test_regularizer_without_metric_prox_is_refused():
+  class NoMetric(rj.GroupLasso):
+    solvers = ("newton",)
+
+  with pytest.raises(ValueError, match="regularizer"):
+    rj.ramda(1e-2, 0.1, NoMetric(1e-3))
+
+
+def test_cube_root_matches_cbrt():
+  x = jnp.asarray([0.0, 1e-30, 1e-6, 0.3, 8.0, 1e12], jnp.float32)
+  np.testing.assert_allclose(_ramda.cube_root(x), np.cbrt(np.float64(x)),
+                             rtol=2e-6)
+  assert float(_ramda.cube_root(x)[0]) == 0.0
