@@ -153,7 +153,11 @@ def slim(
     raise ValueError(f"slim: the model does not run on example_input of shape "
                      f"{tuple(x.shape)}: {type(e).__name__}: {first}") from e
   # A failure past this point is slim's, not the model's: it propagates as it is.
-  plan = analyze(closed, leaves, layers, x, prune_inputs=prune_inputs)
+  modules = mdl.modules(model)
+  gatherable = frozenset(
+      i for i, p in enumerate(parts)
+      if p[-1] == "kernel" and type(modules.get("/".join(p[:-1]))) is nnx.Linear)
+  plan = analyze(closed, leaves, layers, x, prune_inputs=prune_inputs, gatherable=gatherable)
 
   new_leaves = [mdl.take(l, k) for l, k in zip(leaves, plan.keep)]
   slim_model = nnx.merge(graphdef, jax.tree.unflatten(treedef, new_leaves))

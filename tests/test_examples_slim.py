@@ -107,6 +107,9 @@ def test_slim_run_writes_a_model_equal_to_the_structured_one(tmp_path, capsys):
 
   # The channels that went, in the model, the summary and the printed report.
   assert slimming.layer_channels(loaded) == want
+  # fc1 reads the flattened conv2 map: its remaining zero rows went too (a gather).
+  fc1 = np.asarray(model.fc1.kernel[...])
+  assert loaded.fc1.kernel.shape[0] == int(np.sum(np.any(fc1 != 0, axis=1))) < 400
   s = summary["slim"]
   assert s["channels"] == {k: [v, want[k]] for k, v in slimming.layer_channels(model).items()}
   gone = 236 - sum(want.values())

@@ -79,19 +79,28 @@ def removable(model, space):
 
 
 def expected_shapes(model, spaces, layers):
-  """Kernel shape of every layer and feature count of every BatchNorm after slimming."""
-  gone = [len(removable(model, s)) for s in spaces]
+  """Kernel shape of every layer and feature count of every BatchNorm after slimming.
+
+  A dense layer reading a flattened map (spread > 1) also gathers its input:
+  of the rows of the channels kept, only the non-zero ones stay (at least one).
+  """
+  gone = [removable(model, s) for s in spaces]
   shapes = {}
   for layer in layers:
     k = list(kernel(model, layer).shape)
     for s, g in zip(spaces, gone):
-      k[-2] -= sum(spread * g for l, spread, _ in s.readers if l == layer)
-      k[-1] -= g * sum(1 for l, _ in s.producers if l == layer)
+      for l, spread, off in s.readers:
+        if l == layer and spread > 1:
+          rows = [r for c in range(s.size) if c not in g for r in s.rows(c, spread, off)]
+          k[-2] = max(1, int(np.sum(~zero_rows(model, layer)[rows])))
+        elif l == layer:
+          k[-2] -= len(g)
+      k[-1] -= len(g) * sum(1 for l, _ in s.producers if l == layer)
     shapes[layer] = tuple(k)
   for s, g in zip(spaces, gone):
     for _, bn in s.producers:
       if bn is not None:
-        shapes[bn] = (s.size - g,)
+        shapes[bn] = (s.size - len(g),)
   return shapes
 
 
@@ -871,3 +880,46 @@ def test_heads_of_attention_written_with_einsum_go():
   assert s.bq.shape == (3, 3) and s.wo.shape == (3, 3, 8)
   chex.assert_trees_all_equal(s.wv[...], model.attn.wv[...][:, [0, 2, 3]])
   chex.assert_trees_all_close(forward(result.model, x), forward(model, x), **TOL)
+
+
+# ----------------------------------------------------------------------------
+# Zeros after a flatten: the dense layer gathers the features it still reads.
+
+
+def lenet_with_scattered_zero_rows(seed):
+  """LeNet5 whose fc1 (reading conv2's 5x5x16 map flattened) has zero rows in every channel."""
+  rng = np.random.default_rng(seed)
+  model, shape, _, _ = build_lenet5_small(rng)
+  rows = np.arange(400).reshape(25, 16)                    # (position, channel), NHWC
+  zero = rng.random((25, 16)) < 0.6
+  zero[:, [3, 7]] = True                                   # two whole channels
+  set_rows(model, "fc1", rows[zero], 0.0)
+  return model, shape, ~np.any(kernel(model, "fc1") != 0, axis=1)
+
+
+def test_zero_rows_after_a_flatten_go_by_a_gather_with_equal_outputs():
+  model, shape, zero = lenet_with_scattered_zero_rows(31)
+  x = jax.random.normal(jax.random.key(0), shape)
+  result = slim(model, x, timing_runs=0)
+  fc1 = result.model.fc1
+  assert isinstance(fc1, slim_lib.GatheredLinear)
+  chex.assert_trees_all_equal(fc1.kernel[...], model.fc1.kernel[...][~zero])
+  assert fc1.in_features == int((~zero).sum())
+  assert result.model.conv2.kernel.shape[-1] == 14         # the two whole channels
+  chex.assert_trees_all_close(forward(result.model, x), forward(model, x), **TOL)
+  row = next(r for r in result.report.layers if r.name == "fc1")
+  assert row.macs_after == int((~zero).sum()) * 120 and row.macs_before == 400 * 120
+  assert "gathered" in row.change
+  assert any(n.startswith("'fc1' gathers") for n in result.report.notes)
+
+
+def test_a_gathered_model_saves_and_loads(tmp_path):
+  model, shape, zero = lenet_with_scattered_zero_rows(32)
+  x = jax.random.normal(jax.random.key(0), shape)
+  result = slim(model, x, timing_runs=0)
+  path = slim_lib.save(tmp_path / "m", result, constructor=models.get_model,
+                       constructor_kwargs={"name": "lenet5_small"})
+  loaded = slim_lib.load(path)
+  assert isinstance(loaded.fc1, slim_lib.GatheredLinear)
+  chex.assert_trees_all_equal(snapshot(loaded), snapshot(result.model))
+  chex.assert_trees_all_close(forward(loaded, x), forward(model, x), **TOL)
