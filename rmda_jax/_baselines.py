@@ -234,15 +234,12 @@ def _preconditioned_adam(learning_rate, b1, b2, eps, regularizer, solver,
     lr = _checks.value_at(learning_rate, state.count)
 
     def leaf(g, mu, nu, p):
+      mu = (1 - b1) * g + b1 * mu
+      nu = (1 - b2) * jnp.square(g) + b2 * nu
       cdtype = _compute_dtype(p.dtype)
-      # The decays as arrays first: a Python float and the same value
-      # injected by optax.inject_hyperparams then give the same rounding.
-      b1_, b2_ = jnp.asarray(b1, cdtype), jnp.asarray(b2, cdtype)
-      mu = ((1 - b1_) * g.astype(cdtype) + b1_ * mu.astype(cdtype))
-      nu = ((1 - b2_) * jnp.square(g.astype(cdtype)) + b2_ * nu.astype(cdtype))
       # Bias corrections in at least float32 (b2 ** count in bfloat16 is 1).
-      c1 = 1 - b1_ ** count
-      c2 = 1 - b2_ ** count
+      c1 = 1 - jnp.asarray(b1, cdtype) ** count
+      c2 = 1 - jnp.asarray(b2, cdtype) ** count
       d = jnp.sqrt(nu.astype(cdtype) / c2) + jnp.asarray(eps, cdtype)
       step = jnp.asarray(lr, cdtype) * ((mu.astype(cdtype) / c1) / d)
       return step, d, mu.astype(p.dtype), nu.astype(p.dtype)
