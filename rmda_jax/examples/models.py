@@ -303,7 +303,7 @@ class ViTTiny(nnx.Module):
     self.patch, self.grid, self.pool = p, (h // p, w // p), pool
     tokens = self.grid[0] * self.grid[1] + (pool == "cls")
     self.embed = nnx.Linear(p * p * c, dim, rngs=rngs)
-    self.cls_token = nnx.Param(jnp.zeros((1, 1, dim)))
+    self.cls_token = nnx.Param(jnp.zeros((1, 1, dim))) if pool == "cls" else None
     self.pos_embed = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, tokens, dim)))
     self.blocks = nnx.List([ViTBlock(dim, heads, mlp_dim, rngs=rngs) for _ in range(depth)])
     self.norm = nnx.LayerNorm(dim, rngs=rngs)

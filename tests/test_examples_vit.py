@@ -1,0 +1,42 @@
+"""vit_tiny of rmda_jax.examples.models: shapes, parameter count by hand, pooling."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from rmda_jax.examples import models
+
+
+def vit_params(input_shape, dim=32, depth=2, mlp=64, classes=10, cls=True):
+  """Parameter count written from the architecture (not from the code)."""
+  h, w, c = input_shape
+  p = min(h, w) // 4
+  tokens = (h // p) * (w // p) + (1 if cls else 0)
+  block = (2 * 2 * dim                    # two LayerNorms (scale, bias)
+           + 4 * dim * dim + 4 * dim      # q, k, v, out kernels and biases
+           + dim * mlp + mlp + mlp * dim + dim)
+  return ((p * p * c) * dim + dim + (dim if cls else 0) + tokens * dim
+          + depth * block + 2 * dim + dim * classes + classes)
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (8, 8, 1), (32, 32, 3)])
+def test_vit_tiny_shapes_and_count(shape):
+  model = models.get_model("vit_tiny", 10, nnx.Rngs(0), shape)
+  assert models.count_params(model) == vit_params(shape)
+  out = model(jnp.ones((2, *shape)))
+  assert out.shape == (2, 10) and bool(jnp.all(jnp.isfinite(out)))
+  assert model.patch == min(shape[:2]) // 4 and model.grid == (4, 4)
+
+
+def test_vit_tiny_mean_pooling_and_patches():
+  model = models.ViTTiny(10, rngs=nnx.Rngs(0), input_shape=(8, 8, 1), pool="mean")
+  assert models.count_params(model) == vit_params((8, 8, 1), cls=False)
+  x = jnp.arange(2 * 8 * 8, dtype=jnp.float32).reshape(2, 8, 8, 1)
+  patches = np.asarray(model.patches(x))
+  # Patch (i, j) of image n holds x[n, 2i:2i+2, 2j:2j+2] row-major.
+  np.testing.assert_array_equal(patches[1, 4 * 2 + 3],
+                                np.asarray(x)[1, 4:6, 6:8, 0].ravel())
+  with pytest.raises(ValueError, match="pool"):
+    models.ViTTiny(10, rngs=nnx.Rngs(0), pool="max")
