@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -85,7 +86,9 @@ BAD_CONFIGS = [
     (dict(l1_strength=1e-4), "l1_strength", "only for"),
     (dict(regularizer="nuclear", optimizer="prox_ssi"), "optimizer", "nuclear"),
     (dict(plot=1), "plot", "True or False"),
-    (dict(output_dir=None), "output_dir", "a string"),
+    (dict(output_dir=None), "output_dir", "a path"),
+    (dict(data_dir=3), "data_dir", "a path"),
+    (dict(mesh=8), "mesh", "a string"),
     (dict(num_processes=0), "num_processes", "positive"),
 ]
 
@@ -102,6 +105,7 @@ def test_config_takes_good_values_and_normalises():
   cfg = config.Config(optimizer="sgd", momentum=0, lr=1, milestones=[2, 4], groups=0,
                       regularizer="sparse_group_lasso", l1_strength=1e-5)
   assert cfg.milestones == (2, 4) and cfg.groups == "0"
+  assert config.Config(output_dir=Path("runs") / "x").output_dir == str(Path("runs") / "x")
   assert cfg == config.parse_args(["--optimizer", "sgd", "--momentum", "0", "--lr", "1",
                                    "--milestones", "2,4", "--groups", "0",
                                    "--regularizer", "sparse_group_lasso",

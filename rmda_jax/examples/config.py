@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 
 from rmda_jax.examples.data import DATASETS
 from rmda_jax.examples.models import MODELS
@@ -140,7 +141,8 @@ _OPTIONAL = ("l1_strength", "lr", "momentum", "num_processes", "process_id")
 _CHOICES = {"model": lambda: sorted(MODELS), "dataset": lambda: list(DATASETS),
             "optimizer": lambda: list(OPTIMIZERS), "regularizer": lambda: list(REGULARIZERS)}
 _SWITCHES = ("plot", "slim", "resume", "progress", "ynn_fusions", "offline")
-_PATHS = ("data_dir", "output_dir", "mesh", "coordinator")  # str (or None but output_dir)
+_PATHS = ("data_dir", "output_dir")  # str or os.PathLike (kept as str); data_dir may be None
+_STRINGS = ("mesh", "coordinator")   # str or None
 
 
 def _range_error(field: str, v) -> str | None:
@@ -179,7 +181,7 @@ def validate(cfg: Config) -> None:
   """Raises :class:`ConfigError` naming the first field of ``cfg`` the run cannot take.
 
   Normalises in place (the dataclass is frozen; this runs in ``__post_init__``):
-  ``milestones`` becomes a tuple, ``groups`` an axis as a string.
+  ``milestones`` becomes a tuple, ``groups`` an axis as a string, a path a string.
   """
   for field, choices in _CHOICES.items():
     if getattr(cfg, field) not in choices():
@@ -197,8 +199,14 @@ def validate(cfg: Config) -> None:
       raise ConfigError(field, f"must be True or False, got {getattr(cfg, field)!r}")
   for field in _PATHS:
     v = getattr(cfg, field)
-    if not (isinstance(v, str) or (v is None and field != "output_dir")):
-      raise ConfigError(field, f"must be a string, got {v!r}")
+    if isinstance(v, os.PathLike):
+      object.__setattr__(cfg, field, os.fspath(v))
+    elif not (isinstance(v, str) or (v is None and field == "data_dir")):
+      raise ConfigError(field, f"must be a path (str or os.PathLike), got {v!r}")
+  for field in _STRINGS:
+    v = getattr(cfg, field)
+    if not (v is None or isinstance(v, str)):
+      raise ConfigError(field, f"must be a string or None, got {v!r}")
   object.__setattr__(cfg, "milestones", _check_milestones(cfg.milestones))
   object.__setattr__(cfg, "groups", _check_groups(cfg.groups))
 
