@@ -22,9 +22,11 @@ import os
 
 from rmda_jax.examples.data import DATASETS
 from rmda_jax.examples.models import MODELS
+from rmda_jax.examples.models import TRANSFORMERS
 
 OPTIMIZERS = ("rmda", "prox_sgd", "prox_adam", "prox_ssi", "sgd", "madgrad")
-REGULARIZERS = ("group_lasso", "l1", "nuclear", "sparse_group_lasso", "none")
+REGULARIZERS = ("group_lasso", "l1", "nuclear", "sparse_group_lasso", "heads_and_neurons",
+                "none")
 
 # Per-optimizer defaults used where the flag is not given (None). prox_sgd's
 # 0.01 with momentum 0.9 is the authors' ProxSGD (EMA form, lr 0.1, rho 0.1).
@@ -227,6 +229,10 @@ def validate(cfg: Config) -> None:
                                        "group term)")
   elif cfg.l1_strength is not None:
     raise ConfigError("l1_strength", "only for --regularizer sparse_group_lasso")
+  if cfg.regularizer == "heads_and_neurons" and cfg.model not in TRANSFORMERS:
+    raise ConfigError("regularizer", "heads_and_neurons groups the attention heads and MLP "
+                                     f"units of a transformer ({', '.join(sorted(TRANSFORMERS))}"
+                                     f"), not of --model {cfg.model}")
   if cfg.regularizer == "nuclear" and cfg.optimizer == "prox_ssi":
     raise ConfigError("optimizer", "prox_ssi's Newton solver is per group and has nothing "
                                    "for the nuclear norm; use prox_adam (ProxGen)")
@@ -312,7 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
                  help="rmda, a proximal baseline, or sgd/madgrad with psi in the loss")
   p.add_argument("--regularizer", choices=REGULARIZERS, default=d.regularizer,
                  help="psi: group LASSO over --groups, L1, the nuclear norm of every "
-                      "kernel (low rank), sparse group LASSO (L1 + group LASSO), or none")
+                      "kernel (low rank), sparse group LASSO (L1 + group LASSO), "
+                      "heads_and_neurons (group LASSO over a transformer's attention heads "
+                      "and MLP hidden units, rj.head_and_neuron_lasso; --model vit_tiny), "
+                      "or none")
   p.add_argument("--strength", type=_flag_type("strength"), default=d.strength,
                  help="lambda of the regularizer (sparse_group_lasso: of its group term)")
   p.add_argument("--l1-strength", type=_flag_type("l1_strength"), default=d.l1_strength,

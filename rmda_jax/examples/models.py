@@ -339,6 +339,10 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
     "vit_tiny": ViTTiny,
 }
 
+# The transformers: models whose attention heads and MLP units
+# rj.head_and_neuron_lasso finds (rmda-train --regularizer heads_and_neurons).
+TRANSFORMERS = {"vit_tiny"}
+
 # Whether the model reads images (so small images must be padded up) or flat vectors.
 CONVOLUTIONAL = {"lenet5_small", "lenet5_large", "vgg19_bn", "resnet50"}
 
