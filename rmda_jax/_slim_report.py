@@ -47,7 +47,11 @@ class SlimReport:
   Multiply-adds count convolutions and dense layers (output elements times
   the contracted size) and elementwise products with parameters (BatchNorm's
   scale, and convolutions written as shifted products, such as the CPU fast
-  path of the examples' LeNet5), per example of the batch.
+  path of the examples' LeNet5), per example of the batch; products of two
+  activations (attention's scores and weighted values) are listed under
+  ``"(no parameters)"``. After slimming they are counted from the plan: a
+  removed channel or head removes its positions, and a :class:`GatheredLinear`
+  counts the features it gathers.
 
   Attributes:
     layers: one :class:`LayerReport` per layer, in the order the forward pass
@@ -60,7 +64,8 @@ class SlimReport:
     timing_runs: how many runs the medians are over.
     input_features_before: features per example of the model's input.
     input_features_after: features per example the slim model expects.
-    notes: why some channels whose readers are all zero were kept.
+    notes: why some channels whose readers are all zero were kept, attention
+      heads kept and partly zero, gathers, normalized channels.
   """
   layers: tuple[LayerReport, ...]
   batch_size: int

@@ -395,13 +395,17 @@ def _decide(it: _Interpreter, leaves, layers, input_shape, gatherable) -> Plan:
   partial = np.zeros(n, bool)
   partial[head_roots] = True
   partial &= ~removable & nonzero & some_zero
-  for c in it.consumers:
-    part = partial[roots[c.slots]]
-    for slot in np.unique(c.slots[part]).tolist():
-      rows = c.slots == slot
-      notes.append(f"'{layers[leaf_of[slot]]}' head {index_of[slot]} is partly zero "
-                   f"({int(c.zero[rows].sum())} of {int(rows.sum())} of its rows are zero) "
-                   "and is kept: a head goes only when all of it is zero")
+  for r in np.flatnonzero(partial).tolist():
+    c = next(c for c in it.consumers if np.any(roots[c.slots] == r))
+    rows = roots[c.slots] == r
+    heads = np.unique(c.slots[rows])
+    z, t = int(c.zero[rows].sum()), int(rows.sum())
+    if len(heads) == 1:
+      what = f"head {index_of[heads[0]]} is partly zero ({z} of {t} of its rows are zero) and is"
+    else:
+      what = (f"heads {', '.join(str(index_of[h]) for h in heads)} (coupled) are partly zero "
+              f"({z} of {t} of their rows are zero) and are")
+    notes.append(f"'{c.layer}' {what} kept: a head goes only when all of it is zero")
   # Dense layers reading a flattened map: their remaining zero rows go, the input is gathered.
   gathers: dict[int, np.ndarray] = {}
   uses = collections.Counter(int(leaf_of[c.slots[0]]) for c in it.consumers if len(c.slots))

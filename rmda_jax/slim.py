@@ -11,12 +11,19 @@ genuinely smaller and faster, and computes the same function.
 dependency graph: it traces the forward pass with ``jax.make_jaxpr`` over the
 model's variables and follows every channel through convolutions, dense
 layers, BatchNorm, elementwise activations, pooling, reshapes and flattening,
-residual additions and concatenations (see ``rmda_jax/_slim_trace.py``). An
-operation it cannot follow on a traced channel raises :class:`SlimError`
-naming the primitive, the source line and the layer; an operation that mixes
-channels (a reduction over them, a strided slice, a grouped convolution, the
-model output) keeps them. The slim model is then run on the example batch and
-compared with the model before it is returned.
+residual additions, concatenations and attention (its heads). An operation it
+cannot follow on a traced channel raises :class:`SlimError` naming the
+primitive, the source line and the layer; an operation that mixes channels (a
+reduction over them, a strided slice, a grouped convolution, the model output)
+keeps them. The slim model is then run on the example batch and compared with
+the model before it is returned.
+
+The parts: ``_slim_graph.py`` (slots and their union-find), ``_slim_rules.py``
+(one rule per primitive, in one registry), ``_slim_trace.py`` (the
+interpreter and the plan: what goes, MACs before and after),
+``_slim_model.py`` (the model's variables and size attributes),
+``_slim_report.py`` (the report) and ``_slim_io.py`` (:func:`save`,
+:func:`load`).
 
 This module needs Flax and Orbax: ``pip install rmda_jax[examples]``.
 """
@@ -75,7 +82,19 @@ def slim(
   zero input slices. A channel that reaches a residual addition is coupled to
   the other branch's channel: the pair goes only when all readers of the sum
   have zeroed it. Flattening spreads a channel over its features: it goes when
-  all of them are zero in the dense layer that reads them.
+  all of them are zero in the dense layer that reads them; when only some are,
+  an ``nnx.Linear`` reading them drops its remaining zero rows and becomes a
+  :class:`GatheredLinear` that gathers the features it still reads.
+
+  Attention heads and MLP hidden units are channels too. A head of
+  ``nnx.MultiHeadAttention`` (or of attention written with ``jnp.einsum`` and
+  per-head kernels ``(in, heads, head_dim)``) goes when its rows of the output
+  projection are all zero: with it go its slices of the query, key and value
+  kernels and biases, and the module's ``num_heads`` follows. A head zero in
+  some of its rows only is kept (the report says so), and so are the channels
+  a LayerNorm normalizes (a transformer's residual stream). An MLP hidden unit
+  goes when its row of the second dense layer is zero (with the first layer's
+  column and bias entry).
 
   The dependencies are found by tracing ``forward(model, example_input)`` with
   ``jax.make_jaxpr`` over the model's variables (Torch-Pruning's idea, in
