@@ -40,3 +40,15 @@ def test_vit_tiny_mean_pooling_and_patches():
                                 np.asarray(x)[1, 4:6, 6:8, 0].ravel())
   with pytest.raises(ValueError, match="pool"):
     models.ViTTiny(10, rngs=nnx.Rngs(0), pool="max")
+
+
+def test_units_kept_per_block():
+  from rmda_jax.examples import report
+  support = {"blocks/0/attn heads": np.array([True, False, True, True]),
+             "blocks/1/attn heads": np.array([False] * 4),
+             "blocks/0 neurons": np.array([True] * 5 + [False] * 3),
+             "blocks/1 neurons": np.array([True] * 8)}
+  kept = report.units_kept(support)
+  assert kept == {"heads_kept": {"blocks/0/attn": "3/4", "blocks/1/attn": "0/4"},
+                  "neurons_kept": {"blocks/0": "5/8", "blocks/1": "8/8"}}
+  assert report.units_words(kept) == "heads 3/4 0/4  neurons 5/8 8/8"

@@ -7,7 +7,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-__all__ = ["fmt_pct", "layer_groups", "final_table", "write_plot"]
+__all__ = ["fmt_pct", "layer_groups", "units_kept", "units_words", "final_table",
+           "write_plot"]
 
 
 def fmt_pct(x: float) -> str:
@@ -32,6 +33,34 @@ def layer_groups(support) -> dict[str, str]:
     s = np.asarray(s)
     out[jax.tree_util.keystr(path)] = f"{int(s.sum())}/{s.size}"
   return out
+
+
+def units_kept(support) -> dict[str, dict[str, str]]:
+  """Attention heads and MLP units kept per block (``--regularizer heads_and_neurons``).
+
+  Args:
+    support: ``rmda_jax.group_support(params, rj.head_and_neuron_lasso(...))``:
+      one bool array per family, keyed ``"<module path> heads"`` or
+      ``"<module path> neurons"``.
+
+  Returns:
+    ``{"heads_kept": {module path: "kept/total"}, "neurons_kept": {...}}``,
+    e.g. ``{"heads_kept": {"blocks/0/attn": "3/4"}, "neurons_kept":
+    {"blocks/0": "41/64"}}``, blocks in the model's order.
+  """
+  out = {"heads_kept": {}, "neurons_kept": {}}
+  for key, s in support.items():
+    name, _, kind = key.rpartition(" ")
+    if kind in ("heads", "neurons"):
+      s = np.asarray(s)
+      out[f"{kind}_kept"][name] = f"{int(s.sum())}/{s.size}"
+  return out
+
+
+def units_words(row: dict) -> str:
+  """``"heads 4/4 3/4  neurons 60/64 41/64"``: the per-epoch line's counts, block by block."""
+  return "  ".join(f"{kind} {' '.join(row[kind + '_kept'].values())}"
+                   for kind in ("heads", "neurons") if row.get(kind + "_kept"))
 
 
 def _is_nuclear(summary: dict) -> bool:
