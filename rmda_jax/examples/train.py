@@ -276,33 +276,46 @@ def epoch_permutation(data_key: np.ndarray, epoch: int, n: int, batch: int) -> n
 # One configuration
 
 
-def build_regularizers(cfg: Config):
+def build_regularizers(cfg: Config, strength=None, l1_strength=None):
   """(psi used by the optimizer / objective or None, regularizer that defines groups).
 
   The nuclear norm's "groups" are each kernel's rank-one components (the support
   is the rank, ``support_changes`` counts rank changes); the sparse group
-  LASSO's are the group LASSO's (``--groups``).
+  LASSO's are the group LASSO's (``--groups``). ``strength`` and
+  ``l1_strength``, when given, replace ``cfg``'s (traced values inside one
+  program that trains several runs: :mod:`rmda_jax.examples.sweep`).
   """
   groups = cfg.groups if cfg.groups in ("input", "output") else int(cfg.groups)
+  strength = cfg.strength if strength is None else strength
+  l1_strength = cfg.l1_strength if l1_strength is None else l1_strength
   if cfg.regularizer == "group_lasso":
-    reg = rj.group_lasso(cfg.strength, groups=groups)
+    reg = rj.group_lasso(strength, groups=groups)
     return reg, reg
   if cfg.regularizer == "nuclear":
-    reg = rj.nuclear_norm(cfg.strength)
+    reg = rj.nuclear_norm(strength)
     return reg, reg
   if cfg.regularizer == "sparse_group_lasso":
-    reg = rj.sparse_group_lasso(cfg.l1_strength, cfg.strength, groups=groups)
+    reg = rj.sparse_group_lasso(l1_strength, strength, groups=groups)
+    return reg, reg
+  if cfg.regularizer == "heads_and_neurons":  # groups found in the params tree
+    reg = rj.head_and_neuron_lasso(strength)
     return reg, reg
   # Group metrics still need groups: same grouping, any strength (value unused).
   metric_reg = rj.group_lasso(1.0, groups=groups)
   if cfg.regularizer == "l1":
-    return rj.l1(cfg.strength), metric_reg
+    return rj.l1(strength), metric_reg
   return None, metric_reg
 
 
-def build_optimizer(cfg: Config, reg, steps_per_epoch: int) -> optax.GradientTransformation:
-  """The optax transformation for ``cfg`` (milestones converted from epochs to updates)."""
-  lr, mom = cfg.learning_rate, cfg.momentum_value
+def build_optimizer(cfg: Config, reg, steps_per_epoch: int, *, lr=None,
+                    momentum=None) -> optax.GradientTransformation:
+  """The optax transformation for ``cfg`` (milestones converted from epochs to updates).
+
+  ``lr`` and ``momentum``, when given, replace ``cfg``'s (traced values inside
+  one program that trains several runs: :mod:`rmda_jax.examples.sweep`).
+  """
+  lr = cfg.learning_rate if lr is None else lr
+  mom = cfg.momentum_value if momentum is None else momentum
   milestones = [m * steps_per_epoch for m in cfg.milestones]
   schedule = (optax.piecewise_constant_schedule(lr, {m: cfg.gamma for m in milestones})
               if milestones else lr)
@@ -320,7 +333,9 @@ def build_optimizer(cfg: Config, reg, steps_per_epoch: int) -> optax.GradientTra
       reg = reg.with_strength(reg.strength / (1 - mu))
     tx = getattr(rj, cfg.optimizer)(schedule, regularizer=reg, **kwargs)
   elif cfg.optimizer == "sgd":
-    tx = optax.sgd(schedule, momentum=mom or None)
+    # momentum 0 is none (a traced momentum, in a sweep, keeps the trace).
+    tx = optax.sgd(schedule, momentum=None if isinstance(mom, (int, float)) and not mom
+                   else mom)
   else:  # madgrad (argparse's choices admit nothing else)
     tx = optax.contrib.madgrad(schedule, momentum=mom)
   if cfg.weight_decay:
@@ -340,6 +355,8 @@ def structure_fields(cfg: Config, reg, point) -> dict:
     return {"rank": ranks.rank, "full_rank": ranks.full_rank}
   if cfg.regularizer == "sparse_group_lasso":
     return {"regularized_sparsity": rj.sparsity_report(point, reg).regularized_sparsity}
+  if cfg.regularizer == "heads_and_neurons":
+    return report.units_kept(rj.group_support(point, reg))
   return {}
 
 
@@ -351,6 +368,8 @@ def structure_words(cfg: Config, row: dict) -> str:
   words = f"group sparsity {report.fmt_pct(row['group_sparsity'])}"
   if cfg.regularizer == "sparse_group_lasso":
     words += f"  kernel sparsity {report.fmt_pct(row['regularized_sparsity'])}"
+  if cfg.regularizer == "heads_and_neurons":
+    words += "  " + report.units_words(row)
   return words
 
 
@@ -587,6 +606,7 @@ def _log_header(run: Run, state: TrainState) -> None:
                if cfg.regularizer == "sparse_group_lasso"
                else (cfg.strength if trainer.reg else ""))
   structure = ("kernels as matrices" if cfg.regularizer == "nuclear"
+               else "attention heads and MLP units" if cfg.regularizer == "heads_and_neurons"
                else f"{cfg.groups} groups")
   run.log(f"{cfg.model} on {cfg.dataset} ({len(run.ds.y_train)} train / "
           f"{len(run.ds.y_test)} test, {_num_params(state)} parameters), {cfg.optimizer} lr "
@@ -767,10 +787,9 @@ def train(cfg: Config, *, log=print) -> dict:
   return finish(run, state, rows)
 
 
-def main(argv=None) -> int:
-  """``rmda-train``: 0 on success, 2 on a problem the user can fix, 1 when ``--slim``
-  fails after the run was written (one line on stderr)."""
-  cfg = config_lib.parse_args(argv)
+def prepare_process(cfg: Config) -> None:
+  """What must happen before JAX starts its backend: XLA:CPU's YNNPACK fusions
+  (``--ynn-fusions``) and, for the nuclear norm, OpenBLAS's threads."""
   if not cfg.ynn_fusions:
     # Before JAX starts its backend: XLA reads XLA_FLAGS then (importing jax does not).
     status = xla_flags.limit_ynn_fusions()
@@ -781,6 +800,13 @@ def main(argv=None) -> int:
     status = xla_flags.limit_openblas_threads()
     if status != "1 thread":
       print(f"rmda-train: OpenBLAS threads (JAX's CPU SVD) {status}", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+  """``rmda-train``: 0 on success, 2 on a problem the user can fix, 1 when ``--slim``
+  fails after the run was written (one line on stderr)."""
+  cfg = config_lib.parse_args(argv)
+  prepare_process(cfg)
   try:
     # Before any JAX computation too: jax.distributed must start first.
     sharding_lib.initialize_distributed(cfg.coordinator, cfg.num_processes, cfg.process_id)
