@@ -20,12 +20,23 @@ checked against the model's on the batch, or slim raises):
   ResNet50 the residual stream's channels have one per block of the stage and
   mostly stay. Batch: ``--cifar-batch`` N(0, 1) images. BatchNorm in eval mode.
 
+* **ViT (tiny, MNIST shapes, 28x28x1)**, the zoo's ``vit_tiny`` (2 pre-norm
+  blocks of ``nnx.MultiHeadAttention``, 4 heads of 8, and a 64-unit MLP) with
+  random weights and, in every block, the stated fraction of its heads and of
+  its MLP hidden units zeroed as the coupled groups a heads-and-neurons group
+  LASSO zeroes them (a head's query/key/value slices and biases and its rows of
+  the output projection; a unit's column of ``fc1``, its bias and its row of
+  ``fc2``), chosen independently per block (seeded). Slim removes exactly those
+  heads and units; the residual stream (LayerNorm'd) keeps its width. Batch:
+  ``--vit-batch`` N(0, 1) images.
+
 Times: ``SlimReport`` (the jitted forward of each model, compiled and warmed
 up, on the same batch, the two models' calls interleaved; median per batch).
 
 Usage, from the repository root:
   python -m benchmarks.bench_slim --quick --out /tmp/slim   # < 2 minutes
   nice -n 10 python -m benchmarks.bench_slim                # results/slim.json
+  nice -n 10 python -m benchmarks.bench_slim --models vit --update   # adds/replaces rows
 """
 
 from __future__ import annotations
@@ -33,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -50,13 +60,7 @@ from rmda_jax.examples import slimming
 from rmda_jax.examples import train
 
 FRACTIONS = (0.5, 0.65)
-
-
-def _loadavg():
-  try:
-    return [round(x, 2) for x in os.getloadavg()]
-  except OSError:
-    return None
+VIT_SHAPE = (28, 28, 1)
 
 
 def lenet_run(run_dir: Path, epochs: int | None, dataset: str, quick: bool):
@@ -133,15 +137,60 @@ def zero_input_groups(model, fraction: float, rng, first: str) -> dict:
   return done
 
 
+def zero_heads_and_units(model, fraction: float, rng) -> dict:
+  """Zeroes ``round(fraction * n)`` heads and MLP units of every block, as coupled groups.
+
+  A head: its slices of the query, key and value kernels and biases (heads
+  axis) and its rows of the output projection; a unit: its column of ``fc1``,
+  its bias entry and its row of ``fc2``. Returns ``{block: {"heads": [zeroed,
+  n], "units": [zeroed, n]}}``.
+  """
+  done = {}
+  for i, b in enumerate(model.blocks):
+    attn, n_heads, n_units = b.attn, b.attn.num_heads, b.fc1.kernel.shape[1]
+    heads = rng.choice(n_heads, int(round(fraction * n_heads)), replace=False)
+    units = rng.choice(n_units, int(round(fraction * n_units)), replace=False)
+    for proj in (attn.query, attn.key, attn.value):
+      proj.kernel[...] = proj.kernel[...].at[:, heads].set(0.0)
+      if proj.bias is not None:
+        proj.bias[...] = proj.bias[...].at[heads].set(0.0)
+    attn.out.kernel[...] = attn.out.kernel[...].at[heads].set(0.0)
+    b.fc1.kernel[...] = b.fc1.kernel[...].at[:, units].set(0.0)
+    if b.fc1.bias is not None:
+      b.fc1.bias[...] = b.fc1.bias[...].at[units].set(0.0)
+    b.fc2.kernel[...] = b.fc2.kernel[...].at[units].set(0.0)
+    done[f"blocks/{i}"] = {"heads": [len(heads), n_heads], "units": [len(units), n_units]}
+  return done
+
+
+def heads_and_units(model) -> tuple[int, int]:
+  """Attention heads (``nnx.MultiHeadAttention``) and MLP hidden units (``fc1``) of a ViT."""
+  heads = sum(m.num_heads for _, m in nnx.iter_modules(model)
+              if isinstance(m, nnx.MultiHeadAttention))
+  units = sum(int(b.fc1.kernel.shape[1]) for b in getattr(model, "blocks", ())
+              if hasattr(b, "attn") and hasattr(b, "fc1"))
+  return heads, units
+
+
+def _zoo_name(row: dict) -> str:
+  """The zoo model of a results row (its label's first word): what --update replaces."""
+  return row["model"].split(",")[0].split()[0]
+
+
 def measure(label: str, model, x, timing_runs: int, extra: dict) -> dict:
   """Slims ``model`` on ``x``; the report's totals, times and channels as a row."""
-  load = _loadavg()
+  load = common.load_average()
   t0 = time.perf_counter()
   result = slim_lib.slim(model, x, timing_runs=timing_runs)
   wall = time.perf_counter() - t0
   r = result.report
   print(f"\n{label}\n{r}", flush=True)
   before, after = slimming.layer_channels(model), slimming.layer_channels(result.model)
+  transformer = {}
+  if heads_and_units(model)[0]:
+    (h0, u0), (h1, u1) = heads_and_units(model), heads_and_units(result.model)
+    transformer = {"heads_before": h0, "heads_after": h1, "mlp_units_before": u0,
+                   "mlp_units_after": u1}
   return {
       "model": label,
       **extra,
@@ -151,9 +200,10 @@ def measure(label: str, model, x, timing_runs: int, extra: dict) -> dict:
       "ms_per_batch_before": 1e3 * r.seconds_before, "ms_per_batch_after": 1e3 * r.seconds_after,
       "speedup": r.seconds_before / r.seconds_after,
       "channels_before": sum(before.values()), "channels_after": sum(after.values()),
+      **transformer,
       "timing_runs": r.timing_runs,
       "nothing_removed": r.nothing_removed,
-      "load_average_before": load, "slim_wall_s": wall,
+      "load_average_start": load, "slim_wall_s": wall,
       "report": r.to_dict(),
   }
 
@@ -175,8 +225,13 @@ def main(argv=None) -> dict:
   ap.add_argument("--cifar-batch", type=int, default=32, help="batch of the CIFAR-shaped models")
   ap.add_argument("--fractions", type=float, nargs="+", default=FRACTIONS,
                   help="fractions of input groups zeroed per layer (VGG19-BN, ResNet50)")
-  ap.add_argument("--models", nargs="+", default=("lenet5", "vgg19", "resnet50"),
-                  choices=("lenet5", "vgg19", "resnet50"))
+  ap.add_argument("--models", nargs="+", default=("lenet5", "vgg19", "resnet50", "vit"),
+                  choices=("lenet5", "vgg19", "resnet50", "vit"))
+  ap.add_argument("--vit-batch", type=int, default=256, help="batch of the ViT (28x28x1)")
+  ap.add_argument("--vit-runs", type=int, default=20, help="timed calls per model, ViT")
+  ap.add_argument("--update", action="store_true",
+                  help="keep the rows of OUT/slim.json for the models not measured now "
+                       "(rows of the models measured are replaced)")
   ap.add_argument("--lenet-runs", type=int, default=50, help="timed calls per model, LeNet5")
   ap.add_argument("--cifar-runs", type=int, default=10, help="timed calls per model, CIFAR")
   ap.add_argument("--seed", type=int, default=0, help="seed of the weights and zero patterns")
@@ -185,10 +240,11 @@ def main(argv=None) -> dict:
 
 
   t_start = time.perf_counter()
-  machine = {**common.machine_info(), "load_average_start": _loadavg()}
+  machine = {**common.machine_info(), "load_average_start": common.load_average()}
   q = args.quick
   fractions = args.fractions[:1] if q else args.fractions
   lenet_runs, cifar_runs = (2, 2) if q else (args.lenet_runs, args.cifar_runs)
+  vit_runs, vit_batch = (2, 4) if q else (args.vit_runs, args.vit_batch)
   cifar_batch = 2 if q else args.cifar_batch
   rows, lenet = [], None
   if "lenet5" in args.models:
@@ -227,6 +283,25 @@ def main(argv=None) -> dict:
       rows.append(measure(label, model, x, cifar_runs,
                           {"input_shape": list(shape), "zero_pattern": "random per layer",
                            "fraction_zeroed": f, "groups_zeroed": zeroed}))
+  if "vit" in args.models:
+    for f in fractions:
+      rng = np.random.default_rng([args.seed, int(1000 * f), 21])
+      model = random_model("vit_tiny", VIT_SHAPE, rng)
+      zeroed = zero_heads_and_units(model, f, rng)
+      x = jnp.asarray(rng.normal(size=(vit_batch, *VIT_SHAPE)), jnp.float32)
+      rows.append(measure(f"vit_tiny, {100 * f:g}% of heads and MLP units zero", model, x,
+                          vit_runs, {"input_shape": list(VIT_SHAPE),
+                                     "zero_pattern": "random heads and units per block",
+                                     "fraction_zeroed": f, "groups_zeroed": zeroed}))
+  previous = None
+  if args.update and (args.out / "slim.json").exists():
+    previous = json.loads((args.out / "slim.json").read_text())
+    measured = {_zoo_name(r) for r in rows}
+    kept = [r for r in previous["results"] if _zoo_name(r) not in measured]
+    for r in kept:   # rows written before the load-average key had one name
+      if "load_average_before" in r:
+        r["load_average_start"] = r.pop("load_average_before")
+    rows = kept + rows
   table = [{
       "model": r["model"], "batch": r["batch"],
       "params": f"{r['params_before']:,} -> {r['params_after']:,}",
@@ -239,7 +314,7 @@ def main(argv=None) -> dict:
   } for r in rows]
   out = {
       "machine": machine,
-      "load_average_end": _loadavg(),
+      "load_average_end": common.load_average(),
       "quick": q,
       "wall_seconds": time.perf_counter() - t_start,
       "settings": {
@@ -253,18 +328,27 @@ def main(argv=None) -> dict:
           "cifar_batch": cifar_batch,
           "timing": ("SlimReport: jitted forward, compiled and warmed up, same batch, the two "
                      "models' calls interleaved, median per batch"),
+          "vit": ("vit_tiny (2 blocks, 4 heads of 8, MLP 64, 28x28x1), random weights; in "
+                  "every block the stated fraction of heads and of MLP units zeroed as coupled "
+                  f"groups, chosen independently per block (seed {args.seed})"),
+          "vit_batch": vit_batch,
           "lenet_timing_runs": lenet_runs, "cifar_timing_runs": cifar_runs,
+          "vit_timing_runs": vit_runs,
           "outputs": "slim checks the slim model's outputs against the model's on the batch",
       },
-      "lenet5_run": lenet,
+      "lenet5_run": lenet if lenet or previous is None else previous.get("lenet5_run"),
       "table": table,
       "results": rows,
   }
-  args.out.mkdir(parents=True, exist_ok=True)
+  if previous is not None:   # the header stays the full run's; this run is listed in updates
+    out["settings"] = {**previous.get("settings", {}), **out["settings"]}
+    this = {k: out[k] for k in ("machine", "load_average_end", "wall_seconds")}
+    out.update({k: previous[k] for k in this if k in previous})
+    out["updates"] = [*previous.get("updates", []), {"models": list(args.models), **this}]
   path = args.out / "slim.json"
-  path.write_text(json.dumps(out, indent=1) + "\n")
-  print(f"\nwrote {path} ({out['wall_seconds'] / 60:.1f} min; load average "
-        f"{machine['load_average_start']} -> {out['load_average_end']})")
+  common.write_json(path, out)
+  print(f"\nwrote {path} ({(time.perf_counter() - t_start) / 60:.1f} min; load average "
+        f"{machine['load_average_start']} -> {common.load_average()})")
   return out
 
 

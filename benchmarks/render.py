@@ -462,6 +462,13 @@ def slim_section(d):
       "their stage and by the next shortcut, and at random independent zeros they "
       "mostly stay.", "",
   ]
+  if s.get("vit"):
+    lines += [
+        f"**ViT (tiny)** (MNIST shapes, 28x28x1, not trained): {s['vit']}; batch "
+        f"{s['vit_batch']}, {s['vit_timing_runs']} timed calls. Slim removes exactly the "
+        "zeroed heads (the module's `num_heads` follows) and MLP units; the LayerNorm'd "
+        "residual stream keeps its width.", "",
+    ]
   rows = d.get("results") or []
   if not rows:
     return "\n".join(lines + ["No model was measured.", ""])
