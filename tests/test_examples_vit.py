@@ -52,3 +52,36 @@ def test_units_kept_per_block():
   assert kept == {"heads_kept": {"blocks/0/attn": "3/4", "blocks/1/attn": "0/4"},
                   "neurons_kept": {"blocks/0": "5/8", "blocks/1": "8/8"}}
   assert report.units_words(kept) == "heads 3/4 0/4  neurons 5/8 8/8"
+
+
+def test_rmda_train_heads_and_neurons_reports_per_block(tmp_path):
+  import json
+
+  from rmda_jax.examples import config, train
+  argv = ["--dataset", "digits", "--model", "vit_tiny", "--regularizer", "heads_and_neurons",
+          "--strength", "0.05", "--epochs", "2", "--milestones", "none", "--lr", "0.3",
+          "--no-progress", "--output-dir", str(tmp_path)]
+  lines = []
+  summary = train.train(config.parse_args(argv), log=lambda *a, **k: lines.append(" ".join(
+      map(str, a))))
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  epoch_lines = [l for l in lines if l.startswith("epoch")]
+  assert len(rows) == len(epoch_lines) == 2
+  for row, line in zip(rows, epoch_lines):
+    assert set(row["heads_kept"]) == {"blocks/0/attn", "blocks/1/attn"}
+    assert set(row["neurons_kept"]) == {"blocks/0", "blocks/1"}
+    heads, neurons = row["heads_kept"].values(), row["neurons_kept"].values()
+    assert f"heads {' '.join(heads)}  neurons {' '.join(neurons)}" in line
+  # This strength removes heads, in all their slices (groups_kept counts per family).
+  kept = summary["groups_kept"]
+  assert kept["['blocks/0/attn heads']"] == rows[-1]["heads_kept"]["blocks/0/attn"]
+  assert any(not v.startswith("4/") for v in rows[-1]["heads_kept"].values())
+
+
+def test_heads_and_neurons_needs_a_transformer(capsys):
+  from rmda_jax.examples import config
+  with pytest.raises(SystemExit) as e:
+    config.parse_args(["--model", "mlp", "--regularizer", "heads_and_neurons"])
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()[-1]
+  assert err.startswith("rmda-train: error:") and "--regularizer" in err and "vit_tiny" in err
