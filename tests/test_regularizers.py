@@ -278,3 +278,14 @@ def test_vmap_over_strength_equals_separate_regularizers(make):
   for i, s in enumerate(strengths.tolist()):
     chex.assert_trees_all_close(
         jax.tree.map(lambda b: b[i], batched), make(s).prox(x, 0.5), atol=1e-5)
+
+
+def test_inner_solver_options_need_a_metric():
+  x = {"w": jnp.ones((3, 2))}
+  reg = rj.group_lasso(0.1)
+  for kwargs in ({"max_steps": 5}, {"tol": 1e-3}):
+    with pytest.raises(ValueError, match="without metric= the prox is in closed form"):
+      reg.prox(x, 1.0, **kwargs)
+  d = {"w": jnp.full((3, 2), 2.0)}
+  chex.assert_trees_all_close(reg.prox(x, 1.0, d, max_steps=50, tol=1e-9),
+                              reg.prox(x, 1.0, d), atol=1e-6)
