@@ -189,6 +189,37 @@ def test_all_groups_screened_and_iteration_bounds(x64):
     assert int(steps["w"]) == cap
 
 
+def test_prox_adam_runs_the_same_solver(x64):
+  # ProxGen's default inner loop is the authors' solver: started at the Adam
+  # step Y, objective measured from W (its subproblem is
+  # <lr m, U - W> + 1/2 ||U - W||_D^2 + lr psi(U)), relative-decrease stop.
+  rng = np.random.default_rng(9)
+  params = make_params(rng)
+  grads = [make_params(rng) for _ in range(4)]
+  lr, b1, b2, eps, lam = 0.1, 0.9, 0.99, 1e-3, 3.0
+  got, _ = run(rj.prox_adam(lr, b1, b2, eps, rj.group_lasso(lam)), params,
+               grads)
+  w = {k: v.copy() for k, v in params.items()}
+  mu = {k: 0.0 for k in params}
+  nu = {k: 0.0 for k in params}
+  iters = []
+  for t, g in enumerate(grads, start=1):
+    for k in params:
+      mu[k] = b1 * mu[k] + (1 - b1) * g[k]
+      nu[k] = b2 * nu[k] + (1 - b2) * g[k] ** 2
+      d = np.sqrt(nu[k] / (1 - b2 ** t)) + eps
+      y = w[k] - lr * (mu[k] / (1 - b1 ** t)) / d
+      if w[k].ndim < 2:
+        w[k] = y
+        continue
+      w[k], it = ref.pgd_solver_glasso(y, w[k], d * (w[k] - y), d, lr * lam,
+                                       group_axes(y), 100, 1e-8)
+      iters.append(it)
+      np.testing.assert_allclose(got[t - 1][k], w[k], rtol=0, atol=1e-10,
+                                 err_msg=f"{k} step {t}")
+  assert max(iters) > 2 and any(np.all(w["dense"] == 0, axis=1))
+
+
 # ----------------------------------------------- authors' code, 30+ steps
 @pytest.mark.parametrize("kind", ["glasso", "nuclear"])
 def test_transcription_of_authors_code(x64, kind):
@@ -386,3 +417,8 @@ def test_cube_root_matches_cbrt():
   np.testing.assert_allclose(_ramda.cube_root(x), np.cbrt(np.float64(x)),
                              rtol=2e-6)
   assert float(_ramda.cube_root(x)[0]) == 0.0
+
+
+def test_prox_adam_refuses_an_unknown_inner_stop():
+  with pytest.raises(ValueError, match="inner_stop"):
+    rj.prox_adam(1e-3, regularizer=rj.group_lasso(1e-3), inner_stop="x")
