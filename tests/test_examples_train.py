@@ -152,15 +152,26 @@ def test_existing_checkpoints_need_resume(tiny_run, capsys):
 @pytest.mark.parametrize("optimizer,regularizer", [("sgd", "none"), ("madgrad", "group_lasso"),
                                                    ("rmda", "l1")])
 def test_other_optimizers_run(tmp_path, optimizer, regularizer):
-  argv = ["--dataset", "digits", "--model", "mlp", "--epochs", "1", "--batch-size", "128",
-          "--optimizer", optimizer, "--regularizer", regularizer, "--strength", "1e-4",
-          "--milestones", "none", "--no-progress", "--output-dir", str(tmp_path)]
-  cfg = config.parse_args(argv)
-  summary = train.train(cfg, log=lambda *_: None)
-  assert 0.0 <= summary["test_accuracy"] <= 1.0
-  assert np.isfinite(summary["objective"])
+  def run(strength, name):
+    argv = ["--dataset", "digits", "--model", "mlp", "--epochs", "1", "--batch-size", "128",
+            "--optimizer", optimizer, "--regularizer", regularizer, "--strength", strength,
+            "--milestones", "none", "--no-progress", "--output-dir", str(tmp_path / name)]
+    return train.train(config.parse_args(argv), log=lambda *_: None), tmp_path / name
+
+  weak, out = run("1e-4", "weak")
+  assert 0.0 <= weak["test_accuracy"] <= 1.0
+  assert np.isfinite(weak["objective"])
+  row = json.loads((out / "metrics.jsonl").read_text())
   if regularizer == "none":
-    assert json.loads((tmp_path / "metrics.jsonl").read_text())["psi"] == 0.0
+    assert row["psi"] == 0.0
+    return
+  # The regularizer acts: 100x the strength leaves a point of much smaller
+  # phi = psi / strength (madgrad through the loss's subgradient, rmda by its prox).
+  strong, out_strong = run("1e-2", "strong")
+  phi = lambda o, s: json.loads((o / "metrics.jsonl").read_text())["psi"] / s  # noqa: E731
+  assert phi(out_strong, 1e-2) < 0.8 * phi(out, 1e-4)
+  if optimizer == "rmda":  # the prox makes exact zeros
+    assert strong["sparsity"] > weak["sparsity"] + 0.1
 
 
 @pytest.mark.parametrize("flags,needle", [
