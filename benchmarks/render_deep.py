@@ -35,8 +35,13 @@ def identification_deep(d, longer=None):
       f"epochs {s['milestones_epochs']} (RMDA restarts there; its c goes 0.1 -> 1). "
       f"Configurations: `crop` = {s['augmentation']}; `crop_dropout` = the same plus dropout "
       f"{s['configs']['crop_dropout']['dropout']:g} {s['dropout']}. "
-      f"Settings are the published ones, not tuned here ({s['methods']['rmda']}; "
-      f"{s['methods']['prox_sgd']}; ProxGen and ProxSSI lr 1e-3). Every method gets the same "
+      "Settings, not tuned here: the baselines' learning rates are the published ones "
+      "(ProxSGD lr 0.1, ProxGen and ProxSSI lr 1e-3: the follow-up paper, "
+      "shared/docs/rmda.md section 5); RMDA's lr 0.1 and c 0.1 are the authors' VGG19 / "
+      "ResNet50-CIFAR10 values; lam, the milestones, the number of epochs and the "
+      "augmentation are this project's (the authors' MNIST schedule is 200 epochs, "
+      "milestones 50 and 100, lam 1e-3) "
+      f"({s['methods']['rmda']}; {s['methods']['prox_sgd']}). Every method gets the same "
       "initialisation, data order and crops per seed. `support_changes` = "
       f"{s['support_changes']}.", "",
       f"The claim tested: RMDA's support changes 0 times over the last {last} epochs in every "
@@ -70,7 +75,9 @@ def identification_deep(d, longer=None):
     for t in sorted((t for t in d["table"] if t["config"] == config),
                     key=lambda t: t["method"] != "rmda"):
       measure = (f"deep identification, LeNet5 / MNIST `{config}`, {s['epochs']} epochs, "
-                 f"published settings: groups changing status over the last {last} epochs "
+                 f"lam {s['lam']:g}, milestones {s['milestones_epochs']} (this project's "
+                 "settings; published learning rates): groups changing status over the "
+                 f"last {last} epochs "
                  "(per seed); test accuracy; weighted group sparsity (means)") if first else ""
       first = False
       headline.append([measure, t["method"],
