@@ -363,28 +363,51 @@ def warm_group_prox_pg(y, d, tau, axes, *, init, origin=None,
   origin = y if origin is None else origin
   active = group_norm(d * y, axes) > tau
   lip = group_reduce(jnp.max, d, axes)
-  a = d / lip
   thr = tau / lip
-  u0 = jnp.where(active, init.astype(y.dtype), 0)
 
-  def step(u):
-    x = u - a * (u - y)
-    norm = group_norm(x, axes)
+  def gsum(x):
+    return group_reduce(jnp.sum, x, axes)
+
+  # The iterate is u = s * x with one scale s per group (the shrink), so one
+  # pass over x per step: x' = (1 - a) s x + a y, with a = d / L, and its
+  # group sums ||x'||^2, sum d x'^2, sum d y x', from which the shrink and
+  # the objective of u' follow:
+  #   O(u) = sum_g [s^2 sum d x^2 / 2 - s sum d y x + C_g] + tau sum ||u_g||,
+  #   C_g = sum_g d o (y - o / 2)    (the terms that do not depend on u).
+  const = jnp.sum(jnp.where(active, gsum(d * origin * (y - 0.5 * origin)), 0))
+
+  def objective(s, norm, dsq, dyx):
+    smooth = jnp.where(active, (0.5 * s) * s * dsq - s * dyx, 0)
+    return (jnp.sum(smooth) + const
+            + tau * jnp.sum(jnp.where(active, s * norm, 0)))
+
+  def step(x, s):
+    u = s * x
+    x = jnp.where(active, u - (d / lip) * (u - y), 0)
+    norm = jnp.sqrt(gsum(x * x))
     keep = norm > thr
-    scale = jnp.where(keep, 1 - thr / jnp.where(keep, norm, 1), 0)
-    u = jnp.where(active, x * scale, 0)
-    # ||u_g|| after the shrink, without another reduction.
-    return u, jnp.where(active, jnp.maximum(norm - thr, 0), 0)
+    s = jnp.where(keep, 1 - thr / jnp.where(keep, norm, 1), 0)
+    return x, s, objective(s, norm, gsum(d * x * x), gsum(d * y * x))
 
-  def objective(u, norms):
-    if norms is None:
-      norms = jnp.where(active, group_norm(u, axes), 0)
-    smooth = jnp.where(active, _smooth_terms(u, y, d, origin), 0)
-    return jnp.sum(smooth) + tau * jnp.sum(norms)
+  def body(carry):
+    x, s, prev, _, i = carry
+    x, s, cur = step(x, s)
+    stop = ((prev - cur) / (jnp.abs(cur) + 1) < tol) & (i > 0)
+    return x, s, cur, stop, i + 1
 
+  def cond(carry):
+    *_, stop, i = carry
+    return run & (i < max_steps) & ~stop
+
+  x0 = jnp.where(active, init.astype(y.dtype), 0)
+  s0 = jnp.ones_like(lip)
+  obj0 = objective(s0, jnp.sqrt(gsum(x0 * x0)), gsum(d * x0 * x0),
+                   gsum(d * y * x0))
+  tol = jnp.asarray(tol, obj0.dtype)
   run = jnp.any(active) & (tau > 0)
-  u, steps = _warm_loop(step, objective, u0, run, max_steps, tol)
-  return jnp.where(tau > 0, u, y), steps
+  x, s, _, _, steps = lax.while_loop(
+      cond, body, (x0, s0, obj0, jnp.asarray(False), jnp.zeros([], jnp.int32)))
+  return jnp.where(tau > 0, s * x, y), steps
 
 
 def warm_prox_pg(prox: Callable, value: Callable, y, d, tau, *, init,
