@@ -125,7 +125,9 @@ def slim(
 
   Raises:
     TypeError: ``model`` is not an ``nnx.Module``.
-    ValueError: ``example_input`` does not fit the model.
+    ValueError: the model's own code fails on ``example_input`` (its error is
+      the ``__cause__``). An error raised while slim interprets the traced
+      forward pass is slim's and propagates unchanged.
     SlimError: the forward pass uses an operation on traced channels that
       slim cannot follow (the message names the primitive, the source line and
       the layer), or the slim model does not reproduce the model's outputs.
