@@ -187,9 +187,14 @@ class Program:
       regularizer kind, schedule, batch size, epochs).
     ds: the dataset.
     steps_per_epoch: updates per epoch.
+    augment: ``(key, x) -> x`` applied to each batch before normalisation
+      (e.g. ``functools.partial(data.random_crop, padding=2)``), in place of
+      the dataset's own augmentation; None: ``ds.augment`` decides, as in a
+      single run.
   """
 
-  def __init__(self, base: Config, ds: data_lib.Dataset, steps_per_epoch: int):
+  def __init__(self, base: Config, ds: data_lib.Dataset, steps_per_epoch: int,
+               augment=None):
     self.base, self.ds, self.steps = base, ds, steps_per_epoch
     model = get_model(base.model, ds.num_classes, nnx.Rngs(base.seed), ds.input_shape)
     self.parts = train_lib.split_model(model)
@@ -212,8 +217,13 @@ class Program:
       one = train_lib.make_train_step(
           self.parts.graphdef_train, tx_of(hp),
           regularizer_in_loss=reg_of(hp).value if in_loss else None,
-          augment=ds.augment, norm_stats=norm_stats)
-      return one(state, loss_sum, x_all, y_all, perm, i, key)
+          augment=ds.augment and augment is None, norm_stats=norm_stats)
+      if augment is None:
+        return one(state, loss_sum, x_all, y_all, perm, i, key)
+      idx = perm[i]  # the batch, augmented here, then taken whole by the step
+      x = augment(jax.random.fold_in(key, i), x_all[idx])
+      return one(state, loss_sum, x[None], y_all[idx][None], jnp.zeros((1,), jnp.int32),
+                 0, key)
 
     eval_one = train_lib.make_eval_step(self.parts.graphdef_eval, norm_stats)
 

@@ -1,0 +1,229 @@
+"""benchmarks/bench_front: chunk files, resuming, the crop hook, and the fronts computed from the files."""
+
+import functools
+import json
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from benchmarks import bench_front as bf
+from rmda_jax.examples import data as data_lib
+from rmda_jax.examples import sweep as sweep_lib
+from rmda_jax.examples import train as train_lib
+
+QUIET = lambda *a, **k: None  # noqa: E731
+SETTINGS = {"dataset": "digits", "model": "lenet5_small", "epochs": 2, "milestones_epochs": [1],
+            "gamma": 0.1, "batch_size": 128, "crop": 2}
+
+
+# ------------------------------------------------------------ the fronts
+def _chunk(method, seed, rows):
+  return {"benchmark": "bench_front", "complete": True, "method": method, "seed": seed,
+          "device": "test (cpu)", "settings": SETTINGS,
+          "runs": [{"lr": lr, "lam": lam, "validation_accuracy": [0.0, val],
+                    "weighted_group_sparsity": [0.0, sp], "group_sparsity": [0.0, sp],
+                    "test_accuracy": test} for lr, lam, val, sp, test in rows]}
+
+
+# rmda, seed by seed: (lr, lam, val, weighted sparsity, test)
+RMDA = {0: [(0.1, 1e-3, .989, .5, .988), (0.3, 1e-3, .986, .4, .985), (1.0, 1e-3, .90, .1, .9),
+            (0.1, 2e-3, .980, .7, .981), (0.3, 2e-3, .984, .75, .983),
+            (1.0, 2e-3, .970, .9, .971)],
+        1: [(0.1, 1e-3, .987, .6, .986), (0.3, 1e-3, .986, .4, .985), (1.0, 1e-3, .90, .1, .9),
+            (0.1, 2e-3, .980, .7, .981), (0.3, 2e-3, .984, .75, .983),
+            (1.0, 2e-3, .970, .9, .971)]}
+PROX_SGD = [(0.01, 1e-3, .9892, .3, .99), (0.03, 1e-3, .9875, .5, .986),
+            (0.01, 2e-3, .96, .95, .961), (0.03, 2e-3, .95, .6, .95)]
+MSGD = [(0.01, None, .990, 0.0, .991), (0.1, None, .985, 0.0, .986)]
+
+
+@pytest.fixture
+def parts(tmp_path):
+  for seed, rows in RMDA.items():
+    (tmp_path / f"rmda_seed{seed}.json").write_text(json.dumps(_chunk("rmda", seed, rows)))
+  (tmp_path / "prox_sgd_seed0.json").write_text(json.dumps(_chunk("prox_sgd", 0, PROX_SGD)))
+  (tmp_path / "msgd_seed0.json").write_text(json.dumps(_chunk("msgd", 0, MSGD)))
+  unfinished = dict(_chunk("prox_adam", 0, PROX_SGD), complete=False)
+  (tmp_path / "prox_adam_seed0.json").write_text(json.dumps(unfinished))
+  return tmp_path
+
+
+def _pts(ps):
+  return [(p["lr"], p["lam"]) for p in ps]
+
+
+def test_each_methods_front_over_its_plane(parts):
+  # Worked by hand: rmda's (0.3, 1e-3) and (1, 1e-3) lose to (0.1, 1e-3),
+  # (0.1, 2e-3) to (0.3, 2e-3); prox_sgd's (0.03, 2e-3) to (0.01, 2e-3).
+  r = bf.render(parts, ("rmda", "prox_sgd", "msgd"), (0, 1))
+  assert _pts(r["methods"]["rmda"]["front"]) == [(0.1, 1e-3), (0.3, 2e-3), (1.0, 2e-3)]
+  assert _pts(r["methods"]["prox_sgd"]["front"]) == [(0.01, 1e-3), (0.03, 1e-3), (0.01, 2e-3)]
+  p = r["methods"]["rmda"]["front"][0]
+  assert p["seeds"] == [0, 1]
+  np.testing.assert_allclose(p["test_accuracy"]["mean"], 0.987)
+  np.testing.assert_allclose(p["test_accuracy"]["std"], np.sqrt(2 * 0.001 ** 2))
+  np.testing.assert_allclose(p["weighted_group_sparsity"]["mean"], 0.55)
+  assert "prox_adam" not in r["methods"]  # its chunk is unfinished
+
+
+def test_joint_front_counts(parts):
+  # prox_sgd's (0.03, 1e-3) = (.9875, .5) loses to rmda's (.988, .55).
+  r = bf.render(parts, ("rmda", "prox_sgd", "msgd"), (0, 1))
+  assert r["methods"]["rmda"]["on_joint_front"] == 3
+  assert r["methods"]["prox_sgd"]["on_joint_front"] == 2
+
+
+def test_sparsity_near_the_dense_accuracy(parts):
+  r = bf.render(parts, ("rmda", "prox_sgd", "msgd"), (0, 1))
+  assert (r["dense"]["lr"], r["dense"]["seeds"]) == (0.01, [0])
+  near = {m: {d: None if p is None else p["weighted_group_sparsity"]["mean"]
+              for d, p in r["methods"][m]["sparsity_near_dense"].items()}
+          for m in ("rmda", "prox_sgd")}
+  # Dense validation .990: thresholds .989, .987, .985.
+  assert near["rmda"]["0.1"] is None
+  np.testing.assert_allclose([near["rmda"]["0.3"], near["rmda"]["0.5"]], [0.55, 0.55])
+  np.testing.assert_allclose([near["prox_sgd"][d] for d in ("0.1", "0.3", "0.5")],
+                             [0.3, 0.5, 0.5])
+
+
+def test_best_lr_on_the_grid_edge_is_flagged(parts):
+  r = bf.render(parts, ("rmda",), (0, 1))
+  assert r["methods"]["rmda"]["best_lr_on_grid_edge"] == [
+      {"lam": 1e-3, "best_lr": 0.1, "edge": "low"}]  # 2e-3's best, 0.3, is inside
+
+
+def test_partial_results_are_labelled(parts, tmp_path):
+  r = bf.render(parts, ("rmda", "prox_sgd", "msgd"), (0, 1))
+  assert r["partial"] and r["missing_seeds"] == {"prox_sgd": [1], "msgd": [1]}
+  assert r["done"] == {"rmda": [0, 1], "prox_sgd": [0], "msgd": [0]}
+  assert not bf.render(parts, ("rmda", "prox_sgd", "msgd"), (0,))["partial"]
+  bf.plot(r, tmp_path / "front.png")
+  assert (tmp_path / "front.png").stat().st_size > 1000
+
+
+def test_main_skips_finished_chunks_and_renders(parts, capsys):
+  out = parts.parent / "out"
+  (out / "front_quick").mkdir(parents=True)
+  (out / "front_quick" / "msgd_lr0.003-0.1_seed0.json").write_text(
+      json.dumps(_chunk("msgd", 0, MSGD)))
+  assert bf.main(["--quick", "--methods", "msgd", "--out", str(out)]) == 0
+  assert "msgd_lr0.003-0.1_seed0: done, skipped" in capsys.readouterr().out
+  result = json.loads((out / "front_quick.json").read_text())
+  assert result["dense"]["lr"] == 0.01 and not result["partial"]
+
+
+def test_bad_lrs_flag_is_a_usage_error(capsys):
+  with pytest.raises(SystemExit) as e:
+    bf.main(["--lrs", "sgd=0.1", "--render"])
+  assert e.value.code == 2 and "--lrs" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ training
+@pytest.fixture(scope="module")
+def split():
+  train, x_test, y_test, note = bf.split_data("digits", quick=True)
+  return train, x_test, y_test
+
+
+def test_validation_is_the_end_of_the_training_set(split):
+  train, x_test, _ = split
+  full = train_lib.prepare_data(bf.config_lib.Config(dataset="digits"))
+  n = len(full.y_train)
+  assert len(train.y_train) + len(train.y_test) == n and len(train.y_test) == n // 5
+  np.testing.assert_array_equal(train.x_test, full.x_train[n - n // 5:])
+  np.testing.assert_array_equal(x_test, full.x_test)
+
+
+def test_crop_hook_equals_a_hand_written_cropped_step(split):
+  # Program(augment=crop): each batch is cropped with fold_in(epoch key, i)
+  # before normalisation; reference: the single-run step on batches cropped here.
+  train = split[0]
+  base, runs, _ = bf.chunk_configs("prox_sgd", 0, (0.01,), (1e-3,), SETTINGS, "digits")
+  steps = len(train.y_train) // 128
+  crop = functools.partial(data_lib.random_crop, padding=2)
+  program = sweep_lib.Program(base, train, steps, augment=crop)
+  hp = sweep_lib._hyper(runs)  # noqa: SLF001
+  state = program.init_state(runs, hp)
+  x, y = jnp.asarray(train.x_train), jnp.asarray(train.y_train)
+  perm = np.arange(steps * 128, dtype=np.int32).reshape(1, steps, 128)[:, ::-1]
+  perm = np.ascontiguousarray(perm)
+  key = jax.random.key(7)
+  loss = jnp.zeros((1,), jnp.float32)
+  for i in range(3):
+    state, loss = program.step(hp, state, loss, x, y, jnp.asarray(perm), np.int32(i),
+                               key[None])
+  reg, _ = train_lib.build_regularizers(base)
+  tx = train_lib.build_optimizer(base, reg, steps)
+  ref_step = jax.jit(train_lib.make_train_step(
+      program.parts.graphdef_train, tx, norm_stats=(train.scale, train.mean, train.std)))
+  ref = sweep_lib.take(program.init_state(runs, hp), 0)
+  ref_loss = jnp.zeros((), jnp.float32)
+  for i in range(3):
+    xb = crop(jax.random.fold_in(key, i), x[perm[0, i]])
+    ref, ref_loss = ref_step(ref, ref_loss, xb[None], y[perm[0, i]][None],
+                             jnp.zeros((1,), jnp.int32), 0, None)
+  chex.assert_trees_all_close(sweep_lib.take(state.params, 0), ref.params, rtol=1e-4,
+                              atol=1e-6)
+  np.testing.assert_allclose(loss[0], ref_loss, rtol=1e-5)
+  # and the crop matters: without it the parameters differ
+  plain = sweep_lib.Program(base, train, steps)
+  s2 = plain.init_state(runs, hp)
+  l2 = jnp.zeros((1,), jnp.float32)
+  for i in range(3):
+    s2, l2 = plain.step(hp, s2, l2, x, y, jnp.asarray(perm), np.int32(i), key[None])
+  assert not np.allclose(l2, loss)
+
+
+class _Stop(Exception):
+  pass
+
+
+def _stop_at_epoch_2(*args, **kwargs):
+  if args and "epoch 2/" in str(args[0]):
+    raise _Stop
+
+
+@pytest.fixture(scope="module")
+def chunks(split, tmp_path_factory):
+  """The same chunk: whole in one program, and 1 run per step, cut after epoch 1 and resumed."""
+  tmp = tmp_path_factory.mktemp("front")
+  args = ("rmda", 0, (0.1, 1.0), (3e-2,), SETTINGS, split)
+  whole = bf.run_chunk(*args, tmp / "a" / "rmda_seed0.json", None, {}, log=QUIET)
+  ckpt = tmp / "ckpt"
+  with pytest.raises(_Stop):
+    bf.run_chunk(*args, tmp / "b" / "rmda_seed0.json", ckpt, {}, log=_stop_at_epoch_2,
+                 runs_per_program=1)
+  assert not (tmp / "b" / "rmda_seed0.json").exists() and len(list(ckpt.iterdir())) == 1
+  lines = []
+  resumed = bf.run_chunk(*args, tmp / "b" / "rmda_seed0.json", ckpt, {},
+                         log=lambda *a, **k: lines.append(a[0]), runs_per_program=1)
+  return whole, resumed, lines, tmp, ckpt
+
+
+def test_chunk_file_records_every_run(chunks):
+  whole, _, _, tmp, _ = chunks
+  on_disk = json.loads((tmp / "a" / "rmda_seed0.json").read_text())
+  assert on_disk == whole
+  assert whole["complete"] and whole["device"].endswith("(cpu)")
+  assert [(r["lr"], r["lam"]) for r in whole["runs"]] == [(0.1, 3e-2), (1.0, 3e-2)]
+  for r in whole["runs"]:
+    assert len(r["validation_accuracy"]) == 2 and len(r["weighted_group_sparsity"]) == 2
+    assert r["support_changes"][0] is not None and 0 <= r["test_accuracy"] <= 1
+  assert whole["runs_per_step"] == 2 and len(whole["epoch_s"]) == 2
+
+
+def test_a_cut_chunk_resumes_to_the_same_runs(chunks):
+  whole, resumed, lines, _, ckpt = chunks
+  assert resumed["resumed_at_epoch"] == 1 and resumed["runs_per_step"] == 1
+  assert any("resuming after epoch 1" in line for line in lines)
+  assert not list(ckpt.iterdir())  # the checkpoint goes when the chunk is done
+  for a, b in zip(whole["runs"], resumed["runs"]):
+    for key in ("validation_accuracy", "weighted_group_sparsity", "train_loss"):
+      np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-4, err_msg=key)
+    np.testing.assert_allclose(a["test_accuracy"], b["test_accuracy"], atol=1e-2)
+  # the runs differ from each other (the lr is per run)
+  assert whole["runs"][0]["train_loss"] != whole["runs"][1]["train_loss"]
