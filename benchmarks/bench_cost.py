@@ -18,10 +18,22 @@ kernel per step) to RMDA and ProxSGD, and the MLP of the RMDA paper to the
 models; its time is the SVDs', with no bandwidth bound. Its runs go to
 ``--name`` (``cost_nuclear``), so that ``cost.json`` stays as it was.
 
+``--ramda`` times RAMDA (``rj.ramda``, the authors' defaults lr 1e-2,
+c 1e-2, epsilon 1e-6) with no regularizer, L1 and group LASSO next to
+optax.sgd, optax.contrib.madgrad and ProxGen (``rj.prox_adam``, which shares
+RAMDA's inner solver) on the ResNet50 pytree, and writes ``cost_ramda.json``.
+RAMDA's state is first advanced by ``--ramda-warm-steps`` updates with fresh
+random gradients (its inner solver needs up to 100 iterations in the first
+updates, when the cube-root metric is ill-conditioned; a warm step is what a
+training run pays). The mean number of inner iterations per regularized leaf
+is read from the state during the timed steps, and the group-LASSO bound
+counts ``RAMDA_GL_PASSES + RAMDA_PASSES_PER_ITER * iterations`` passes.
+
 Usage, from the repository root:
   python -m benchmarks.bench_cost --quick --out /tmp/cost   # < 2 minutes
   python -m benchmarks.bench_cost                           # results/cost.json
   python -m benchmarks.bench_cost --nuclear --models mlp lenet5   # results/cost_nuclear.json
+  python -m benchmarks.bench_cost --ramda                   # results/cost_ramda.json
 """
 
 from __future__ import annotations
@@ -37,6 +49,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import time  # noqa: E402
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import rmda_jax as rj  # noqa: E402
@@ -72,7 +86,19 @@ MIN_PASSES = {
     "prox_adam (group_lasso)": 10,
     "prox_ssi (l1)": 7,
     "prox_ssi (group_lasso)": 10,
+    # ramda: madgrad's 8 (g, W0, V, U, W read; V, U, W written); with L1 the
+    # closed-form prox fuses into it; group LASSO below.
+    "ramda (none)": 8,
+    "ramda (l1)": 8,
 }
+# ramda + group LASSO: the 8, then the inner solver's inputs D and Y written and
+# read by the screening, the warm start read and written, the constant and the
+# first objective (D, Y, W0, the start read): 14; then per inner iteration one
+# pass reading x, D, Y and writing x.
+RAMDA_GL_PASSES = 14
+RAMDA_PASSES_PER_ITER = 4
+# The authors' defaults (lr, c, epsilon).
+RAMDA_SETTINGS = {"learning_rate": 1e-2, "momentum": 1e-2, "epsilon": 1e-6}
 
 
 def timed_model(name: str):
@@ -93,8 +119,83 @@ def nuclear_optimizers():
           "prox_sgd (nuclear_norm)": rj.prox_sgd(0.1, 0.9, nuc)}
 
 
-def run_model(model, opts, repeats, warmup):
+def ramda_optimizers():
+  """RAMDA with each regularizer, and ProxGen (sharing its inner solver)."""
+  s = RAMDA_SETTINGS
+  ramda = lambda reg: rj.ramda(s["learning_rate"], s["momentum"], reg,
+                               epsilon=s["epsilon"])
+  return {"optax.sgd(momentum=0.9)": optax.sgd(0.1, momentum=0.9),
+          "optax.contrib.madgrad": optax.contrib.madgrad(1e-2),
+          "ramda (none)": ramda(None),
+          "ramda (l1)": ramda(rj.l1(common.L1_STRENGTH)),
+          "ramda (group_lasso)": ramda(rj.group_lasso(common.GL_STRENGTH)),
+          "prox_adam (group_lasso)": rj.prox_adam(
+              1e-3, regularizer=rj.group_lasso(common.GL_STRENGTH))}
+
+
+def warmed(tx, shapes, steps, seed=100):
+  """``tx`` whose ``init`` returns the state after ``steps`` updates.
+
+  The updates use fresh random gradients (scale 1e-2, seeds ``seed``,
+  ``seed + 1``, ...); the parameters they produce are discarded (the timed
+  steps start from the common parameters, which RAMDA's small ``c`` keeps
+  close).
+  """
+  cache = {}
+
+  def init(params):
+    if "state" not in cache:  # computed once, copied for every caller
+      step = common.make_step(tx)
+      p = jax.tree.map(jnp.copy, params)
+      state = jax.tree.map(jnp.copy, tx.init(p))
+      for i in range(steps):
+        p, state = step(p, state, common.make_params(shapes, seed=seed + i,
+                                                     scale=1e-2))
+      cache["state"] = state
+    return jax.tree.map(jnp.copy, cache["state"])
+
+  return optax.GradientTransformationExtraArgs(init, tx.update)
+
+
+def inner_iterations(tx, params, grads, n):
+  """Mean of ``state.inner_steps`` over ``n`` steps from ``tx.init`` (fixed grads)."""
+  step = common.make_step(tx)
+  p = jax.tree.map(jnp.copy, params)
+  state = jax.tree.map(jnp.copy, tx.init(p))
+  counts = []
+  for _ in range(n):
+    p, state = step(p, state, grads)
+    counts.append(float(state.inner_steps))
+  return sum(counts) / len(counts), counts
+
+
+def run_ramda(model, repeats, warmup, warm_steps):
+  """RAMDA against optax.sgd and optax.contrib.madgrad, with its inner iterations."""
   shapes, params, grads = timed_model(model)
+  opts = ramda_optimizers()
+  for name in [k for k in opts if k.startswith("ramda")]:
+    opts[name] = warmed(opts[name], shapes, warm_steps)
+  out = run_model(model, opts, repeats, warmup, timed=(shapes, params, grads))
+  results = out["results"]
+  for name in [k for k in results if k.startswith("ramda")]:
+    mean, counts = inner_iterations(opts[name], params, grads, warmup + repeats)
+    r = results[name]
+    r["inner_iterations_mean"], r["inner_iterations_per_step"] = mean, counts
+    if name == "ramda (group_lasso)":
+      r["min_passes"] = RAMDA_GL_PASSES + RAMDA_PASSES_PER_ITER * mean
+      r["bound_ms"] = r["min_passes"] * out["param_pass_ms"]
+      r["fraction_of_bound"] = r["bound_ms"] / r["median_ms"]
+    r["ratio_to_madgrad"] = (r["median_ms"]
+                             / results["optax.contrib.madgrad"]["median_ms"])
+    print(f"{name:<26s} inner iterations {mean:6.1f}; x madgrad "
+          f"{r['ratio_to_madgrad']:5.2f}; of bound "
+          f"{r.get('fraction_of_bound', float('nan')):5.2f}", flush=True)
+  out["warm_steps"] = warm_steps
+  return out
+
+
+def run_model(model, opts, repeats, warmup, timed=None):
+  shapes, params, grads = timed_model(model) if timed is None else timed
   n = common.num_params(shapes)
   print(f"\n{model}: {n / 1e6:.2f}M parameters, {len(jax.tree.leaves(params))} leaves",
         flush=True)
@@ -131,6 +232,11 @@ def main(argv=None):
                   help="default: lenet5 vgg19 resnet50; with --nuclear: mlp lenet5")
   ap.add_argument("--nuclear", action="store_true",
                   help="add RMDA and ProxSGD with the nuclear norm (and the MLP)")
+  ap.add_argument("--ramda", action="store_true",
+                  help="RAMDA against optax.sgd, optax.contrib.madgrad and ProxGen "
+                       "(default model resnet50), written to cost_ramda.json")
+  ap.add_argument("--ramda-warm-steps", type=int, default=20,
+                  help="with --ramda: updates that advance RAMDA's state before timing")
   ap.add_argument("--repeats", type=int, default=10)
   ap.add_argument("--warmup", type=int, default=2)
   ap.add_argument("--out", default=str(common.RESULTS))
@@ -138,7 +244,8 @@ def main(argv=None):
                   help="results file stem (default: cost, or cost_nuclear with --nuclear)")
   args = ap.parse_args(argv)
   if args.models is None:
-    args.models = ["mlp", "lenet5"] if args.nuclear else ["lenet5", "vgg19", "resnet50"]
+    args.models = (["mlp", "lenet5"] if args.nuclear else ["resnet50"] if args.ramda
+                   else ["lenet5", "vgg19", "resnet50"])
   opts = common.step_optimizers()
   if args.nuclear:
     opts.update(nuclear_optimizers())
@@ -151,7 +258,11 @@ def main(argv=None):
   print(f"{info['cpu']} x {info['cpu_count']}, jax {info['jax']} "
         f"({info['jax_backend']}), optax {info['optax']}, load "
         f"{info['load_average_start']}")
-  models = {m: run_model(m, opts, args.repeats, args.warmup) for m in args.models}
+  if args.ramda:
+    models = {m: run_ramda(m, args.repeats, args.warmup, args.ramda_warm_steps)
+              for m in args.models}
+  else:
+    models = {m: run_model(m, opts, args.repeats, args.warmup) for m in args.models}
   out = {"benchmark": "cost", "quick": args.quick, "machine": info,
          "load_average_end": list(os.getloadavg()),
          "dtype": "float32", "repeats": args.repeats, "warmup": args.warmup,
@@ -163,9 +274,16 @@ def main(argv=None):
                       **({"nuclear_strength": NUCLEAR_STRENGTH,
                           "nuclear_note": "one thin SVD (jnp.linalg.svd) per kernel "
                                           "per step; no bandwidth bound"}
-                         if args.nuclear else {})},
+                         if args.nuclear else {}),
+                      **({"ramda": RAMDA_SETTINGS,
+                          "ramda_gl_passes": f"{RAMDA_GL_PASSES} + "
+                                             f"{RAMDA_PASSES_PER_ITER} per inner iteration",
+                          "prox_adam": "lr 1e-3, max_inner_steps 100, inner_tol 1e-8 "
+                                       "(inner_stop='objective')"}
+                         if args.ramda else {})},
          "models": models, "wall_seconds": time.time() - wall0}
-  name = args.name or ("cost_nuclear" if args.nuclear else "cost")
+  name = args.name or ("cost_nuclear" if args.nuclear else "cost_ramda" if args.ramda
+                       else "cost")
   path = os.path.join(args.out, f"{name}.json")
   common.write_json(path, out)
   print(f"\nwrote {path} ({out['wall_seconds']:.0f}s)")
