@@ -26,7 +26,7 @@ the subproblem's objective.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import jax.numpy as jnp
 from jax import lax
@@ -411,7 +411,8 @@ def warm_group_prox_pg(y, d, tau, axes, *, init, origin=None,
 
 
 def warm_prox_pg(prox: Callable, value: Callable, y, d, tau, *, init,
-                 origin=None, max_steps=DEFAULTS[PG][0], tol=DEFAULTS[PG][1]):
+                 origin=None, max_steps=DEFAULTS[PG][0], tol=DEFAULTS[PG][1],
+                 prox_value: Optional[Callable] = None):
   r"""The metric prox of any :math:`\Phi`, by warm-started proximal gradient.
 
   Solves :math:`\min_u \tfrac12 (u - y)^\top D (u - y) + \tau \Phi(u)` for
@@ -426,6 +427,9 @@ def warm_prox_pg(prox: Callable, value: Callable, y, d, tau, *, init,
     prox: ``prox(x, t) = argmin_u 1/2 ||u - x||^2 + t Phi(u)``.
     value: ``value(u) = Phi(u)`` (a scalar).
     y, d, tau, init, origin, max_steps, tol: as in :func:`warm_group_prox_pg`.
+    prox_value: optional ``prox_value(x, t) = (prox(x, t), Phi(prox(x, t)))``
+      when the value comes cheaply with the prox (the nuclear norm: the sum
+      of the thresholded singular values, one SVD per step instead of two).
 
   Returns:
     ``(u, steps)``: the solution and the number of iterations run.
@@ -437,11 +441,14 @@ def warm_prox_pg(prox: Callable, value: Callable, y, d, tau, *, init,
   thr = tau / lip
 
   def step(u):
+    if prox_value is not None:
+      return prox_value(u - a * (u - y), thr)
     return prox(u - a * (u - y), thr), None
 
-  def objective(u, _):
+  def objective(u, phi):
     smooth = jnp.sum(_smooth_terms(u, y, d, origin))
-    return smooth + tau * jnp.asarray(value(u), smooth.dtype)
+    phi = value(u) if phi is None else phi
+    return smooth + tau * jnp.asarray(phi, smooth.dtype)
 
   u, steps = _warm_loop(step, objective, init.astype(y.dtype), tau > 0,
                         max_steps, tol)

@@ -876,6 +876,29 @@ class NuclearNorm(Regularizer):
     """
     return _singular_value_threshold(x, threshold)
 
+  def prox_metric_leaf(self, x, d, threshold, *, solver, max_steps, tol,
+                       init=None, origin=None):
+    """The generic solver; with a warm start ``init``, one SVD per iteration.
+
+    The warm-started loop (:func:`rmda_jax._prox.warm_prox_pg`) reads the
+    nuclear norm of each iterate from the thresholded singular values of
+    its own SVD.
+    """
+    if init is None:
+      return super().prox_metric_leaf(x, d, threshold, solver=solver,
+                                      max_steps=max_steps, tol=tol)
+
+    def prox_value(z, t):
+      work = jnp.promote_types(z.dtype, jnp.float32)
+      u, s, vt = jnp.linalg.svd(_as_matrix(z).astype(work), full_matrices=False)
+      s = jnp.maximum(s - jnp.asarray(t, work), 0)
+      out = jnp.matmul(u * s, vt, precision=jax.lax.Precision.HIGHEST)
+      return jnp.reshape(out, z.shape).astype(z.dtype), jnp.sum(s)
+
+    return _prox.warm_prox_pg(self.prox_leaf, self.value_leaf, x, d, threshold,
+                              init=init, origin=origin, max_steps=max_steps,
+                              tol=tol, prox_value=prox_value)
+
   def group_zero(self, x):
     """NumPy bools, one per singular value (descending): True where numerically 0.
 
