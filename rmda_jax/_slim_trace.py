@@ -276,7 +276,8 @@ def trace(fn: Callable, leaves: Sequence[Any], example_input):
 
 
 def analyze(closed, leaves: Sequence[Any], layers: Sequence[str | None], example_input, *,
-            prune_inputs: bool, gatherable: frozenset[int] = frozenset()) -> Plan:
+            prune_inputs: bool, gatherable: frozenset[int] = frozenset(),
+            names: Sequence[str] | None = None) -> Plan:
   """Interprets the traced forward pass and decides which slots can go.
 
   Args:
@@ -288,6 +289,8 @@ def analyze(closed, leaves: Sequence[Any], layers: Sequence[str | None], example
     prune_inputs: whether the input's own features may be removed.
     gatherable: the leaves that are kernels of dense layers able to gather
       their inputs (their remaining zero input rows can be dropped).
+    names: per leaf, its path for messages (``blocks/0/attn/key/bias``);
+      default: its layer.
 
   Returns:
     The :class:`Plan`.
@@ -303,7 +306,8 @@ def analyze(closed, leaves: Sequence[Any], layers: Sequence[str | None], example
   outs = it.run(closed.jaxpr, closed.consts, args)
   for o in outs:
     it.pin_val(o, "model output")
-  return _decide(it, leaves, layers, np.shape(example_input), gatherable)
+  return _decide(it, leaves, layers, np.shape(example_input), gatherable,
+                 list(names) if names is not None else list(layers))
 
 
 def _kept(shape: Sequence[int], labels: Sequence[np.ndarray], keep: np.ndarray) -> int:
@@ -338,7 +342,7 @@ def _count(e: _Macs, keep: np.ndarray) -> int:
   return n
 
 
-def _decide(it: _Interpreter, leaves, layers, input_shape, gatherable) -> Plan:
+def _decide(it: _Interpreter, leaves, layers, input_shape, gatherable, names) -> Plan:
   n = it.uf.size
   roots = it.uf.roots() if n else np.zeros(0, np.int64)
   leaf_of = np.concatenate(it.owner_leaf) if n else np.zeros(0, np.int64)
@@ -369,7 +373,7 @@ def _decide(it: _Interpreter, leaves, layers, input_shape, gatherable) -> Plan:
       removable[roots[first[g]]] = False
       changed = True
       leaf, axis = int(leaf_of[first[g]]), int(axis_of[first[g]])
-      what = "the model input" if leaf < 0 else f"'{layers[leaf]}' axis {axis}"
+      what = "the model input" if leaf < 0 else f"'{names[leaf]}' axis {axis}"
       notes.append(f"{what}: every entry could go; the first is kept so that no axis is empty")
   # Why channels whose consumers are all zero were kept anyway.
   held = has_consumer & ~nonzero & pinned

@@ -178,7 +178,8 @@ def slim(
   gatherable = frozenset(
       i for i, p in enumerate(parts)
       if p[-1] == "kernel" and type(modules.get("/".join(p[:-1]))) is nnx.Linear)
-  plan = analyze(closed, leaves, layers, x, prune_inputs=prune_inputs, gatherable=gatherable)
+  plan = analyze(closed, leaves, layers, x, prune_inputs=prune_inputs, gatherable=gatherable,
+                 names=["/".join(p) for p in parts])
 
   new_leaves = [mdl.take(l, k) for l, k in zip(leaves, plan.keep)]
   slim_model = nnx.merge(graphdef, jax.tree.unflatten(treedef, new_leaves))
