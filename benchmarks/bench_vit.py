@@ -1,4 +1,4 @@
-"""Heads and neurons: a tiny ViT on MNIST, RMDA against ProxSGD (issue 21).
+"""Heads and neurons: a tiny ViT on MNIST, RMDA against ProxSGD and RAMDA (issue 21).
 
 Model: ``vit_tiny`` of ``rmda_jax.examples.models`` (7x7 patches, dim 32,
 2 pre-norm blocks of 4-head ``nnx.MultiHeadAttention`` + a 64-unit MLP).
@@ -7,17 +7,24 @@ attention heads (a head's slices of the query/key/value kernels and biases
 and of the output kernel) and the MLP hidden units (a column of fc1 with its
 bias, the row of fc2), ``sqrt(|g|)`` weights; other leaves unregularized.
 
-Methods (``benchmarks.common.build_method``): RMDA (``rmda_multistep``,
-reported at its structured point Z) and ProxSGD (the authors' EMA form,
-strength ``lam / rho`` so that both minimise ``f + lam psi``).
+Methods: RMDA (``rmda_multistep``, reported at its structured point Z) and
+ProxSGD (the authors' EMA form, strength ``lam / rho`` so that both minimise
+``f + lam psi``), both from ``benchmarks.common.build_method``; RAMDA
+(``rj.ramda_multistep``, the authors' defaults: momentum ``c = 1e-2``,
+``epsilon = 1e-6``, the same milestones and ``gamma`` as the others, lr and
+epsilon times ``gamma`` and a restart at each; reported at its structured
+point, the last subproblem's solution, since its iterate has exact zeros only
+once ``c`` has ramped to 1, far beyond this budget).
 
 Same tuning for each method: each gets the same number of learning rates
-(``--lrs``, one grid for both) at the middle lambda of the sweep, trained
-on the training split and scored on a held-out validation split of the
-training set; the one with the best validation accuracy is then used for
-the whole lambda sweep, scored on the test set. Reported per run: test
+(``--lrs`` for RMDA and ProxSGD, ``--ramda-lrs`` for RAMDA, around the
+authors' 1e-2; the two grids must have the same length) at the middle lambda
+of the sweep, trained on the training split and scored on a held-out
+validation split of the training set; the one with the best validation
+accuracy is then used for the whole lambda sweep, scored on the test set. Reported per run: test
 accuracy, heads and neurons kept (per block and in total), weighted group
-sparsity, wall time.
+sparsity, wall time. ``--save-params DIR`` also writes each sweep run's
+reported point (``DIR/<method>_lam<lam>.npz``, keys the leaves' paths).
 
 The CPU budget: a fixed training subset and a few epochs, one seed (see
 ``settings`` in the JSON); the results are for this budget.
@@ -36,12 +43,14 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 import rmda_jax as rj
 from benchmarks import common
+from rmda_jax.regularizers import path_str
 
-METHODS = ("rmda", "prox_sgd")
+METHODS = ("rmda", "prox_sgd", "ramda")
 
 
 def kept(point, reg) -> dict:
@@ -69,12 +78,32 @@ def rates(method: str, lr: float, milestones, args) -> common.Rates:
   return common.Rates(milestones=milestones, gamma=args.gamma, rmda_c0=args.rmda_c0, **kw)
 
 
-def one_run(method, lam, lr, data, args, milestones, seed=0):
+def build(method, reg, lr, milestones, args):
+  """(optax transformation, reported point) of ``method`` at learning rate ``lr``."""
+  if method == "ramda":
+    tx = rj.ramda_multistep(lr, args.ramda_c0, milestones, gamma=args.gamma,
+                            regularizer=reg, epsilon=args.ramda_epsilon)
+    return tx, (lambda params, opt_state: rj.structured_params(opt_state, reg))
+  return common.build_method(method, reg, rates(method, lr, milestones, args))
+
+
+def save_point(directory: Path, method: str, lam: float, point) -> Path:
+  """Writes ``point`` as ``directory/<method>_lam<lam>.npz``, keyed by the leaves' paths."""
+  directory.mkdir(parents=True, exist_ok=True)
+  path = directory / f"{method}_lam{lam:g}.npz"
+  np.savez(path, **{path_str(p): np.asarray(x)
+                    for p, x in jax.tree_util.tree_leaves_with_path(point)})
+  return path
+
+
+def one_run(method, lam, lr, data, args, milestones, seed=0, save=None):
   reg = rj.head_and_neuron_lasso(lam)
-  tx, reported = common.build_method(method, reg, rates(method, lr, milestones, args))
+  tx, reported = build(method, reg, lr, milestones, args)
   run = common.make_run("vit_tiny", tx, data, batch_size=args.batch_size)
   res = run(epochs=args.epochs, seed=seed, reported=reported)
   k = kept(res.reported, reg)
+  if save is not None:
+    save_point(save, method, lam, res.reported)
   return {
       "method": method, "lam": lam, "lr": lr, "seed": seed,
       "test_accuracy": res.test_accuracy,
@@ -98,7 +127,13 @@ def main(argv=None) -> int:
   p.add_argument("--batch-size", type=int, default=128)
   p.add_argument("--lams", type=float, nargs="+", default=None)
   p.add_argument("--lrs", type=float, nargs="+", default=None,
-                 help="the learning rates tried for each method (the same grid)")
+                 help="the learning rates tried for RMDA and ProxSGD (the same grid)")
+  p.add_argument("--ramda-lrs", type=float, nargs="+", default=None,
+                 help="the learning rates tried for RAMDA (as many as --lrs)")
+  p.add_argument("--ramda-c0", type=float, default=1e-2, help="RAMDA's momentum c")
+  p.add_argument("--ramda-epsilon", type=float, default=1e-6)
+  p.add_argument("--save-params", type=Path, default=None, metavar="DIR",
+                 help="write each sweep run's reported point to DIR/<method>_lam<lam>.npz")
   p.add_argument("--rmda-c0", type=float, default=0.1)
   p.add_argument("--gamma", type=float, default=0.1)
   p.add_argument("--milestone-fractions", type=float, nargs="*", default=(0.5, 0.75))
@@ -110,6 +145,11 @@ def main(argv=None) -> int:
   args.val = args.val or (300 if q else 2000)
   args.lams = args.lams or ([1e-3, 1e-2] if q else [1e-3, 3e-3, 6e-3, 1e-2])
   args.lrs = args.lrs or ([0.1] if q else [0.1, 0.3])
+  args.ramda_lrs = args.ramda_lrs or ([1e-2] if q else [3e-3, 1e-2])
+  if len(args.ramda_lrs) != len(args.lrs):
+    p.error(f"--ramda-lrs: {len(args.ramda_lrs)} learning rates, --lrs has "
+            f"{len(args.lrs)}; every method gets as many")
+  grids = {"rmda": args.lrs, "prox_sgd": args.lrs, "ramda": args.ramda_lrs}
   name = args.name or ("vit_quick" if q else "vit")
 
   t0 = time.perf_counter()
@@ -124,7 +164,7 @@ def main(argv=None) -> int:
   lam_tune = args.lams[len(args.lams) // 2]
   tuning, chosen = [], {}
   for method in METHODS:
-    for lr in args.lrs:
+    for lr in grids[method]:
       r = one_run(method, lam_tune, lr, val, args, milestones)
       r["validation_accuracy"] = r.pop("test_accuracy")
       tuning.append(r)
@@ -138,7 +178,8 @@ def main(argv=None) -> int:
   sweep = []
   for method in METHODS:
     for lam in args.lams:
-      r = one_run(method, lam, chosen[method], train, args, milestones)
+      r = one_run(method, lam, chosen[method], train, args, milestones,
+                  save=args.save_params)
       sweep.append(r)
       log(f"sweep {method:8s} lam {lam:g} lr {chosen[method]:g}: test acc "
           f"{100 * r['test_accuracy']:.2f}%  heads {r['heads_kept'][0]}/{r['heads_kept'][1]}"
@@ -157,11 +198,17 @@ def main(argv=None) -> int:
           "test": int(data.y_test.shape[0]), "epochs": args.epochs,
           "batch_size": args.batch_size, "milestones_steps": milestones,
           "gamma": args.gamma, "rmda_c0": args.rmda_c0, "seeds": [0],
-          "tuning": f"each method: lr in {args.lrs} at lam {lam_tune:g}, best "
-                    "validation accuracy",
+          "tuning": f"each method: {len(args.lrs)} learning rates at lam "
+                    f"{lam_tune:g}, best validation accuracy",
+          "lr_grids": grids, "lam_tune": lam_tune,
           "prox_sgd": "EMA form lr, rho 0.1 run as heavy ball (lr * rho, momentum 0.9, "
                       "strength lam / rho)",
-          "reported_point": "RMDA: Z (rj.structured_params); ProxSGD: the iterate",
+          "ramda": f"rj.ramda_multistep(lr, {args.ramda_c0:g}, milestones, gamma "
+                   f"{args.gamma:g}, epsilon {args.ramda_epsilon:g}): lr and epsilon "
+                   "x gamma and a restart at each milestone, c ramped after the last",
+          "reported_point": "RMDA: Z (rj.structured_params); RAMDA: the last "
+                            "subproblem's solution (rj.structured_params); "
+                            "ProxSGD: the iterate",
       },
       "chosen_lr": chosen,
       "tuning": tuning,
