@@ -607,16 +607,8 @@ class CoupledGroupLasso(Regularizer):
       A pytree like ``params``; leaves in no group (and not ``rest``'s) are
       returned unchanged. With ``return_steps``, the pair ``(prox, steps)``.
     """
-    self.check_solver(solver)
-    if init is None and (origin is not None or return_steps):
-      raise ValueError(
-          f"{self.name} regularizer: origin= and return_steps= apply to the "
-          "warm-started solver; pass init= too.")
-    if init is not None and (metric is None or solver != _prox.PG):
-      raise ValueError(
-          f"{self.name} regularizer: init= (a warm start) needs metric= and "
-          f"solver='pg', got metric={'None' if metric is None else 'a pytree'}"
-          f" and solver={solver!r}.")
+    self.check_prox_args(solver, metric, max_steps=max_steps, tol=tol, init=init,
+                         origin=origin, return_steps=return_steps)
     resolved = self._resolve(params)
     rest_mask = self._rest_mask(params, resolved)
     leaves = list(jax.tree.leaves(params))

@@ -397,6 +397,31 @@ class Regularizer(metaclass=_RegularizerMeta):
       return jnp.zeros((), jnp.result_type(float))
     return self.strength * sum(terms)
 
+  def check_prox_args(self, solver, metric, *, max_steps=None, tol=None,
+                      init=None, origin=None, return_steps=False) -> None:
+    """Raises ValueError for arguments of :meth:`prox` that do not go together.
+
+    ``solver`` must be one of :attr:`solvers`; ``max_steps`` and ``tol`` bound
+    the metric prox's inner solver (not the closed form); ``init`` (a warm
+    start) needs a ``metric`` and ``"pg"``; ``origin`` and ``return_steps``
+    need ``init``. Subclasses that override :meth:`prox` call it first.
+    """
+    self.check_solver(solver)
+    if init is None and (origin is not None or return_steps):
+      raise ValueError(
+          f"{self.name} regularizer: origin= and return_steps= apply to the "
+          "warm-started solver; pass init= too.")
+    if init is not None and (metric is None or solver != _prox.PG):
+      raise ValueError(
+          f"{self.name} regularizer: init= (a warm start) needs metric= and "
+          f"solver='pg', got metric={'None' if metric is None else 'a pytree'}"
+          f" and solver={solver!r}.")
+    if metric is None and (max_steps is not None or tol is not None):
+      raise ValueError(
+          f"{self.name} regularizer: max_steps= and tol= bound the inner "
+          "solver of the metric prox; without metric= the prox is in closed "
+          "form and takes neither.")
+
   def prox(self, params: PyTree, scale=1.0, metric: Optional[PyTree] = None, *,
            solver: str = _prox.PG, max_steps=None, tol=None,
            init: Optional[PyTree] = None, origin: Optional[PyTree] = None,
@@ -450,21 +475,8 @@ class Regularizer(metaclass=_RegularizerMeta):
         ``metric`` or with another solver than ``"pg"``, or ``origin`` /
         ``return_steps`` without ``init``.
     """
-    self.check_solver(solver)
-    if init is None and (origin is not None or return_steps):
-      raise ValueError(
-          f"{self.name} regularizer: origin= and return_steps= apply to the "
-          "warm-started solver; pass init= too.")
-    if init is not None and (metric is None or solver != _prox.PG):
-      raise ValueError(
-          f"{self.name} regularizer: init= (a warm start) needs metric= and "
-          f"solver='pg', got metric={'None' if metric is None else 'a pytree'}"
-          f" and solver={solver!r}.")
-    if metric is None and (max_steps is not None or tol is not None):
-      raise ValueError(
-          f"{self.name} regularizer: max_steps= and tol= bound the inner "
-          "solver of the metric prox; without metric= the prox is in closed "
-          "form and takes neither.")
+    self.check_prox_args(solver, metric, max_steps=max_steps, tol=tol, init=init,
+                         origin=origin, return_steps=return_steps)
     mask = self.mask_tree(params)
     threshold = scale * self.strength
     if metric is None:
