@@ -292,7 +292,7 @@ class LeafRank(NamedTuple):
 
   path: str
   shape: tuple
-  matrix_shape: tuple  # (m, n): the kernel viewed as prod(shape[:-1]) x shape[-1]
+  matrix_shape: tuple  # (m, n): prod(shape[:-1]) x shape[-1] (see rank_report)
   rank: int            # singular values > tol
   full_rank: int       # min(m, n)
   sigma_max: float
@@ -338,6 +338,34 @@ class RankReport(NamedTuple):
     return "\n".join([fmt(head), rule, *map(fmt, body), rule, fmt(total)])
 
 
+def _coupled_leaves(params: PyTree, regularizer) -> tuple[set, dict]:
+  """(skipped, matrix views) of the leaves groups spanning leaves take slices of.
+
+  Skipped: the regularizer's families' leaves whose last key is ``bias`` or
+  with ``ndim < 2``. Views: a kernel a family slices on a middle axis ``a``
+  (``0 < a < ndim - 1``, flax's query/key/value ``(in, heads, head_dim)``) as
+  ``(prod(shape[:a]), prod(shape[a:]))``, inputs against the groups' outputs.
+  """
+  if regularizer is None or not hasattr(regularizer, "group_sets"):
+    return set(), {}
+  shapes = {path_str(p): np.shape(x)
+            for p, x in jax.tree_util.tree_leaves_with_path(params)}
+  families = regularizer.families(params) if hasattr(regularizer, "families") else ()
+  skipped, views = set(), {}
+  for i, s in enumerate(regularizer.group_sets(params)):
+    if i >= len(families):   # one leaf of ``rest``: a per-leaf regularizer
+      break
+    for leaf, sl in zip(s.leaves, families[i].slices):
+      shape = shapes[leaf]
+      if leaf.endswith("['bias']") or len(shape) < 2:
+        skipped.add(leaf)
+        continue
+      axis = sl.axis % len(shape)
+      if 0 < axis < len(shape) - 1:
+        views[leaf] = (int(np.prod(shape[:axis])), int(np.prod(shape[axis:])))
+  return skipped, views
+
+
 def rank_report(params: PyTree, regularizer: Optional[Regularizer] = None, *,
                 rtol: Optional[float] = None) -> RankReport:
   r"""Numerical rank of each kernel the regularizer acts on, against its full rank.
@@ -356,6 +384,17 @@ def rank_report(params: PyTree, regularizer: Optional[Regularizer] = None, *,
   (``float32``: 1.19e-7): the default of ``numpy.linalg.matrix_rank``, i.e.
   singular values the leaf's own rounding can produce count as zero. The
   full rank is ``min(m, n)``.
+
+  With groups that span leaves (:func:`rmda_jax.coupled_group_lasso`,
+  :func:`rmda_jax.head_and_neuron_lasso`) only the kernels of the groups are
+  reported: the leaves the groups span whose last key is ``bias`` (an MLP
+  unit's bias entry, a head's ``(heads, head_dim)`` query/key/value bias
+  slices) or with ``ndim < 2`` are skipped, since they are slices of groups,
+  not matrices; a kernel the groups slice on a middle axis ``a`` (flax's
+  query/key/value kernels ``(in, heads, head_dim)``, ``a = 1``) is viewed as
+  the map it is, ``(prod(shape[:a]), prod(shape[a:]))`` (``(in, heads *
+  head_dim)``). A vector the ``rest`` regularizer acts on is refused as
+  below.
 
   Args:
     params: the parameters.
@@ -382,21 +421,22 @@ def rank_report(params: PyTree, regularizer: Optional[Regularizer] = None, *,
     raise ValueError(f"rank_report: rtol must be a number >= 0, got {rtol!r}.")
   mask = (regularizer.mask_tree(params) if regularizer is not None
           else default_mask(params))
+  skipped, views = _coupled_leaves(params, regularizer)
   rows = []
   for (path, x), m in zip(jax.tree_util.tree_leaves_with_path(params),
                           jax.tree.leaves(mask)):
-    if not m:
+    if not m or path_str(path) in skipped:
       continue
     shape = tuple(np.shape(x))
     if len(shape) < 2:
       raise ValueError(
           f"rank_report: leaf {path_str(path)} has shape {shape}; a rank needs "
           "ndim >= 2 (exclude the leaf with the regularizer's mask).")
-    s = singular_values(x)
+    matrix_shape = views.get(path_str(path), (int(np.prod(shape[:-1])), shape[-1]))
+    s = singular_values(jnp.reshape(x, matrix_shape))
     sigma_max = float(s[0]) if s.size else 0.0
-    tol = (rank_tolerance(shape, jnp.result_type(x), sigma_max) if rtol is None
+    tol = (rank_tolerance(matrix_shape, jnp.result_type(x), sigma_max) if rtol is None
            else float(rtol) * sigma_max)
-    matrix_shape = (int(np.prod(shape[:-1])), shape[-1])
     rows.append(LeafRank(path_str(path), shape, matrix_shape,
                          int(np.sum(s > tol)), int(s.size), sigma_max, tol))
   return RankReport(tuple(rows))
