@@ -227,3 +227,11 @@ def test_a_cut_chunk_resumes_to_the_same_runs(chunks):
     np.testing.assert_allclose(a["test_accuracy"], b["test_accuracy"], atol=1e-2)
   # the runs differ from each other (the lr is per run)
   assert whole["runs"][0]["train_loss"] != whole["runs"][1]["train_loss"]
+
+
+def test_claim_lets_one_live_process_hold_a_chunk(tmp_path):
+  lock = tmp_path / "locks" / "front_rmda_seed0.lock"
+  assert bf.claim(lock) == lock and lock.read_text() == str(__import__("os").getpid())
+  assert bf.claim(lock) is False  # held by a live process (this one)
+  lock.write_text("999999999")  # no such process: taken over
+  assert bf.claim(lock) == lock
