@@ -190,7 +190,7 @@ def run_chunk(method: str, seed: int, lrs, lams, settings: dict, split, path: Pa
   def supports(rep):
     return [rj.group_support(sweep_lib.take(rep, k), metric_reg) for k in range(len(runs))]
 
-  prev = supports(program.reported(state)) if start == 0 else None
+  prev = supports(program.reported(state))  # at the start, or the resumed epoch's end
   for epoch in range(start, base.epochs):
     t0 = time.perf_counter()
     perm = jnp.asarray(np.stack([train_lib.epoch_permutation(

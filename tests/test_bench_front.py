@@ -225,6 +225,7 @@ def test_a_cut_chunk_resumes_to_the_same_runs(chunks):
     for key in ("validation_accuracy", "weighted_group_sparsity", "train_loss"):
       np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-4, err_msg=key)
     np.testing.assert_allclose(a["test_accuracy"], b["test_accuracy"], atol=1e-2)
+    assert a["support_changes"] == b["support_changes"]  # epoch 2's too, after the resume
   # the runs differ from each other (the lr is per run)
   assert whole["runs"][0]["train_loss"] != whole["runs"][1]["train_loss"]
 
