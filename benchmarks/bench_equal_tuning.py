@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -198,15 +197,18 @@ def main(argv=None) -> int:
   machine["load_average_start"] = common.load_average()
 
   if args.stage in ("tune", "all"):
-    tune_runs = [(method, c) for method, configs in grid.items() for c in configs]
-    for i, (method, c) in enumerate(tune_runs):
+    def tune(method, c):
       part = parts_dir / "tune" / f"{method}_{_tag(c)}.json"
-      if deep.owns(i, args.shard) and deep.load_part(part) is None:
+
+      def run():
         reg, train = _trainer(method, c, args.tune_lam, args, split)
         deep.observed_run(train, 0, args.epochs, reg, part,
                           {"method": method, "config": c, "lam": args.tune_lam},
                           on_record=_log(f"tune {method} {_tag(c)}"))
-        merge(parts_dir, json_path, settings, machine, grid)
+      return lambda: deep.run_once(part, f"tune {method} {_tag(c)}", run)
+
+    deep.run_shard([tune(method, c) for method, configs in grid.items() for c in configs],
+                   args.shard, lambda: merge(parts_dir, json_path, settings, machine, grid))
     if args.stage == "all" and args.shard is not None:
       print("with --shard, run --stage tune, then --stage sweep once every shard is done")
       return 0
@@ -221,21 +223,22 @@ def main(argv=None) -> int:
     trainers = {}
     sweep_runs = [(seed, lam, method, c) for seed in args.seeds for method, c in best.items()
                   for lam in args.lams]
-    for i, (seed, lam, method, c) in enumerate(sweep_runs):
+    def sweep(seed, lam, method, c):
       part = parts_dir / "sweep" / f"{method}_lam{lam:g}_seed{seed}.json"
-      if not deep.owns(i, args.shard) or deep.load_part(part) is not None:
-        continue
-      # The sweep reports test accuracy: its runs evaluate on the test set.
-      # One trainer (one compilation) per (method, lam) serves every seed.
-      if (method, lam) not in trainers:
-        trainers[method, lam] = _trainer(method, c, lam, args, split.on_test())
-      reg, train = trainers[method, lam]
-      t0 = time.perf_counter()
-      deep.observed_run(train, seed, args.epochs, reg, part,
-                        {"method": method, "config": c, "lam": lam},
-                        on_record=_log(f"sweep {method} lam {lam:g} seed {seed}"))
-      print(f"  sweep {method} lam {lam:g} seed {seed}: {time.perf_counter() - t0:.0f}s")
-      merge(parts_dir, json_path, settings, machine, grid)
+
+      def run():
+        # The sweep reports test accuracy: its runs evaluate on the test set.
+        # One trainer (one compilation) per (method, lam) serves every seed.
+        if (method, lam) not in trainers:
+          trainers[method, lam] = _trainer(method, c, lam, args, split.on_test())
+        reg, train = trainers[method, lam]
+        deep.observed_run(train, seed, args.epochs, reg, part,
+                          {"method": method, "config": c, "lam": lam},
+                          on_record=_log(f"sweep {method} lam {lam:g} seed {seed}"))
+      return lambda: deep.run_once(part, f"sweep {method} lam {lam:g} seed {seed}", run)
+
+    deep.run_shard([sweep(*r) for r in sweep_runs], args.shard,
+                   lambda: merge(parts_dir, json_path, settings, machine, grid))
   out = merge(parts_dir, json_path, settings, machine, grid)
   print(f"chosen: {out['chosen']}")
   for r in out["sweep"]:

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -233,17 +232,13 @@ def main(argv=None) -> int:
   # Seed by seed: every configuration and method grows alike as runs finish.
   runs = [(seed, config, method) for seed in args.seeds for config in args.configs
           for method in args.methods]
-  for i, (seed, config, method) in enumerate(runs):
+  def unit(seed, config, method):
     part = parts_dir / config / f"{method}_seed{seed}.json"
-    if not deep.owns(i, args.shard):
-      continue
-    if deep.load_part(part) is not None:
-      print(f"  {config} {method} seed {seed}: done, skipped", flush=True)
-      continue
-    t0 = time.perf_counter()
-    run_one(config, method, seed, args, split, part)
-    print(f"  {config} {method} seed {seed}: {time.perf_counter() - t0:.0f}s", flush=True)
-    merge(parts_dir, json_path, settings, machine)
+    return lambda: deep.run_once(part, f"{config} {method} seed {seed}",
+                                 lambda: run_one(config, method, seed, args, split, part))
+
+  deep.run_shard([unit(*r) for r in runs], args.shard,
+                 lambda: merge(parts_dir, json_path, settings, machine))
   out = merge(parts_dir, json_path, settings, machine)
   for t in out["table"]:
     print(f"{t['config']:13s} {t['method']:9s} seeds {t['seeds']}: changes over the last "

@@ -39,7 +39,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 import rmda_jax as rj
 from benchmarks import common, deep, rigl
@@ -254,10 +253,7 @@ def main(argv=None) -> int:
     # Units of work, numbered for --shard: one calibration chain per RMDA lr, one RigL run per lr.
     units = ([lambda lr=lr: calibrate(lr, t0) for lr in args.lrs_rmda]
              + [lambda lr=lr: rigl_tune(lr) for lr in args.lrs_rigl])
-    for i, unit in enumerate(units):
-      if deep.owns(i, args.shard):
-        unit()
-        collect()
+    deep.run_shard(units, args.shard, collect)
   if args.stage in ("final", "all"):
     try:
       lr_rmda, lr_rigl, lam0, start, _ = choice()
@@ -272,10 +268,7 @@ def main(argv=None) -> int:
     units += [lambda s=s: final("rmda_l1", lr_rmda, lam0, t0, s) for s in args.seeds]
     units += [lambda s=s, t=t: final("rigl", lr_rigl, t, t, s)
               for s in args.seeds for t in args.targets]
-    for i, unit in enumerate(units):
-      if deep.owns(i, args.shard):
-        unit()
-        collect()
+    deep.run_shard(units, args.shard, collect)
   collect()
   for row in result["table"]:
     a, s = row["test_accuracy"], row["kernel_sparsity"]

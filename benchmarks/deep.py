@@ -23,7 +23,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -73,6 +73,34 @@ def shard_arg(text: str) -> tuple:
 def owns(index: int, shard: Optional[tuple]) -> bool:
   """Whether the process with ``--shard`` ``shard`` runs the run numbered ``index``."""
   return shard is None or index % shard[1] == shard[0]
+
+
+def run_shard(units: Sequence[Callable[[], Any]], shard: Optional[tuple],
+              merge: Callable[[], Any]) -> None:
+  """The deep benchmarks' one flow for sharded runs.
+
+  ``units`` are numbered in order; this process runs those its ``--shard``
+  gives it (:func:`owns`) and rebuilds the results file from every finished
+  per-run file (``merge()``) after each, so that the file is current while
+  other shards still run. A unit skips the runs whose per-run file is
+  finished (:func:`run_once`), so a command run again continues.
+  """
+  for i, unit in enumerate(units):
+    if owns(i, shard):
+      unit()
+      merge()
+
+
+def run_once(part: Path, label: str, run: Callable[[], Any]) -> Optional[dict]:
+  """``run()`` unless ``part`` holds a finished run (then its record, unrun)."""
+  rec = load_part(part)
+  if rec is not None:
+    print(f"  {label}: done, skipped", flush=True)
+    return rec
+  t0 = time.perf_counter()
+  run()
+  print(f"  {label}: {time.perf_counter() - t0:.0f}s", flush=True)
+  return None
 
 
 def device_name() -> str:

@@ -1,9 +1,26 @@
+import os
+import shutil
+import tempfile
+
+# One XLA compilation cache for the whole test run, shared through the
+# environment with the processes the tests start (rmda-train on virtual
+# meshes, the benchmarks' --quick modes) and with pytest-xdist's workers: they
+# compile the same LeNet5 steps many times. A fresh directory per run, removed
+# at its end: a run reads only what it compiled itself.
+# RMDA_JAX_TEST_XLA_CACHE=0 turns it off.
+_CACHE_PREFIX = "rmda_jax-tests-xla-"
+if (os.environ.get("RMDA_JAX_TEST_XLA_CACHE", "1") != "0"
+    and "JAX_COMPILATION_CACHE_DIR" not in os.environ):
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix=_CACHE_PREFIX)
+  # Compilations of half a second or more (JAX's default threshold is 1 s).
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+
 # Start JAX's backend now, so that every test runs under the same XLA flags
 # whatever the order: rmda-train's main() edits XLA_FLAGS when it is the first
 # JAX user of a process (rmda_jax.examples.xla_flags), which must not leak
 # into the tests after it.
-import jax
-import pytest
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 # jax.enable_x64 (a context manager) exists from jax 0.8; older releases,
 # which the declared floors admit, spell it jax.experimental.enable_x64.
@@ -16,7 +33,35 @@ if not hasattr(jax, "enable_x64"):
 
   jax.enable_x64 = jax.experimental.enable_x64
 
+if os.environ.get("JAX_COMPILATION_CACHE_DIR", "").startswith(
+    os.path.join(tempfile.gettempdir(), _CACHE_PREFIX)):
+  # In case a plugin imported jax before this file set the environment.
+  jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
 jax.devices()
+
+
+# The files that take longest (child processes, the benchmarks' quick modes),
+# started first so that pytest-xdist's workers finish together; the others
+# keep their order.
+SLOW_FIRST = ("test_examples_mesh.py", "test_benchmarks_quick.py", "test_bench_deep.py",
+              "test_bench_sparsity_quick.py", "test_examples_cpu_conv.py", "test_sharding.py",
+              "test_notebooks.py", "test_slim.py", "test_examples_failures.py",
+              "test_bench_scale.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))
+
+
+def pytest_sessionfinish(session):
+  """The run's own cache goes (by the process that made it, not xdist's workers)."""
+  cache = os.environ.get("JAX_COMPILATION_CACHE_DIR", "")
+  if (os.path.basename(cache).startswith(_CACHE_PREFIX)
+      and not hasattr(session.config, "workerinput")):
+    shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -252,7 +252,9 @@ def test_real_mnist_fetch(tmp_path, monkeypatch):
   ds = data.load_mnist(verbose=False)
   assert ds.x_train.shape == (60000, 28, 28, 1) and ds.x_test.shape == (10000, 28, 28, 1)
   assert set(np.unique(ds.y_train)) == set(range(10))
-  assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
+  # Bytes over 255: both ends reached, every value a whole number of 255ths.
+  assert ds.x_train.min() == 0.0 and ds.x_train.max() == 1.0
+  np.testing.assert_allclose(ds.x_train[:100] * 255, np.round(ds.x_train[:100] * 255), atol=1e-4)
   assert data._read_cache(tmp_path / "mnist.npz") is not None
 
 
@@ -348,7 +350,10 @@ def test_digits():
   assert ds.input_shape == (8, 8, 1)
   assert len(ds.y_train) + len(ds.y_test) == 1797
   assert set(np.unique(ds.y_test)) == set(range(10))
-  assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
+  # sklearn's digits are counts 0..16, scaled by 1/16: both ends reached,
+  # every value a whole number of 16ths.
+  assert ds.x_train.min() == 0.0 and ds.x_train.max() == 1.0
+  np.testing.assert_array_equal(ds.x_train * 16, np.round(ds.x_train * 16))
   # disjoint split: no test image appears in train
   train_rows = {r.tobytes() + bytes([y]) for r, y in zip(ds.x_train, ds.y_train)}
   dup = sum(r.tobytes() + bytes([y]) in train_rows for r, y in zip(ds.x_test, ds.y_test))

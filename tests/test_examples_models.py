@@ -82,9 +82,14 @@ CASES = [
 
 
 def test_torch_formulas_match_published_counts():
-  # Cross-check of the formulas above against counts PyTorch users know
-  # (LeNet5 as in the task text; kuangliu/pytorch-cifar for VGG19 / ResNet50).
-  assert torch_lenet5_small() == (1*6*25+6)+(6*16*25+16)+(400*120+120)+(120*84+84)+(84*10+10)
+  # Cross-check of the formulas above against counts published elsewhere:
+  # logistic regression on MNIST 7,850; LeNet-5 (6/16 filters, 120/84 units)
+  # 61,706; Caffe's LeNet (20/50 filters, 500 units; "LeNet-5" in Han et al.,
+  # Deep Compression, 2016) 431,080; kuangliu/pytorch-cifar's VGG19 and
+  # ResNet50 for CIFAR-10.
+  assert torch_logreg() == 7_850
+  assert torch_lenet5_small() == 61_706
+  assert torch_lenet5_large() == 431_080
   assert torch_vgg19_bn(10) == 20_040_522
   assert torch_resnet50(10) == 23_520_842
 
