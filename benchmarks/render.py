@@ -14,6 +14,7 @@ import os
 import re
 
 from benchmarks import render_deep
+from benchmarks import render_vit
 from benchmarks._md import _machine, _table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -710,6 +711,7 @@ def main(argv=None):
   deep_md, deep_h = render_deep.identification_deep(
       ident_deep, _load("identification_deep_rmda90.json"))
   equal_md = render_deep.equal_tuning(equal)
+  vit = _load("vit.json")
   denormal_md, denormal_h = render_deep.torch_denormal(_load("torch_denormal.json"))
   parts = [
       "# Benchmarks",
@@ -730,6 +732,7 @@ def main(argv=None):
       "| bench_sparsity_accuracy | 2. structured sparsity at accuracy | results/sparsity_accuracy.json, .png |",
       "| bench_sparsity_accuracy (flags in 2b) | 2b. the same on all of MNIST, 6 epochs | results/sparsity_accuracy_lenet5_full6ep.json, .png |",
       "| bench_equal_tuning | 2d. equal tuning on a validation split, lambda sweep of all four | results/equal_tuning.json, .png, equal_tuning/ |",
+      "| bench_vit | 2e. heads and MLP units of a tiny ViT: RMDA, ProxSGD, RAMDA tuned alike, lambda sweep | results/vit.json |",
       "| bench_rigl | 3. unstructured sparsity vs RigL | results/rigl.json |",
       "| bench_rigl_converged | 3b. RMDA + L1 vs RigL, 20 epochs, tuned alike | results/rigl_converged.json, rigl_converged/ |",
       "| bench_torch_denormal (needs PyTorch) | 4e. the authors' PyTorch RMDA and denormals | results/torch_denormal.json |",
@@ -760,6 +763,7 @@ def main(argv=None):
                [(f, _load(f)) for f in sorted(os.listdir(RESULTS))
                 if f.startswith(LOW_RANK_EXTRA) and f.endswith(".json")]),
       equal_md,
+      render_vit.section(vit),
       generic("3. Unstructured sparsity against RigL", _load("rigl.json"),
               "python -m benchmarks.bench_rigl", "rigl"),
       render_deep.rigl_converged(rigl_conv),
@@ -782,8 +786,8 @@ def main(argv=None):
     text = f.read()
   block = ("<!-- headline:start -->\n" + headline_table(
       ident_h, cost_h, train_h, _load("sparsity_accuracy_lenet5_full6ep.json"),
-      deep_h + render_deep.equal_headline(equal) + render_deep.rigl_headline(rigl_conv)
-      + denormal_h,
+      deep_h + render_deep.equal_headline(equal) + render_vit.headline(vit)
+      + render_deep.rigl_headline(rigl_conv) + denormal_h,
       claims=render_deep.claims(ident_deep, equal, rigl_conv),
       deep_status=render_deep.status(ident_deep, equal, rigl_conv))
            + "\n<!-- headline:end -->")
