@@ -46,11 +46,19 @@ def test_gpu_quick_runs_on_cpu(tmp_path):
   assert d["bandwidth"]["reference_GBps"] > 0
   res = d["update"]["results"]
   assert set(res) == set(gpu.UPDATE_OPTIMIZERS)
-  for r in res.values():
-    assert r["median_ms"] > 0 and 0 < r["fraction_of_bandwidth"]
+  assert d["update"]["num_params"] == 61_706  # quick: LeNet5 (small), PyTorch's count
+  ref = d["bandwidth"]["reference_GBps"]
+  for name, r in res.items():
+    # At least MIN_PASSES float32 passes over the parameters, at the step's speed.
+    assert r["bytes_moved_at_least"] == r["min_passes"] * 4 * 61_706, name
+    achieved = r["bytes_moved_at_least"] / (r["median_ms"] / 1e3) / 1e9
+    assert r["fraction_of_bandwidth"] == pytest.approx(achieved / ref, rel=1e-9), name
   row = d["epochs"]["lenet5"]
   for v in ("jax+rmda", "jax+sgd"):
-    assert _finite(row[v]["epoch_s"]) and row[v]["steps"] == 5
+    assert row[v]["steps"] == 5
+    # An epoch is the measured step time times the steps of the (quick) epoch.
+    assert row[v]["epoch_s"] == pytest.approx(
+        row[v]["step_ms"] / 1e3 * (row["train_images"] // row["batch"]), rel=1e-9)
   if d["epochs"]["torch_note"] is None:  # PyTorch installed: compared on the same device
     assert _finite(row["torch+sgd"]["epoch_s"])
     assert isinstance(d["epochs"]["torch_flush_denormal"], bool)  # set, and recorded
