@@ -20,7 +20,11 @@ dense accuracy reference. 3 seeds.
 **One program per (method, seed) chunk**: the chunk's runs (its lr x lambda
 grid) are ``rmda_jax.examples.sweep.Program``'s vmapped step, i.e. exactly the
 runs ``rmda-train --lr ... --strength ...`` would train (same initialisation,
-data order and augmentation keys per seed). Each chunk writes one file,
+data order and augmentation keys per seed). ``--runs-per-program`` sets how
+many runs one call of the compiled step advances: the whole chunk on an
+accelerator; 1 on CPU, where the vmapped step costs 3 to 4 times more per run
+than a single run's (``bench_sweep``), so the program (compiled once: the
+hyperparameters are inputs) takes the runs one after another each epoch. Each chunk writes one file,
 ``results/front/<method>_seed<seed>.json`` (which device ran it, compile time,
 per-epoch validation accuracy and sparsity of every run, the final test
 accuracy); a chunk whose file exists is skipped, and an unfinished chunk
