@@ -1,7 +1,5 @@
 """RAMDA: Regularized Adaptive Momentum Dual Averaging, as an optax transformation."""
 
-from __future__ import annotations
-
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax

@@ -106,3 +106,14 @@ def test_regularizer_is_not_taken_for_a_schedule():
   # be one, so that no static_args are needed.
   assert not callable(_REG)
   assert jnp.ndim(jnp.asarray(_REG.strength)) == 0
+
+
+def test_learning_rate_annotations_let_the_schedule_test_run():
+  # optax's schedule test is skipped for a factory whose learning_rate is not
+  # annotated optax.ScalarOrSchedule (a string annotation does not count).
+  import inspect  # noqa: PLC0415
+
+  import optax  # noqa: PLC0415
+  for name, (factory, _) in OPTIMIZERS.items():
+    annotation = inspect.signature(factory).parameters["learning_rate"].annotation
+    assert annotation is optax.ScalarOrSchedule, name
