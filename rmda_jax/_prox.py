@@ -264,16 +264,17 @@ def group_prox_newton(y, d, tau, axes, *, max_steps=DEFAULTS[NEWTON][0],
 def _warm_loop(step, objective, u0, run, max_steps, tol):
   r"""The authors' loop: ``u <- step(u)`` until the objective stops decreasing.
 
-  With :math:`o_{-1}` the objective at ``u0`` and :math:`o_i` after step
-  ``i = 0, 1, ...``, stops after step ``i`` when
-  :math:`(o_{i-1} - o_i) / (|o_i| + 1) <` ``tol`` and ``i > 0``, or after
-  ``max_steps`` steps. Runs no step when ``run`` is False.
+  With :math:`o_i` the objective after step ``i = 0, 1, ...``, stops after
+  step ``i`` when :math:`(o_{i-1} - o_i) / (|o_i| + 1) <` ``tol`` and
+  ``i > 0``, or after ``max_steps`` steps (the objective at ``u0``, the
+  authors' :math:`o_{-1}`, is never compared: it is not computed). Runs no
+  step when ``run`` is False.
 
   ``step(u)`` returns ``(u_new, aux)`` and ``objective(u_new, aux)`` the
   scalar objective (``aux`` lets the objective reuse the step's reductions).
   Returns ``(u, steps)``.
   """
-  obj0 = objective(u0, None)
+  obj0 = jnp.zeros([], u0.dtype)
   tol = jnp.asarray(tol, obj0.dtype)
 
   def body(carry):
@@ -399,15 +400,17 @@ def warm_group_prox_pg(y, d, tau, axes, *, init, origin=None,
     *_, stop, i = carry
     return run & (i < max_steps) & ~stop
 
-  x0 = jnp.where(active, init.astype(y.dtype), 0)
-  s0 = jnp.ones_like(lip)
-  obj0 = objective(s0, jnp.sqrt(gsum(x0 * x0)), gsum(d * x0 * x0),
-                   gsum(d * y * x0))
-  tol = jnp.asarray(tol, obj0.dtype)
+  # Start: u = s0 * init, s0 = 0 on the screened-out groups. The objective
+  # at the start is only compared after step 0, which never stops the loop
+  # (i > 0): it is not computed.
+  s0 = active.astype(lip.dtype)
+  prev0 = jnp.zeros([], const.dtype)
+  tol = jnp.asarray(tol, const.dtype)
   run = jnp.any(active) & (tau > 0)
   x, s, _, _, steps = lax.while_loop(
-      cond, body, (x0, s0, obj0, jnp.asarray(False), jnp.zeros([], jnp.int32)))
-  return jnp.where(tau > 0, s * x, y), steps
+      cond, body, (init.astype(y.dtype), s0, prev0, jnp.asarray(False),
+                   jnp.zeros([], jnp.int32)))
+  return lax.cond(tau > 0, lambda: s * x, lambda: y), steps
 
 
 def warm_prox_pg(prox: Callable, value: Callable, y, d, tau, *, init,
