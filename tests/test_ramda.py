@@ -422,3 +422,18 @@ def test_cube_root_matches_cbrt():
 def test_prox_adam_refuses_an_unknown_inner_stop():
   with pytest.raises(ValueError, match="inner_stop"):
     rj.prox_adam(1e-3, regularizer=rj.group_lasso(1e-3), inner_stop="x")
+
+
+def test_rmda_train_builds_ramda_with_the_authors_defaults():
+  from rmda_jax.examples import config, train
+  cfg = config.Config(optimizer="ramda", milestones=(1,))
+  assert (cfg.learning_rate, cfg.momentum_value) == (1e-2, 1e-2)
+  tx = train.build_optimizer(cfg, rj.group_lasso(1e-3), steps_per_epoch=2)
+  params = {"w": jnp.ones((4, 3))}
+  state = tx.init(params)
+  for _ in range(3):  # the restart at update 2 (epoch 1)
+    updates, state = tx.update({"w": jnp.full((4, 3), 0.1)}, state, params)
+    params = optax.apply_updates(params, updates)
+  assert int(state.stage_count) == 1 and int(state.count) == 3
+  with pytest.raises(config.ConfigError, match="momentum"):
+    config.Config(optimizer="ramda", momentum=0.0)

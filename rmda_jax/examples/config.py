@@ -24,16 +24,17 @@ from rmda_jax.examples.data import DATASETS
 from rmda_jax.examples.models import MODELS
 from rmda_jax.examples.models import TRANSFORMERS
 
-OPTIMIZERS = ("rmda", "prox_sgd", "prox_adam", "prox_ssi", "sgd", "madgrad")
+OPTIMIZERS = ("rmda", "ramda", "prox_sgd", "prox_adam", "prox_ssi", "sgd", "madgrad")
 REGULARIZERS = ("group_lasso", "l1", "nuclear", "sparse_group_lasso", "heads_and_neurons",
                 "none")
 
 # Per-optimizer defaults used where the flag is not given (None). prox_sgd's
 # 0.01 with momentum 0.9 is the authors' ProxSGD (EMA form, lr 0.1, rho 0.1).
-DEFAULT_LR = {"rmda": 0.3, "prox_sgd": 0.01, "prox_adam": 1e-3, "prox_ssi": 1e-3,
-              "sgd": 0.1, "madgrad": 1e-2}
-DEFAULT_MOMENTUM = {"rmda": 0.1, "prox_sgd": None, "prox_adam": None, "prox_ssi": None,
-                    "sgd": 0.9, "madgrad": 0.9}
+DEFAULT_LR = {"rmda": 0.3, "ramda": 1e-2, "prox_sgd": 0.01, "prox_adam": 1e-3,
+              "prox_ssi": 1e-3, "sgd": 0.1, "madgrad": 1e-2}
+# ramda: the RAMDA authors' defaults (lr 1e-2, c 1e-2; epsilon 1e-6 is rj.ramda's).
+DEFAULT_MOMENTUM = {"rmda": 0.1, "ramda": 1e-2, "prox_sgd": None, "prox_adam": None,
+                    "prox_ssi": None, "sgd": 0.9, "madgrad": 0.9}
 
 
 class UsageError(ValueError):
@@ -216,9 +217,9 @@ def validate(cfg: Config) -> None:
   if m is not None:
     if cfg.optimizer in ("prox_adam", "prox_ssi"):  # Adam-type: no such knob
       raise ConfigError("momentum", f"{cfg.optimizer} takes no momentum")
-    if cfg.optimizer == "rmda" and not 0 < m <= 1:
-      raise ConfigError("momentum", f"rmda needs c in (0, 1], got {m}")
-    if cfg.optimizer != "rmda" and not 0 <= m < 1:
+    if cfg.optimizer in ("rmda", "ramda") and not 0 < m <= 1:
+      raise ConfigError("momentum", f"{cfg.optimizer} needs c in (0, 1], got {m}")
+    if cfg.optimizer not in ("rmda", "ramda") and not 0 <= m < 1:
       raise ConfigError("momentum", f"{cfg.optimizer} needs momentum in [0, 1), got {m}")
   if cfg.regularizer != "none" and cfg.strength == 0:
     raise ConfigError("strength", "must be > 0 (use --regularizer none for no regularizer)")
@@ -331,13 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--lr", type=_flag_type("lr"), default=None,
                  help=f"learning rate (default per optimizer: {DEFAULT_LR})")
   p.add_argument("--momentum", type=_flag_type("momentum"), default=None,
-                 help="rmda: the averaging weight c in (0, 1]; others: momentum in [0, 1) "
+                 help="rmda, ramda: the averaging weight c in (0, 1]; others: momentum "
+                      "in [0, 1) "
                       f"(default per optimizer: {DEFAULT_MOMENTUM})")
   p.add_argument("--epochs", type=_flag_type("epochs"), default=d.epochs,
                  help="passes over the training set (with --resume: the total to reach)")
   p.add_argument("--milestones", type=milestone_list, default=d.milestones,
                  help="comma-separated epochs at which lr *= gamma (rmda also restarts "
-                      "and sets c = min(c / gamma, 1)); 'none' for a constant schedule "
+                      "and sets c = min(c / gamma, 1); ramda restarts, epsilon *= gamma, "
+                      "and c ramps to 1 after the last); 'none' for a constant schedule "
                       f"(default: {','.join(map(str, d.milestones))})")
   p.add_argument("--gamma", type=_flag_type("gamma"), default=d.gamma,
                  help="factor applied to the learning rate at each milestone")

@@ -324,6 +324,10 @@ def build_optimizer(cfg: Config, reg, steps_per_epoch: int, *, lr=None,
       tx = rj.rmda_multistep(lr, mom, milestones, gamma=cfg.gamma, regularizer=reg)
     else:
       tx = rj.rmda(lr, mom, regularizer=reg)
+  elif cfg.optimizer == "ramda":
+    # The authors' schedule: lr and epsilon times gamma and a restart at every
+    # milestone, c ramped to 1 after the last (with no milestones: from the start).
+    tx = rj.ramda_multistep(lr, mom, milestones, gamma=cfg.gamma, regularizer=reg)
   elif cfg.optimizer in ("prox_sgd", "prox_adam", "prox_ssi"):
     kwargs = {} if mom is None else {"momentum": mom}
     if cfg.optimizer == "prox_sgd" and reg is not None:
@@ -411,7 +415,7 @@ class Trainer:
     self.eval_step = jax.jit(make_eval_step(self.parts.graphdef_eval, norm_stats))
     reg = self.reg
     self.psi = jax.jit(reg.value) if reg is not None else (lambda p: 0.0)
-    if cfg.optimizer == "rmda":
+    if cfg.optimizer in ("rmda", "ramda"):
       self.reported = jax.jit(lambda s: rj.structured_params(s.opt_state, reg))
     else:
       self.reported = lambda s: s.params
@@ -424,7 +428,7 @@ class Trainer:
       self.eval_step = layout.jit_eval_step(
           make_eval_step(self.parts.graphdef_eval, norm_stats, layout.gather),
           state.params, state.batch_stats)
-      if cfg.optimizer == "rmda":
+      if cfg.optimizer in ("rmda", "ramda"):
         self.reported = layout.jit_params_fn(
             lambda s: rj.structured_params(s.opt_state, reg), state, state.params)
 
@@ -559,7 +563,8 @@ def start(cfg: Config, log=print) -> Run:
 
 
 def _reported_point(cfg: Config) -> str:
-  return "Z (rmda_jax.structured_params)" if cfg.optimizer == "rmda" else "W (the iterate)"
+  return ("Z (rmda_jax.structured_params)" if cfg.optimizer in ("rmda", "ramda")
+          else "W (the iterate)")
 
 
 def _num_params(state: TrainState) -> int:
@@ -684,7 +689,7 @@ def run_epoch(run: Run, ckpt: Checkpointer, state: TrainState, data_key, epoch: 
       "support_changes": int(changes),
       "epoch_time_s": train_time,
   }
-  if cfg.optimizer == "rmda":
+  if cfg.optimizer in ("rmda", "ramda"):
     row["test_accuracy_w"] = trainer.evaluate(state.params, state.batch_stats, x_test,
                                               y_test)[1]
   row["eval_time_s"] = time.perf_counter() - t1
