@@ -169,6 +169,33 @@ def inner_iterations(tx, params, grads, n):
   return sum(counts) / len(counts), counts
 
 
+def cube_root_times(n=25_000_000, repeats=7):
+  """Median ms of a copy, ``jnp.cbrt`` and ``exp(log(x) / 3)`` on ``n`` float32 values.
+
+  What ``rj.ramda`` chooses its cube root by (``rmda_jax._ramda.cube_root``:
+  the second form on XLA:CPU, ``cbrt`` elsewhere), measured on this backend.
+  """
+  x = jax.random.uniform(jax.random.PRNGKey(0), (n,), jnp.float32)
+  fns = {"copy": jax.jit(lambda x: x * 1.0 + 0.0), "cbrt": jax.jit(jnp.cbrt),
+         "exp_log": jax.jit(lambda x: jnp.exp(jnp.log(x) * jnp.float32(1 / 3)))}
+  times = {k: [] for k in fns}
+  for f in fns.values():
+    jax.block_until_ready(f(x))
+  for _ in range(repeats):
+    for k, f in fns.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(f(x))
+      times[k].append(1e3 * (time.perf_counter() - t0))
+  out = {f"{k}_ms": sorted(v)[len(v) // 2] for k, v in times.items()}
+  out.update(n=n, backend=jax.default_backend(),
+             cbrt_over_copy=out["cbrt_ms"] / out["copy_ms"],
+             exp_log_over_copy=out["exp_log_ms"] / out["copy_ms"])
+  print(f"cube root of {n / 1e6:.0f}M float32: copy {out['copy_ms']:.1f} ms, cbrt "
+        f"{out['cbrt_ms']:.1f} ms ({out['cbrt_over_copy']:.1f}x), exp(log/3) "
+        f"{out['exp_log_ms']:.1f} ms ({out['exp_log_over_copy']:.1f}x)", flush=True)
+  return out
+
+
 def run_ramda(model, repeats, warmup, warm_steps):
   """RAMDA against optax.sgd and optax.contrib.madgrad, with its inner iterations."""
   shapes, params, grads = timed_model(model)
@@ -191,6 +218,7 @@ def run_ramda(model, repeats, warmup, warm_steps):
           f"{r['ratio_to_madgrad']:5.2f}; of bound "
           f"{r.get('fraction_of_bound', float('nan')):5.2f}", flush=True)
   out["warm_steps"] = warm_steps
+  out["cube_root"] = cube_root_times()
   return out
 
 
