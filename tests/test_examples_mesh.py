@@ -25,6 +25,7 @@ import pytest
 
 import rmda_jax as rj
 from rmda_jax.examples import config, sharding, train
+from tests._compat import cpu_devices_xla_flags
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 3
@@ -35,7 +36,7 @@ TIMEOUT_S = 420
 
 
 def _env(devices: int) -> dict:
-  return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+  return dict(os.environ, XLA_FLAGS=cpu_devices_xla_flags(devices),
               JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
 
 

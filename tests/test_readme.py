@@ -12,6 +12,7 @@ import numpy as np
 
 import rmda_jax
 from tests import reference
+from tests._compat import cpu_devices_xla_flags
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -71,7 +72,7 @@ def test_mesh_example_runs_on_eight_devices():
   code = _first_block("### Training on several devices and hosts") + (
       "\nassert state.dual_point['w'].sharding.spec == params['w'].sharding.spec"
       "\nassert len(params['w'].sharding.device_set) == 8\n")
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+  env = dict(os.environ, XLA_FLAGS=cpu_devices_xla_flags(8),
              JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-c", code], env=env,
                         capture_output=True, text=True, timeout=300)

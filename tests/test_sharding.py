@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from tests._compat import cpu_devices_xla_flags
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def facts():
   env = dict(os.environ,
-             XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             XLA_FLAGS=cpu_devices_xla_flags(8),
              JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-m", "tests._spmd_child"], cwd=ROOT,
                         env=env, capture_output=True, text=True, timeout=900)
