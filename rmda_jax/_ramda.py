@@ -89,11 +89,16 @@ def _ramda(learning_rate, momentum, regularizer, *, epsilon, max_inner_steps,
   _checks.check_nonnegative("learning_rate", learning_rate)
   _checks.check_unit_interval("momentum", momentum)
   _checks.check_positive("epsilon", epsilon)
+  for name, value in (("max_inner_steps", max_inner_steps),
+                      ("inner_tol", inner_tol)):
+    _checks.check_no_schedule(name, value,
+                              "learning_rate, momentum and epsilon")
   _checks.check_max_steps("max_inner_steps", max_inner_steps)
   _checks.check_positive("inner_tol", inner_tol)
   _checks.check_regularizer(regularizer)
   _check_metric_prox(regularizer)
   restarts = tuple(sorted(set(_check_counts("restart_at", restart_at, 0))))
+  _checks.check_dtype("accumulator_dtype", accumulator_dtype)
 
   def acc_dtype(p):
     return p.dtype if accumulator_dtype is None else jnp.dtype(accumulator_dtype)

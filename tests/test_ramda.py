@@ -404,6 +404,15 @@ def test_bad_arguments_name_the_argument(kwargs, name):
                        **kwargs)
 
 
+def test_schedules_and_dtypes_where_none_is_taken_are_refused():
+  with pytest.raises(TypeError, match="inner_tol"):
+    rj.ramda(1e-2, 0.1, inner_tol=lambda count: 1e-8)
+  with pytest.raises(TypeError, match="max_inner_steps"):
+    rj.ramda(1e-2, 0.1, max_inner_steps=lambda count: 5)
+  with pytest.raises(TypeError, match="accumulator_dtype"):
+    rj.ramda(1e-2, 0.1, accumulator_dtype="no such dtype")
+
+
 def test_regularizer_without_metric_prox_is_refused():
   class NoMetric(rj.GroupLasso):
     solvers = ("newton",)
