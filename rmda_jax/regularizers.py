@@ -1105,14 +1105,15 @@ class SparseGroupLasso(_AxisGroups):
     With a warm start ``init``, the group part is solved by
     :func:`rmda_jax._prox.warm_group_prox_pg` from ``init`` (its objective
     measured from ``origin`` with the soft-thresholded centre), returning
-    ``(u, steps)``.
+    ``(u, steps)``. The start is 0 where the soft-thresholded centre is 0
+    (the solution is 0 there, and the iterations keep those exact zeros).
     """
     tau1, tau2 = self._taus(x, threshold)
     z = _prox.soft_threshold_metric(x, d, tau1)
     if init is not None:
       return _prox.warm_group_prox_pg(
-          z, d, tau2, self.group_axes(x), init=init, origin=origin,
-          max_steps=max_steps, tol=tol)
+          z, d, tau2, self.group_axes(x), init=jnp.where(z == 0, 0, init),
+          origin=origin, max_steps=max_steps, tol=tol)
     solve = (_prox.group_prox_newton if solver == _prox.NEWTON
              else _prox.group_prox_pg)
     u, _ = solve(z, d, tau2, self.group_axes(x), max_steps=max_steps, tol=tol)

@@ -446,3 +446,27 @@ def test_rmda_train_builds_ramda_with_the_authors_defaults():
   assert int(state.stage_count) == 1 and int(state.count) == 3
   with pytest.raises(config.ConfigError, match="momentum"):
     config.Config(optimizer="ramda", momentum=0.0)
+
+
+def test_sparse_group_lasso_keeps_exact_zero_entries(x64):
+  # The L1 part is closed form (soft thresholding at alpha lam1 / D_i); the
+  # warm-started group part must keep those zeros exact inside kept groups.
+  rng = np.random.default_rng(10)
+  params = make_params(rng)
+  grads = [make_params(rng) for _ in range(3)]
+  lr, eps, lam1, lam2 = 0.3, 1e-6, 0.5, 0.2
+  reg = rj.sparse_group_lasso(lam1, lam2)
+  got, _ = run(rj.ramda(lr, 1.0, reg, epsilon=eps), params, grads)
+  k = np.arange(1, len(grads) + 1)
+  s = lr * np.sqrt(k)
+  for name in ("conv", "dense"):
+    v = sum(si * g[name] for si, g in zip(s, grads))
+    u = sum(si * g[name] ** 2 for si, g in zip(s, grads))
+    dd = np.cbrt(u) + eps
+    y = params[name] - v / dd
+    w = got[-1][name]
+    kept = ~np.all(w == 0, axis=group_axes(w), keepdims=True)
+    kept = np.broadcast_to(kept, w.shape)
+    thresholded = np.abs(y) <= s.sum() * lam1 / dd
+    np.testing.assert_array_equal((w == 0)[kept], thresholded[kept])
+    assert thresholded[kept].any() and kept.any()
