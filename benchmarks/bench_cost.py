@@ -130,7 +130,8 @@ def ramda_optimizers():
           "ramda (l1)": ramda(rj.l1(common.L1_STRENGTH)),
           "ramda (group_lasso)": ramda(rj.group_lasso(common.GL_STRENGTH)),
           "prox_adam (group_lasso)": rj.prox_adam(
-              1e-3, regularizer=rj.group_lasso(common.GL_STRENGTH))}
+              1e-3, regularizer=rj.group_lasso(common.GL_STRENGTH),
+              inner_stop="objective")}
 
 
 def warmed(tx, shapes, steps, seed=100):

@@ -237,7 +237,10 @@ def ramda(
   :math:`1 / \max_{i \in g} D_i` from the current point :math:`W_{k-1}` until
   the relative decrease of the objective above is under ``inner_tol`` (at
   least 2 steps) or ``max_inner_steps`` steps, one ``lax.while_loop`` per
-  leaf. L1 has a closed form (soft thresholding at :math:`\alpha_k\lambda /
+  leaf. In float32 the stop rule reads the objective near its rounding
+  level, so the iteration it stops at (hence :math:`\tilde W`, within the
+  solve's inexactness) can change with the order of the sums, e.g. between
+  one device and a sharded run. L1 has a closed form (soft thresholding at :math:`\alpha_k\lambda /
   D_i`); the nuclear norm runs the same loop over the whole kernel with step
   :math:`1 / \max D` and one SVD per iteration.
 

@@ -190,15 +190,15 @@ def test_all_groups_screened_and_iteration_bounds(x64):
 
 
 def test_prox_adam_runs_the_same_solver(x64):
-  # ProxGen's default inner loop is the authors' solver: started at the Adam
-  # step Y, objective measured from W (its subproblem is
+  # ProxGen with inner_stop="objective" runs the authors' solver: started at
+  # the Adam step Y, objective measured from W (its subproblem is
   # <lr m, U - W> + 1/2 ||U - W||_D^2 + lr psi(U)), relative-decrease stop.
   rng = np.random.default_rng(9)
   params = make_params(rng)
   grads = [make_params(rng) for _ in range(4)]
   lr, b1, b2, eps, lam = 0.1, 0.9, 0.99, 1e-3, 3.0
-  got, _ = run(rj.prox_adam(lr, b1, b2, eps, rj.group_lasso(lam)), params,
-               grads)
+  got, _ = run(rj.prox_adam(lr, b1, b2, eps, rj.group_lasso(lam),
+                            inner_stop="objective"), params, grads)
   w = {k: v.copy() for k, v in params.items()}
   mu = {k: 0.0 for k in params}
   nu = {k: 0.0 for k in params}
