@@ -22,7 +22,7 @@ from rmda_jax._ramda import ramda_multistep
 from rmda_jax._rmda import RMDAState
 from rmda_jax._rmda import rmda
 from rmda_jax._rmda import rmda_multistep
-from rmda_jax._rmda import structured_params
+from rmda_jax._structured import structured_params
 from rmda_jax.metrics import LeafRank
 from rmda_jax.metrics import LeafReport
 from rmda_jax.metrics import RankReport

@@ -5,14 +5,15 @@ import doctest
 import pytest
 
 import rmda_jax
-from rmda_jax import _baselines, _ramda, _rmda, metrics, regularizers
+from rmda_jax import _baselines, _ramda, _rmda, _structured, metrics, regularizers
 
 # The modules whose docstrings hold Examples blocks (rmda_jax/__init__.py and
 # _prox.py have none; a module added here must contribute at least one).
-MODULES = [_baselines, _ramda, _rmda, metrics, regularizers]
+MODULES = [_baselines, _ramda, _rmda, _structured, metrics, regularizers]
 # Every optimizer and regularizer constructor shows how it is called.
 MUST_HAVE_EXAMPLES = ("rmda", "rmda_multistep", "ramda", "ramda_multistep", "prox_sgd", "prox_adam", "prox_ssi",
-                      "l1", "group_lasso", "nuclear_norm", "sparse_group_lasso", "rank_report")
+                      "l1", "group_lasso", "nuclear_norm", "sparse_group_lasso", "rank_report",
+                      "structured_params")
 
 
 def _doctests():
