@@ -353,7 +353,9 @@ def ramda_multistep(
   Args:
     learning_rate: the initial learning rate (a float >= 0) or a schedule,
       multiplied by ``gamma ** (number of milestones passed)``.
-    momentum: the initial ``c`` in (0, 1] (a float; not heavy-ball momentum).
+    momentum: the initial ``c`` in (0, 1] (a float, or a traced scalar inside
+      ``jax.jit`` / ``jax.vmap``, as in ``rmda-train``'s sweeps; not
+      heavy-ball momentum).
     milestones: strictly increasing global update counts (> 0) at which a new
       stage starts. Convert epochs with ``epoch * steps_per_epoch``.
     gamma: the factor of the learning rate and ``epsilon`` per milestone, > 0.
@@ -379,7 +381,8 @@ def ramda_multistep(
     Network <https://arxiv.org/abs/2403.14398>`_, NeurIPS 2024.
   """
   _checks.check_nonnegative("learning_rate", learning_rate)
-  if callable(momentum) or not _checks.is_static_number(momentum):
+  if callable(momentum) or not (_checks.is_static_number(momentum) or (
+      isinstance(momentum, jax.core.Tracer) and jnp.ndim(momentum) == 0)):
     raise TypeError("ramda_multistep: momentum must be a float in (0, 1]; "
                     "for a custom schedule use rj.ramda(..., restart_at=...).")
   _checks.check_unit_interval("momentum", momentum)
@@ -392,7 +395,8 @@ def ramda_multistep(
   ms = _check_counts("milestones", milestones, 1)
   if list(ms) != sorted(set(ms)):
     raise ValueError(f"milestones must be strictly increasing, got {ms}.")
-  gamma, c0, eps0 = float(gamma), float(momentum), float(epsilon)
+  gamma, eps0 = float(gamma), float(epsilon)
+  c0 = float(momentum) if _checks.is_static_number(momentum) else momentum
   bounds = jnp.asarray(ms, jnp.int32)
 
   def stage(count):

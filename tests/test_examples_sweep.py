@@ -137,3 +137,32 @@ def test_single_values_keep_the_single_run_layout(tmp_path):
 def test_pareto_front_helper():
   pts = [(0.9, 0.1), (0.8, 0.5), (0.85, 0.5), (0.9, 0.1), (0.5, 0.9)]
   assert sweep_lib.pareto_front(pts) == [True, False, True, True, True]
+
+
+@pytest.fixture(scope="module")
+def swept_ramda(tmp_path_factory):
+  out = tmp_path_factory.mktemp("sweep_ramda")
+  sweep = sweep_lib.parse_sweep(["--dataset", "digits", "--epochs", "1", "--milestones",
+                                 "none", "--no-progress", "--optimizer", "ramda",
+                                 "--strength", "1e-4,1e-3", "--output-dir", str(out)])
+  return sweep, sweep_lib.train_sweep(sweep, log=QUIET), out
+
+
+def test_ramda_sweep_reports_the_structured_point(swept_ramda):
+  # RAMDA's W only approaches the structure (c < 1 here: the ramp from 1e-2);
+  # the sweep must report its point Z, exactly sparse, as rmda-train does.
+  sweep, result, out = swept_ramda
+  assert sweep.base.optimizer == "ramda" and len(sweep.runs) == 2
+  _, metric_reg = train.build_regularizers(sweep.base)
+  for k, name in enumerate(sweep.names):
+    summary = json.loads((out / name / "summary.json").read_text())
+    row = json.loads((out / name / "metrics.jsonl").read_text().splitlines()[-1])
+    assert summary["reported_point"].startswith("Z ")
+    assert "test_accuracy_w" in row and 0 <= row["test_accuracy_w"] <= 1
+    state = sweep_lib.take(result["_states"][0], k)
+    w = jax.device_get(state.params)
+    z = jax.device_get(rj.structured_params(state.opt_state))
+    assert rj.group_sparsity(w, metric_reg) == 0  # W has no exact zero group
+    assert summary["group_sparsity"] > 0.05
+    assert summary["group_sparsity"] == pytest.approx(rj.group_sparsity(z, metric_reg))
+    assert row["sparsity"] == pytest.approx(rj.sparsity(z))

@@ -228,7 +228,7 @@ class Program:
     eval_one = train_lib.make_eval_step(self.parts.graphdef_eval, norm_stats)
 
     def reported(state):
-      if base.optimizer == "rmda":
+      if base.optimizer in ("rmda", "ramda"):
         return rj.structured_params(state.opt_state)
       return state.params
 
@@ -478,7 +478,7 @@ def _train_chunk(program: Program, runs: list[Config], names: list[str], data, o
     test_loss, test_acc = program.evaluate(rep, state.batch_stats, x_test, y_test)
     psi = np.asarray(program.psi(hp, rep), np.float64)
     acc_w = (program.evaluate(state.params, state.batch_stats, x_test, y_test)[1]
-             if base.optimizer == "rmda" else None)
+             if base.optimizer in ("rmda", "ramda") else None)
     new_support = supports_of(rep)
     for k, cfg in enumerate(runs):
       point = take(rep, k)
