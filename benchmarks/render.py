@@ -426,6 +426,113 @@ def cost_nuclear(d):
   return "\n".join(lines)
 
 
+RAMDA_MADGRAD_GOAL = 2.0  # issue 20: RAMDA's warm step at most 2x optax.contrib.madgrad's
+RAMDA_BOUND_GOAL = 1.5  # ... and at most 1.5x its own bandwidth bound
+
+
+def cost_ramda(d, before=None):
+  """Section 4f: RAMDA's step against optax.sgd and MADGRAD, its inner iterations and bound.
+
+  ``before``: ``cost.json`` (ProxGen's step before it could use RAMDA's solver).
+  """
+  title = "## 4f. Cost per step of RAMDA (issue 20)"
+  if d is None:
+    return f"{title}\n\nNot run yet (`python -m benchmarks.bench_cost --ramda`).\n"
+  s = d["settings"]
+  rs = s.get("ramda", {})
+  lines = [
+      title, "",
+      "`python -m benchmarks.bench_cost --ramda`: as section 4 (jitted, donated "
+      "`update + apply_updates`, interleaved, median of "
+      f"{d['repeats']} rounds), RAMDA (`rj.ramda`, the authors' defaults lr "
+      f"{rs.get('learning_rate', '?'):g}, c {rs.get('momentum', '?'):g}, epsilon "
+      f"{rs.get('epsilon', '?'):g}) with no regularizer, L1 ({s['l1_strength']:g}) and "
+      f"group LASSO ({s['gl_strength']:g}), next to optax.sgd, optax.contrib.madgrad "
+      "and ProxGen (`rj.prox_adam`: "
+      f"{s.get('prox_adam', '')}). Machine: {_machine(d['machine'])}; load average "
+      f"{d['machine'].get('load_average_start')} at start, {d.get('load_average_end')} "
+      "at the end.", "",
+  ]
+  for model, m in d["models"].items():
+    res = m["results"]
+    lines += [f"### {model}: {m['num_params'] / 1e6:.2f}M parameters, "
+              f"{m['num_leaves']} leaves, bandwidth {m['memory_bandwidth_GBps']:.1f} GB/s",
+              "",
+              f"RAMDA's state was first advanced by {m.get('warm_steps', '?')} updates "
+              "(a warm step: the inner solver needs up to 100 iterations in the first "
+              "updates); `inner it.` is the mean number of inner iterations per "
+              "regularized leaf over the timed steps. The group-LASSO bound counts "
+              f"the parameter-sized passes as {s.get('ramda_gl_passes', '?')}; "
+              "ProxGen's passes count none of its inner iterations.", ""]
+    rows = []
+    for name, r in res.items():
+      rows.append([name, f"{r['median_ms']:.1f}", f"{r['ratio_to_sgd']:.2f}",
+                   f"{r['ratio_to_madgrad']:.2f}" if "ratio_to_madgrad" in r else "-",
+                   f"{r['inner_iterations_mean']:.1f}" if "inner_iterations_mean" in r
+                   else "-",
+                   f"{r['min_passes']:.1f}" if "min_passes" in r else "-",
+                   f"{r['bound_ms']:.1f}" if "bound_ms" in r else "-",
+                   f"{r['fraction_of_bound']:.2f}" if "fraction_of_bound" in r else "-"])
+    lines += [_table(["optimizer", "ms/step", "x optax.sgd", "x madgrad", "inner it.",
+                      "passes", "bound ms", "fraction of bound"], rows), ""]
+    gl = res.get("ramda (group_lasso)")
+    if gl is not None and "ratio_to_madgrad" in gl and "fraction_of_bound" in gl:
+      x_bound = 1 / gl["fraction_of_bound"]
+      ok_mad = gl["ratio_to_madgrad"] <= RAMDA_MADGRAD_GOAL
+      ok_bound = x_bound <= RAMDA_BOUND_GOAL
+      verdict = ("Both goals are met" if ok_mad and ok_bound else
+                 "Neither goal is met" if not (ok_mad or ok_bound) else
+                 "Only the " + ("MADGRAD" if ok_mad else "bound") + " goal is met")
+      lines += [
+          f"Issue 20's goals for RAMDA with group LASSO (the warm step at most "
+          f"{RAMDA_MADGRAD_GOAL:g}x MADGRAD's and within {RAMDA_BOUND_GOAL:g}x of its own "
+          f"bound): {verdict}. Its step is "
+          f"{gl['ratio_to_madgrad']:.2f}x MADGRAD's "
+          f"({'within' if ok_mad else 'over'} {RAMDA_MADGRAD_GOAL:g}x) and "
+          f"{x_bound:.2f}x its bound of {gl['bound_ms']:.0f} ms "
+          f"({gl['min_passes']:.1f} passes at {gl['inner_iterations_mean']:.1f} inner "
+          f"iterations; fraction {gl['fraction_of_bound']:.2f}, "
+          f"{'within' if ok_bound else 'over'} {RAMDA_BOUND_GOAL:g}x)."]
+      free = [n for n in ("ramda (none)", "ramda (l1)") if "ratio_to_madgrad" in res.get(n, {})]
+      if free:
+        lines[-1] += (" Without the inner solver (" + ", ".join(
+            f"{n[7:-1]}: {res[n]['ratio_to_madgrad']:.2f}x" for n in free)
+            + " MADGRAD) RAMDA's step is "
+            + ("shorter" if all(res[n]["ratio_to_madgrad"] < 1 for n in free)
+               else "not always shorter") + " than MADGRAD's.")
+        cr = m.get("cube_root")
+        if cr and "ramda (none)" in free:
+          saved = res["optax.contrib.madgrad"]["median_ms"] - res["ramda (none)"]["median_ms"]
+          lines[-1] += (f" The difference with no regularizer, {saved:.0f} ms, compares "
+                        f"with the {cr['cbrt_ms'] - cr['exp_log_ms']:.0f} ms between the "
+                        f"two cube roots of {cr['n'] / 1e6:.0f}M values below "
+                        f"({m['num_params'] / 1e6:.1f}M here).")
+      lines.append("")
+    cr = m.get("cube_root")
+    if cr:
+      lines += [
+          f"Cube root of {cr['n'] / 1e6:.0f}M float32 values on {cr['backend']}: a copy "
+          f"{cr['copy_ms']:.1f} ms, `jnp.cbrt` {cr['cbrt_ms']:.1f} ms "
+          f"({cr['cbrt_over_copy']:.1f}x a copy), `exp(log(x) / 3)` {cr['exp_log_ms']:.1f} ms "
+          f"({cr['exp_log_over_copy']:.1f}x); `rj.ramda` uses the second on XLA:CPU and "
+          "`cbrt` on other backends (`rmda_jax._ramda.cube_root`), while "
+          "optax.contrib.madgrad uses `cbrt`.", ""]
+    pg = res.get("prox_adam (group_lasso)")
+    old = ((before or {}).get("models", {}).get(model, {}).get("results", {})
+           .get("prox_adam (group_lasso)"))
+    if pg is not None:
+      text = (f"ProxGen (`rj.prox_adam`, group LASSO) with RAMDA's inner solver "
+              f"(`inner_stop='objective'`): {pg['median_ms']:.0f} ms/step, "
+              f"{pg['ratio_to_sgd']:.1f}x optax.sgd")
+      if old is not None:
+        text += (f", against {old['ratio_to_sgd']:.0f}x optax.sgd "
+                 f"({old['median_ms']:.0f} ms) in section 4 with the former solver "
+                 "(ratios each measured within their own run)")
+      lines += [text + ". The default `inner_stop='change'` keeps the former solver "
+                "(see `rj.prox_adam`).", ""]
+  return "\n".join(lines)
+
+
 def slim_section(d):
   """Section 5: parameters, multiply-adds and inference time before and after rmda_jax.slim."""
   title = "## 5. Slimming: the zeros become a smaller, faster model (issue 11)"
@@ -739,6 +846,7 @@ def main(argv=None):
       "| bench_low_rank | 2c. low rank (nuclear norm) at accuracy | results/low_rank.json, .png |",
       "| bench_cost | 4. cost per step, bandwidth bound | results/cost.json |",
       "| bench_cost --nuclear | 4d. cost per step with the nuclear norm | results/cost_nuclear.json |",
+      "| bench_cost --ramda | 4f. RAMDA's step against MADGRAD, its inner iterations and bound | results/cost_ramda.json |",
       "| bench_baselines_cost (XLA_FLAGS per run) | 4c. optimizer step by YNNPACK setting | results/cost_ynn_{all,reduce,none}.json |",
       "| bench_train_step (needs PyTorch) | 4b. whole training step vs PyTorch | results/train_step.json (_ynn.json, _ynn_none.json) |",
       "| bench_slim | 5. slimming: parameters, multiply-adds, inference time | results/slim.json |",
@@ -771,6 +879,7 @@ def main(argv=None):
       train_md,
       ynn_cost({k: _load(f"cost_ynn_{k}.json") for k in ("all", "reduce", "none")}),
       cost_nuclear(_load("cost_nuclear.json")),
+      cost_ramda(_load("cost_ramda.json"), _load("cost.json")),
       denormal_md,
       slim_section(_load("slim.json")),
       scale(_load("scale.json")),

@@ -176,3 +176,34 @@ def test_torch_denormal_quick(tmp_path, mnist):
   assert len(d["rmda_over_rmda_flush"]) == epochs and len(d["load_average_after_epoch"]) == epochs
   assert 0 <= d["test_accuracy"]["rmda"] <= 1
   assert d["xla_cpu"]["backend"] == "cpu" and isinstance(d["xla_cpu"]["flushes"], bool)
+
+
+def _ramda_cost(gl_ms, madgrad_ms=100.0, bound_ms=50.0):
+  """A hand-made cost_ramda.json: RAMDA + group LASSO at ``gl_ms`` per step."""
+  r = lambda ms, **kw: {"median_ms": ms, "ratio_to_sgd": ms / 10.0, **kw}  # noqa: E731
+  return {"repeats": 3, "machine": {}, "settings": {
+      "l1_strength": 1e-5, "gl_strength": 5e-5, "ramda_gl_passes": "14 + 4 per inner iteration",
+      "ramda": {"learning_rate": 1e-2, "momentum": 1e-2, "epsilon": 1e-6}},
+          "models": {"resnet50": {"num_params": 2e6, "num_leaves": 3,
+                                  "memory_bandwidth_GBps": 10.0, "warm_steps": 5,
+                                  "results": {
+      "optax.sgd(momentum=0.9)": r(10.0),
+      "optax.contrib.madgrad": r(madgrad_ms),
+      "ramda (group_lasso)": r(gl_ms, ratio_to_madgrad=gl_ms / madgrad_ms,
+                               inner_iterations_mean=3.0, min_passes=26.0,
+                               bound_ms=bound_ms, fraction_of_bound=bound_ms / gl_ms)}}}}
+
+
+@pytest.mark.parametrize("gl_ms, words", [
+    (60.0, "Both goals are met"),  # 0.6x madgrad, 1.2x its bound
+    (150.0, "Only the MADGRAD goal is met"),  # 1.5x madgrad, 3x its bound
+    (360.0, "Neither goal is met"),  # 3.6x madgrad, 7.2x its bound
+])
+def test_render_cost_ramda_goals(gl_ms, words):
+  md = render.cost_ramda(_ramda_cost(gl_ms))
+  assert f"goals for RAMDA with group LASSO (the warm step at most 2x MADGRAD's and " \
+         f"within 1.5x of its own bound): {words}." in md
+  assert f"Its step is {gl_ms / 100:.2f}x MADGRAD's" in md
+  assert f"and {gl_ms / 50:.2f}x its bound of 50 ms" in md
+  assert "| ramda (group_lasso) | " + f"{gl_ms:.1f} | {gl_ms / 10:.2f} | {gl_ms / 100:.2f} | 3.0 |" in md
+  assert "Not run yet" in render.cost_ramda(None)
