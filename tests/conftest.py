@@ -22,16 +22,6 @@ if (os.environ.get("RMDA_JAX_TEST_XLA_CACHE", "1") != "0"
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-# jax.enable_x64 (a context manager) exists from jax 0.8; older releases,
-# which the declared floors admit, spell it jax.experimental.enable_x64.
-# Tests should use tests._compat.enable_x64; this alias stays until every
-# test file does (test_regularizers, test_rmda_integration, test_baselines,
-# test_rmda_reference, test_sparse_group_lasso and test_nuclear_norm still
-# call jax.enable_x64).
-if not hasattr(jax, "enable_x64"):
-  import jax.experimental  # noqa: E402
-
-  jax.enable_x64 = jax.experimental.enable_x64
 
 if os.environ.get("JAX_COMPILATION_CACHE_DIR", "").startswith(
     os.path.join(tempfile.gettempdir(), _CACHE_PREFIX)):

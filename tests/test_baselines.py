@@ -23,11 +23,12 @@ from absl.testing import parameterized
 import rmda_jax as rj
 from rmda_jax import _prox
 from rmda_jax._checks import NO_PARAMS_MSG
+from tests._compat import enable_x64
 
 
 @pytest.fixture
 def x64():
-  with jax.enable_x64(True):
+  with enable_x64(True):
     yield
 
 
@@ -497,7 +498,7 @@ def exact_zero_case(dtype):
 @pytest.mark.parametrize("which", list(ALL))
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
 def test_dtypes_kept_and_zeros_exact(which, dtype):
-  with jax.enable_x64(dtype == "float64"):
+  with enable_x64(dtype == "float64"):
     params, grads = exact_zero_case(dtype)
     reg = rj.group_lasso(1.0)
     tx = ALL[which](0.01, reg)
@@ -699,7 +700,7 @@ class BaselineUpdateVariantsTest(chex.TestCase):
   @parameterized.named_parameters(("l1", "l1", 0.3),
                                   ("group_lasso", "group_lasso", 0.2))
   def test_prox_sgd_update(self, kind, lam):
-    with jax.enable_x64(True):
+    with enable_x64(True):
       rng = np.random.default_rng(16)
       params, target = random_tree(rng), target_tree(rng)
       noises = [random_tree(rng, 0.05) for _ in range(25)]
@@ -721,7 +722,7 @@ class BaselineUpdateVariantsTest(chex.TestCase):
     # With L1 both solve the subproblem in closed form: soft thresholding of
     # the Adam step Y at lr * lam / D.
     lr, b1, b2, eps, lam = 0.3, 0.9, 0.99, 1e-3, 0.15
-    with jax.enable_x64(True):
+    with enable_x64(True):
       rng = np.random.default_rng(17)
       params = random_tree(rng, 0.3)
       grads_seq = [random_tree(rng) for _ in range(4)]

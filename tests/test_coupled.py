@@ -14,6 +14,7 @@ from flax import nnx
 import rmda_jax as rj
 from rmda_jax import _coupled
 from tests import reference
+from tests._compat import enable_x64
 
 IN, H, HD, OUT, HID, OUT2 = 3, 3, 2, 3, 4, 2
 
@@ -88,7 +89,7 @@ def test_helpers_find_the_groups():
 
 def test_prox_optimality_conditions():
   """Nonzero group: U_g - X_g + t w U_g/||U_g|| = 0; zero group: ||X_g|| <= t w."""
-  with jax.enable_x64(True):
+  with enable_x64(True):
     x = _params(np.random.default_rng(1), SCALES_H, SCALES_U)
     lam, scale = 0.4, 0.5
     t = lam * scale
@@ -115,7 +116,7 @@ def test_prox_optimality_conditions():
 @pytest.mark.parametrize("solver", ["pg", "newton", "warm"])
 def test_metric_prox_optimality_conditions(solver):
   """D (U_g - X_g) + t w U_g/||U_g|| = 0 for a nonzero group; ||D X_g|| <= t w for a zero one."""
-  with jax.enable_x64(True):
+  with enable_x64(True):
     rng = np.random.default_rng(2)
     x = _params(rng, SCALES_H, SCALES_U)
     d = jax.tree.map(lambda a: rng.uniform(0.5, 2.0, size=np.shape(a)), x)
@@ -145,7 +146,7 @@ def test_metric_prox_optimality_conditions(solver):
 
 
 def test_rest_regularizes_the_other_leaves():
-  with jax.enable_x64(True):
+  with enable_x64(True):
     x = _params(np.random.default_rng(3), SCALES_H, SCALES_U)
     reg = rj.head_and_neuron_lasso(0.4, x, rest=rj.group_lasso(0.3))
     u = _np(reg.prox(jax.tree.map(jnp.asarray, x), 2.0))
@@ -164,7 +165,7 @@ def test_rest_regularizes_the_other_leaves():
 
 
 def test_value_and_strength_as_a_leaf():
-  with jax.enable_x64(True):
+  with enable_x64(True):
     x = _params(np.random.default_rng(4))
     reg = rj.head_and_neuron_lasso(0.7)  # groups found in params at each use
     expected = 0.7 * sum(w * np.linalg.norm(_flat(s)) for s, w in _groups(x))
@@ -262,7 +263,7 @@ def test_errors_name_the_group_and_the_path():
 
 def test_block_slices():
   """A hand-written (in, heads * head_dim) kernel: block = head_dim."""
-  with jax.enable_x64(True):
+  with enable_x64(True):
     rng = np.random.default_rng(8)
     q, o = rng.normal(size=(3, 3 * 2)), rng.normal(size=(3 * 2, 4))
     reg = rj.coupled_group_lasso(0.5, _fam(("q", 1, 2), ("o", 0, 2)))

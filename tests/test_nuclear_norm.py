@@ -14,6 +14,7 @@ from absl.testing import parameterized
 
 import rmda_jax as rj
 from tests import reference
+from tests._compat import enable_x64
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 # Absolute tolerance of the optimality residuals, data of order 1.
@@ -88,7 +89,7 @@ def check_optimality(x, u, t, atol):
 @pytest.mark.parametrize("name", list(INPUTS))
 @pytest.mark.parametrize("keep", [1, 2])
 def test_prox_satisfies_optimality(name, dtype, keep):
-  with jax.enable_x64(dtype == "float64"):
+  with enable_x64(dtype == "float64"):
     rng = np.random.default_rng([zlib.crc32(name.encode()), keep])
     x = make_input(name, rng).astype(DTYPES[dtype])
     t, keep = threshold_between(x, keep)
@@ -129,7 +130,7 @@ class ProxAgainstNumpyTest(chex.TestCase):
   @parameterized.product(name=["wide", "conv", "rank_deficient_square", "zero"],
                          dtype=list(DTYPES))
   def test_prox_matches_numpy_svd(self, name, dtype):
-    with jax.enable_x64(dtype == "float64"):
+    with enable_x64(dtype == "float64"):
       rng = np.random.default_rng(7)
       x = make_input(name, rng).astype(DTYPES[dtype])
       params = {"k": jnp.asarray(x), "bias": jnp.ones(3, DTYPES[dtype])}
@@ -195,7 +196,7 @@ def test_prox_ssi_refuses_it_and_names_the_alternative():
 
 def test_metric_prox_solves_its_subproblem():
   """argmin 1/2 (U - Y)^T D (U - Y) + t ||U||_*:  D o (Y - U) / t in d||U||_*."""
-  with jax.enable_x64(True):
+  with enable_x64(True):
     rng = np.random.default_rng(5)
     y = rng.normal(size=(7, 5))
     d = rng.uniform(1.0, 1.6, size=y.shape)

@@ -8,6 +8,7 @@ import pytest
 
 import rmda_jax as rj
 from tests import reference
+from tests._compat import enable_x64
 
 SHAPES = [(7, 5), (3, 3, 4, 6), (2, 5, 3)]
 
@@ -25,7 +26,7 @@ def _groups(x, axis):
 @pytest.mark.parametrize("groups,axis", [("input", -2), ("output", -1), (0, 0)])
 def test_group_lasso_prox_optimality(shape, groups, axis):
   """u = prox(x): u_g - x_g + t w u_g/||u_g|| = 0 if u_g != 0, ||x_g|| <= t w else."""
-  with jax.enable_x64(True):
+  with enable_x64(True):
     rng = np.random.default_rng(0)
     x = rng.normal(size=shape) * rng.permutation(np.linspace(0.02, 1.5, shape[axis])).reshape(
         [-1 if a == axis % len(shape) else 1 for a in range(len(shape))])
@@ -50,7 +51,7 @@ def test_group_lasso_prox_optimality(shape, groups, axis):
 
 
 def test_l1_prox_optimality():
-  with jax.enable_x64(True):
+  with enable_x64(True):
     x = np.random.default_rng(1).normal(size=(6, 9))
     t = 0.4
     u = np.asarray(rj.l1(0.8).prox({"k": jnp.asarray(x)}, 0.5)["k"])

@@ -8,6 +8,7 @@ import optax
 import pytest
 
 import rmda_jax as rj
+from tests._compat import enable_x64
 
 
 def _params(dtype=jnp.float32):
@@ -220,7 +221,7 @@ def test_dtypes_are_kept(dtype):
 
 
 def test_float64_is_kept():
-  with jax.enable_x64(True):
+  with enable_x64(True):
     params, state = _run(rj.rmda(0.3, 0.5, REG), _params(jnp.float64), 5)
     assert all(p.dtype == jnp.float64 for p in jax.tree.leaves(params))
     assert state.alpha.dtype == jnp.float64

@@ -10,6 +10,7 @@ from absl.testing import parameterized
 
 import rmda_jax as rj
 from tests import reference
+from tests._compat import enable_x64
 
 NUM_STEPS = 300
 SHAPES = {"conv": (3, 3, 4, 6), "dense": (8, 5), "bias": (6,)}
@@ -83,7 +84,7 @@ def test_rmda_matches_reference_with_schedules_and_restarts(reg_name):
     return 0.1 if t < 100 else (0.5 if t < 200 else 1.0)
   c_sched = lambda t: jnp.where(t < 100, 0.1, jnp.where(t < 200, 0.5, 1.0))
 
-  with jax.enable_x64(True):
+  with enable_x64(True):
     w_init, grad_fn = _problem()
     reg = make(lam) if make else None
     tx = rj.rmda(lr_sched, c_sched, reg, restart_at=restarts)
@@ -110,7 +111,7 @@ def test_rmda_multistep_matches_reference():
   lam, lr0, c0, gamma = 0.05, 0.3, 0.25, 0.5
   milestones = (80, 160)
   stage = lambda t: sum(t >= m for m in milestones)
-  with jax.enable_x64(True):
+  with enable_x64(True):
     w_init, grad_fn = _problem(seed=1)
     reg = rj.group_lasso(lam)
     tx = rj.rmda_multistep(lr0, c0, milestones, gamma, reg)
@@ -128,7 +129,7 @@ def test_rmda_multistep_matches_reference():
 def test_rmda_multistep_ramp_rule_matches_reference():
   lam, lr0, c0 = 0.05, 0.3, 0.05
   milestones = (60,)
-  with jax.enable_x64(True):
+  with enable_x64(True):
     w_init, grad_fn = _problem(seed=2)
     tx = rj.rmda_multistep(lr0, c0, milestones, 0.5, rj.l1(lam),
                            momentum_rule="ramp")
@@ -150,7 +151,7 @@ class RMDAUpdateVariantsTest(chex.TestCase):
     make, kind, lam = REGULARIZERS[reg_name]
     steps, restarts = 30, (12, 24)
     c_fn = lambda t: 0.3 if t < 24 else 1.0
-    with jax.enable_x64(True):
+    with enable_x64(True):
       w_init, grad_fn = _problem(seed=3)
       reg = make(lam) if make else None
       tx = rj.rmda(lambda t: 0.4 * 0.9 ** (t / 10.0),

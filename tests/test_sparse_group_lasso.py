@@ -14,6 +14,7 @@ from absl.testing import parameterized
 
 import rmda_jax as rj
 from tests import reference
+from tests._compat import enable_x64
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 ATOL = {"float32": 1e-5, "float64": 1e-12}
@@ -91,7 +92,7 @@ def check_optimality(x, u, d, t1, t2w, axis, atol):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("groups,axis", GROUPINGS)
 def test_prox_satisfies_optimality_and_matches_numpy(shape, groups, axis, dtype):
-  with jax.enable_x64(dtype == "float64"):
+  with enable_x64(dtype == "float64"):
     rng = np.random.default_rng(0)
     x = make_input(rng, shape, axis).astype(DTYPES[dtype])
     lam1, lam2, scale = 0.4, 0.1, 0.8
@@ -110,7 +111,7 @@ def test_prox_satisfies_optimality_and_matches_numpy(shape, groups, axis, dtype)
 
 def test_prox_minimizes_its_objective():
   """Convex: no random perturbation of the prox lowers 1/2 ||U - X||^2 + t psi(U)."""
-  with jax.enable_x64(True):
+  with enable_x64(True):
     rng = np.random.default_rng(1)
     x = make_input(rng, (6, 5), -2)
     lam1, lam2 = 0.3, 0.2
@@ -128,7 +129,7 @@ class MetricProxTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.product(solver=["pg", "newton"], groups=["input", "output"])
   def test_metric_prox_satisfies_optimality(self, solver, groups):
-    with jax.enable_x64(True):
+    with enable_x64(True):
       rng = np.random.default_rng(2)
       axis = -2 if groups == "input" else -1
       y = make_input(rng, (3, 3, 4, 6), axis)
