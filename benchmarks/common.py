@@ -175,6 +175,9 @@ class Rates:
   prox_sgd_rho: float = 0.1
   adam_lr: float = 1e-3
   msgd_lr: float = 0.01
+  ramda_lr: float = 1e-2   # RAMDA: the authors' defaults (shared/docs/ramda.md section 3)
+  ramda_c0: float = 1e-2
+  ramda_epsilon: float = 1e-6
 
 
 def milestones_of(total_steps: int, fractions: Sequence[float]) -> list:
@@ -191,6 +194,9 @@ def build_method(method: str, reg, rates: Rates):
   (rho * lr, momentum 1 - rho, strength lam / rho), whose fixed points are those
   of ``f + lam * psi``. ``prox_adam`` (ProxGen), ``prox_ssi``: ``adam_lr``.
   ``msgd``: ``optax.sgd(msgd_lr, momentum=0.9)``, ``reg`` unused.
+  ``ramda``: ``rj.ramda_multistep`` (lr and epsilon x ``gamma`` and a restart at
+  each milestone, ``c`` ramped from ``ramda_c0`` to 1 after the last), reported at
+  its structured point.
   """
   sched = lambda lr: optax.piecewise_constant_schedule(
       lr, {m: rates.gamma for m in rates.milestones})
@@ -208,7 +214,11 @@ def build_method(method: str, reg, rates: Rates):
     return rj.prox_ssi(sched(rates.adam_lr), regularizer=reg), None
   if method == "msgd":
     return optax.sgd(sched(rates.msgd_lr), momentum=0.9), None
-  raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+  if method == "ramda":
+    tx = rj.ramda_multistep(rates.ramda_lr, rates.ramda_c0, rates.milestones,
+                            gamma=rates.gamma, regularizer=reg, epsilon=rates.ramda_epsilon)
+    return tx, (lambda params, opt_state: rj.structured_params(opt_state, reg))
+  raise ValueError(f"unknown method {method!r}; choose from {METHODS + ('ramda',)}")
 
 
 # ------------------------------------------------------------ model shapes

@@ -10,6 +10,7 @@ from __future__ import annotations
 from benchmarks._md import _machine, _table
 
 LABELS = {"rmda": "RMDA", "prox_sgd": "ProxSGD", "prox_adam": "ProxGen", "prox_ssi": "ProxSSI",
+          "ramda": "RAMDA",
           "rmda_l1": "RMDA + L1", "rigl": "RigL"}
 
 
@@ -27,7 +28,8 @@ def identification_deep(d, longer=None):
   s = d["settings"]
   last = d["claim_last_epochs"]
   done = [r for r in d["runs"] if r["complete"]]
-  planned = len(s.get("configs", {})) * 4 * 3
+  n_methods = len(s.get("methods") or range(4))
+  planned = len(s.get("configs", {})) * n_methods * 3
   lines = [
       title, "",
       f"`{cmd}`: LeNet5 (small), {s['data']}, {s['epochs']} epochs, batch {s['batch_size']}, "
@@ -46,8 +48,8 @@ def identification_deep(d, longer=None):
       f"{s['support_changes']}.", "",
       f"The claim tested: RMDA's support changes 0 times over the last {last} epochs in every "
       "seed, each baseline's does not. "
-      f"Runs finished: {len(done)} of the {planned} planned (2 configurations x 4 methods x 3 "
-      "seeds); the table has what has finished, the seeds listed per row. "
+      f"Runs finished: {len(done)} of the {planned} planned (2 configurations x "
+      f"{n_methods} methods x 3 seeds); the table has what has finished, the seeds listed per row. "
       f"Machine: {_machine(d.get('machine'))}.", "",
   ]
   rows = []
@@ -342,7 +344,8 @@ def claims(ident, equal, rigl) -> str:
   if ident and ident.get("table"):
     last = ident["claim_last_epochs"]
     rm = [c for t in ident["table"] if t["method"] == "rmda" for c in t["changes_last_epochs"]]
-    base = [c for t in ident["table"] if t["method"] != "rmda" for c in t["changes_last_epochs"]]
+    base = [c for t in ident["table"] if t["method"] not in ("rmda", "ramda")
+            for c in t["changes_last_epochs"]]
     out.append(
         f"Identification (1b, {ident['settings']['epochs']} epochs): RMDA's support did not "
         f"change over the last {last} epochs in {sum(c == 0 for c in rm)} of its {len(rm)} runs "
@@ -354,7 +357,9 @@ def claims(ident, equal, rigl) -> str:
       rows = {t["method"]: t for t in ident["table"] if t["config"] == config}
       if "rmda" not in rows or len(rows) < 2:
         continue
-      r, others = rows["rmda"], [t for m, t in rows.items() if m != "rmda"]
+      r, others = rows["rmda"], [t for m, t in rows.items() if m not in ("rmda", "ramda")]
+      if not others:
+        continue
       acc = lambda t: 100 * t["test_accuracy"]["mean"]
       wgs = lambda t: 100 * t["weighted_group_sparsity"]["mean"]
       best = max(others, key=acc)

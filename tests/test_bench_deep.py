@@ -234,6 +234,13 @@ def test_identification_deep_quick(tmp_path, mnist):
   assert d["complete"] and (tmp_path / "identification_deep_quick.png").exists()
   assert {(r["config"], r["method"]) for r in d["runs"]} == {
       ("crop_dropout", m) for m in bench_identification_deep.METHODS}
+  # RAMDA, like RMDA, claims identification: judged on its own, not as a baseline.
+  claim = d["claim"]["crop_dropout"]
+  assert "ramda" in bench_identification_deep.METHODS
+  assert set(claim["baselines_still_changing_every_seed"]) == {"prox_sgd", "prox_adam",
+                                                               "prox_ssi"}
+  ramda = next(t for t in d["table"] if t["method"] == "ramda")
+  assert claim["ramda_frozen_every_seed"] == all(c == 0 for c in ramda["changes_last_epochs"])
   for r in d["runs"]:
     assert len(r["support_changes"]) == r["epochs"] == 4 and r["support_changes"][0] is None
     nz = r["nonzero_groups"]
@@ -245,8 +252,8 @@ def test_identification_deep_quick(tmp_path, mnist):
     assert all(abs(1000 * a - round(1000 * a)) < 1e-6 for a in r["test_accuracy"])
 
 
-# Two of the four methods (an SGD-like and an Adam-like one, built by the same
-# common.build_method as the others): test_identification_deep_quick trains all four.
+# Two of the methods (an SGD-like and an Adam-like one, built by the same
+# common.build_method as the others): test_identification_deep_quick trains all five.
 EQUAL_TUNING_METHODS = ("rmda", "prox_adam")
 
 

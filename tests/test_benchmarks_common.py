@@ -58,6 +58,21 @@ def test_rmda_is_reported_at_its_structured_point():
   chex.assert_trees_all_close(reported(params, state), rj.structured_params(state, reg))
 
 
+def test_ramda_has_the_authors_defaults_and_is_reported_at_its_structured_point():
+  # lr 1e-2, c 1e-2, epsilon 1e-6 (shared/docs/ramda.md section 3); lr and
+  # epsilon x0.1 and a restart at the milestone (step 2), then c = min(c0 sqrt(j), 1).
+  reg = rj.group_lasso(1e-2)
+  tx, reported = common.build_method("ramda", reg, common.Rates([2]))
+  stage = lambda k: jnp.where(k >= 2, 0.1, 1.0)  # noqa: E731
+  expected = rj.ramda(lambda k: 1e-2 * stage(k),
+                      lambda k: jnp.where(k >= 2, jnp.minimum(1e-2 * jnp.sqrt(k - 1.0), 1.0),
+                                          1e-2),
+                      reg, epsilon=lambda k: 1e-6 * stage(k), restart_at=[2])
+  params, state = _steps(tx, n=4)
+  chex.assert_trees_all_close(params, _steps(expected, n=4)[0], rtol=1e-6, atol=1e-7)
+  chex.assert_trees_all_close(reported(params, state), rj.structured_params(state, reg))
+
+
 def test_an_unknown_method_is_an_error():
   with pytest.raises(ValueError, match="unknown method"):
     common.build_method("adamw", None, common.Rates([1]))

@@ -21,8 +21,12 @@ def test_identification_quick(tmp_path, mnist):
   assert on_disk["quick"] is True and on_disk["optimum"]["groups"] == 784
   assert (tmp_path / "identification.png").stat().st_size > 1000
   assert _finite(on_disk["optimum"]["residual"])
-  assert set(on_disk["methods"]) == {"RMDA", "ProxSGD", "ProxGen", "ProxSSI"}
+  assert set(on_disk["methods"]) == {"RMDA", "ProxSGD", "ProxGen", "ProxSSI", "RAMDA"}
   assert set(on_disk["methods"]["RMDA"]["history"]) == {"W", "Z"}
+  assert set(on_disk["methods"]["RAMDA"]["history"]) == {"W", "Z"}
+  # RAMDA's Z is exactly structured, its W (c < 1 through the ramp) is not.
+  ramda = on_disk["methods"]["RAMDA"]["history"]
+  assert ramda["Z"][-1]["nonzero_groups"] < ramda["W"][-1]["nonzero_groups"]
   epochs = out["settings"]["epochs"]
   for res in on_disk["methods"].values():
     for hist in res["history"].values():
@@ -61,7 +65,8 @@ def test_identification_quick(tmp_path, mnist):
   assert f"RMDA, {long['epochs']} epochs, structured point Z" in md
   assert "F(W) - F(W*), last epoch" in md and "‖W - W*‖, last epoch" in md
   methods = [row[1] for row in headline]
-  assert {"RMDA", "ProxSGD", "ProxGen", "ProxSSI"} <= set(methods)
+  assert {"RMDA", "ProxSGD", "ProxGen", "ProxSSI", "RAMDA",
+          "RAMDA, structured point Z"} <= set(methods)
   assert any(str(long["epochs"]) in m for m in methods)
   last = on_disk["methods"]["ProxGen"]["history"]["W"][-1]
   assert f"{last['objective_gap']:.2e}; {last['distance']:.3e}" in headline[methods.index("ProxGen")][2]
