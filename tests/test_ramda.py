@@ -473,3 +473,26 @@ def test_sparse_group_lasso_keeps_exact_zero_entries(x64):
     thresholded = np.abs(y) <= s.sum() * lam1 / dd
     np.testing.assert_array_equal((w == 0)[kept], thresholded[kept])
     assert thresholded[kept].any() and kept.any()
+
+
+def test_multistep_takes_a_traced_momentum_as_a_float():
+  # rmda-train's sweeps vmap over the runs' c0: a traced scalar is accepted
+  # and gives each run what the float gives alone.
+  reg = rj.group_lasso(0.05)
+  params = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(4, 3)}
+  grads = [{"w": jnp.sin(jnp.arange(12.0) + k).reshape(4, 3)} for k in range(4)]
+
+  def run(c0):
+    tx = rj.ramda_multistep(0.1, c0, [2], regularizer=reg)
+    p, s = params, tx.init(params)
+    for g in grads:
+      u, s = tx.update(g, s, p)
+      p = optax.apply_updates(p, u)
+    return p
+
+  got = jax.vmap(run)(jnp.asarray([0.01, 0.5]))
+  for k, c0 in enumerate((0.01, 0.5)):
+    chex.assert_trees_all_close(jax.tree.map(lambda x: x[k], got), run(c0),
+                                rtol=1e-6, atol=1e-7)
+  with pytest.raises(TypeError, match="momentum"):
+    rj.ramda_multistep(0.1, jnp.asarray([0.01, 0.5]), [2])
