@@ -437,6 +437,7 @@ def test_prox_adam_refuses_an_unknown_inner_stop():
 
 
 def test_rmda_train_builds_ramda_with_the_authors_defaults():
+  pytest.importorskip("flax")  # rmda-train's examples need the examples extra
   from rmda_jax.examples import config, train
   cfg = config.Config(optimizer="ramda", milestones=(1,))
   assert (cfg.learning_rate, cfg.momentum_value) == (1e-2, 1e-2)
