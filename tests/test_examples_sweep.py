@@ -63,6 +63,29 @@ def test_each_run_equals_that_run_trained_alone(swept, k):
   assert rj.support_changes(support, rj.group_support(z_sweep, metric_reg)) == 0
 
 
+@pytest.mark.parametrize("batching", ["vmap", "unroll"])
+def test_both_batchings_equal_the_run_trained_alone(tmp_path, batching):
+  sweep = sweep_lib.parse_sweep(ARGS + ["--strength", "0.004,0.1", "--batching", batching,
+                                        "--output-dir", str(tmp_path)])
+  result = sweep_lib.train_sweep(sweep, log=QUIET)
+  assert result["batching"] == batching and result["programs"] == 1
+  state = sweep_lib.take(result["_states"][0], 1)
+  z_sweep = jax.device_get(rj.structured_params(state.opt_state))
+  z_alone, metric_reg = _alone(sweep.runs[1])
+  chex.assert_trees_all_close(z_sweep, z_alone, rtol=2e-4, atol=2e-5)
+  assert rj.group_sparsity(z_alone, metric_reg) > 0.05
+  assert rj.support_changes(rj.group_support(z_alone, metric_reg),
+                            rj.group_support(z_sweep, metric_reg)) == 0
+
+
+def test_auto_batching_is_unroll_on_cpu_and_vmap_elsewhere(monkeypatch):
+  monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+  assert sweep_lib.resolve_batching("auto") == "unroll"
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert sweep_lib.resolve_batching("auto") == "vmap"
+  assert sweep_lib.resolve_batching("unroll") == "unroll"
+
+
 def test_the_large_strength_removes_groups(swept):
   # Else "the same zero groups" above would compare empty sets.
   _, result, _ = swept

@@ -24,6 +24,8 @@ from rmda_jax.examples.data import DATASETS
 from rmda_jax.examples.models import MODELS
 from rmda_jax.examples.models import TRANSFORMERS
 
+# How a sweep's program holds its runs (rmda_jax/examples/sweep.py: over_runs).
+BATCHINGS = ("auto", "vmap", "unroll")
 OPTIMIZERS = ("rmda", "ramda", "prox_sgd", "prox_adam", "prox_ssi", "sgd", "madgrad")
 REGULARIZERS = ("group_lasso", "l1", "nuclear", "sparse_group_lasso", "heads_and_neurons",
                 "none")
@@ -66,6 +68,9 @@ class Config:
   progress: bool = True
   ynn_fusions: bool = False
   offline: bool = False
+  # Sweeps (comma lists, rmda_jax/examples/sweep.py); not in the fingerprint.
+  runs_per_program: int | None = None
+  batching: str = "auto"
   # Devices and hosts (rmda_jax/examples/sharding.py); not in the fingerprint:
   # a run may resume on another mesh.
   mesh: str | None = None
@@ -138,11 +143,14 @@ _RANGES = {
     "seed": (int, lambda v: v >= 0, "must be an integer >= 0"),
     "weight_decay": (float, lambda v: v >= 0, "must be >= 0"),
     "num_processes": (int, lambda v: v > 0, "must be a positive integer"),
+    "runs_per_program": (int, lambda v: v > 0, "must be a positive integer"),
     "process_id": (int, lambda v: v >= 0, "must be an integer >= 0"),
 }
-_OPTIONAL = ("l1_strength", "lr", "momentum", "num_processes", "process_id")
+_OPTIONAL = ("l1_strength", "lr", "momentum", "num_processes", "process_id",
+             "runs_per_program")
 _CHOICES = {"model": lambda: sorted(MODELS), "dataset": lambda: list(DATASETS),
-            "optimizer": lambda: list(OPTIMIZERS), "regularizer": lambda: list(REGULARIZERS)}
+            "optimizer": lambda: list(OPTIMIZERS), "regularizer": lambda: list(REGULARIZERS),
+            "batching": lambda: list(BATCHINGS)}
 _SWITCHES = ("plot", "slim", "resume", "progress", "ynn_fusions", "offline")
 _PATHS = ("data_dir", "output_dir")  # str or os.PathLike (kept as str); data_dir may be None
 _STRINGS = ("mesh", "coordinator")   # str or None
@@ -366,6 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
                  help="keep all of XLA:CPU's YNNPACK library fusions (by default "
                       "rmda-train keeps them for reductions only, unless XLA_FLAGS mentions "
                       "them: see rmda_jax/examples/xla_flags.py)")
+  p.add_argument("--runs-per-program", type=_flag_type("runs_per_program"),
+                 default=d.runs_per_program,
+                 help="a sweep (comma lists): at most this many runs per compiled program "
+                      "(default: as many as the device's memory holds)")
+  p.add_argument("--batching", choices=BATCHINGS, default=d.batching,
+                 help="a sweep: vmap batches the runs' arrays (accelerators); unroll "
+                      "compiles one copy of the step per run in the program (XLA:CPU, "
+                      "where a vmapped convolution is slow); auto: unroll on CPU, vmap "
+                      "elsewhere")
   p.add_argument("--mesh", default=d.mesh,
                  help="data=N: shard each batch over N devices (data parallelism); "
                       "data=N,fsdp=M: also shard parameters and optimizer state over M, "

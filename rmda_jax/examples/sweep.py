@@ -3,8 +3,10 @@
 ``rmda-train --dataset digits --strength 1e-4,1e-3 --lr 0.1,0.3 --seed 0,1``
 trains the Cartesian product of the lists (8 runs) as **one** jitted step:
 the step of one run (:func:`rmda_jax.examples.train.make_train_step`) is
-``jax.vmap``-ed over a leading run axis of the parameters, the optimizer
-state, the data order and the augmentation key, and over the per-run
+applied over a leading run axis of the parameters, the optimizer state, the
+data order and the augmentation key (``jax.vmap`` on accelerators; one copy
+of the step per run in the program on XLA:CPU, where vmapped convolutions
+are slow: :func:`over_runs`, ``--batching``), and over the per-run
 hyperparameters: the learning rate, the momentum (RMDA's ``c``), the
 regularizer's strength (a pytree leaf of every ``rmda_jax`` regularizer, so
 it can be traced) and the seed (which sets the initialization, the data
@@ -179,8 +181,44 @@ def take_first(tree: Any) -> Any:
   return jax.tree.map(lambda x: x[:1], tree)
 
 
+BATCHINGS = ("auto", "vmap", "unroll")
+
+
+def over_runs(f, in_axes, batching: str):
+  """``f`` of one run applied to every run of stacked arguments, in one program.
+
+  ``"vmap"``: ``jax.vmap``, the runs' arrays batched together (what
+  accelerators want). ``"unroll"``: one copy of ``f`` per run in the same
+  compiled program: on XLA:CPU a vmapped convolution with a batched kernel
+  becomes a grouped convolution, about 3x slower per run than the runs'
+  own convolutions (LeNet5 on digits, 8 runs: 181 ms per run-step vmapped,
+  56 ms unrolled, 22-48 ms alone, on the loaded 2-core CPU of
+  ``benchmarks/results/sweep_throughput.json``), while the unrolled program
+  compiles in about K times a single run's time. ``in_axes``: 0 for an
+  argument with a run axis, None for one every run shares.
+  """
+  if batching == "vmap":
+    return jax.vmap(f, in_axes=in_axes)
+
+  def unrolled(*args):
+    k = next(jax.tree.leaves(a)[0].shape[0] for a, ax in zip(args, in_axes) if ax == 0)
+    outs = [f(*(take(a, r) if ax == 0 else a for a, ax in zip(args, in_axes)))
+            for r in range(k)]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+  return unrolled
+
+
+def resolve_batching(batching: str) -> str:
+  """``"auto"``: ``"unroll"`` on XLA:CPU, ``"vmap"`` on accelerators."""
+  if batching not in BATCHINGS:
+    raise ValueError(f"batching must be one of {BATCHINGS}, got {batching!r}")
+  if batching == "auto":
+    return "unroll" if jax.default_backend() == "cpu" else "vmap"
+  return batching
+
+
 class Program:
-  """The jitted, vmapped steps of the runs ``runs`` (same model, data, optimizer kind).
+  """The jitted steps of the runs ``runs`` in one program (same model, data, optimizer kind).
 
   Args:
     base: the configuration the runs share (model, dataset, optimizer,
@@ -191,11 +229,14 @@ class Program:
       (e.g. ``functools.partial(data.random_crop, padding=2)``), in place of
       the dataset's own augmentation; None: ``ds.augment`` decides, as in a
       single run.
+    batching: how one program holds the runs (:func:`over_runs`): ``"vmap"``,
+      ``"unroll"`` or ``"auto"`` (``"unroll"`` on CPU, ``"vmap"`` elsewhere).
   """
 
   def __init__(self, base: Config, ds: data_lib.Dataset, steps_per_epoch: int,
-               augment=None):
+               augment=None, batching: str = "auto"):
     self.base, self.ds, self.steps = base, ds, steps_per_epoch
+    self.batching = batching = resolve_batching(batching)
     model = get_model(base.model, ds.num_classes, nnx.Rngs(base.seed), ds.input_shape)
     self.parts = train_lib.split_model(model)
     _, self.metric_reg = train_lib.build_regularizers(base)
@@ -236,12 +277,12 @@ class Program:
       reg = reg_of(hp)
       return jnp.zeros(()) if reg is None else reg.value(params)
 
-    self.init = jax.jit(jax.vmap(init))
-    self.step = jax.jit(jax.vmap(step, in_axes=(0, 0, 0, None, None, 0, None, 0)),
+    self.init = jax.jit(over_runs(init, (0, 0), batching))
+    self.step = jax.jit(over_runs(step, (0, 0, 0, None, None, 0, None, 0), batching),
                         donate_argnums=(1, 2))
-    self.eval_step = jax.jit(jax.vmap(eval_one, in_axes=(0, 0, None, None, None, None)))
-    self.reported = jax.jit(jax.vmap(reported))
-    self.psi = jax.jit(jax.vmap(psi))
+    self.eval_step = jax.jit(over_runs(eval_one, (0, 0, None, None, None, None), batching))
+    self.reported = jax.jit(over_runs(reported, (0,), batching))
+    self.psi = jax.jit(over_runs(psi, (0, 0), batching))
 
   def init_state(self, runs: Sequence[Config], hp: Hyper) -> train_lib.TrainState:
     """The stacked states of ``runs`` before their first step (each from its seed)."""
@@ -373,13 +414,14 @@ def train_sweep(sweep: Sweep, *, log=print, runs_per_program: int | None = None)
   if steps == 0:
     raise config_lib.UsageError(
         f"--batch-size {base.batch_size} exceeds the {len(ds.y_train)} training samples")
-  program = Program(base, ds, steps)
+  program = Program(base, ds, steps, batching=base.batching)
   data = (jax.device_put(ds.x_train), jax.device_put(ds.y_train),
           jax.device_put(ds.x_test), jax.device_put(ds.y_test))
   k_all = len(sweep.runs)
   template = program.init_state(sweep.runs[:1], _hyper(sweep.runs[:1]))
   shared = sum(int(a.nbytes) for a in data)
   limit = device_memory_bytes()
+  runs_per_program = runs_per_program or base.runs_per_program
   size = k_all if runs_per_program is None else min(runs_per_program, k_all)
   compiled = program.compile_step(template, size, data)
   need = program_bytes(compiled, shared)
@@ -418,6 +460,7 @@ def train_sweep(sweep: Sweep, *, log=print, runs_per_program: int | None = None)
       "pareto_front": [r["name"] for r in rows if r["pareto"]],
       "runs_per_program": runs_per_program,
       "programs": len(chunks),
+      "batching": program.batching,
       "bytes_per_run": per_run,
       "device": jax.devices()[0].device_kind,
       "wall_time_s": time.perf_counter() - t_start,
