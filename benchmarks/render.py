@@ -61,6 +61,10 @@ def identification(d):
       f"{opt['max_zero_group_gradient_ratio']:.3f} x its threshold.",
       "",
   ]
+  settings = [f"{name}: `{s[name]}`" for name in d["methods"] if name in s]
+  if settings:
+    lines += ["Methods (the authors' settings for this problem): " + "; ".join(settings) + ".",
+              ""]
   def row(label, hist):
     last = hist[-1]
     tail = hist[-max(1, len(hist) // 10):]
