@@ -321,7 +321,9 @@ def torch_denormal(d):
 def status(ident, equal, rigl) -> str:
   """One clause on how far the issue-10 runs have got, for the headline's note."""
   done = len([r for r in ident["runs"] if r["complete"]]) if ident else 0
-  parts = [f"{done} of its 24 planned runs have finished (the rows list the seeds)"]
+  planned = (len(ident["settings"].get("configs", {})) * len(ident["settings"].get("methods")
+                                                            or range(4)) * 3 if ident else 24)
+  parts = [f"{done} of its {planned} planned runs have finished (the rows list the seeds)"]
   if equal and equal.get("sweep"):
     s = equal["settings"]
     n = sum(len(r["seeds"]) for r in equal["sweep"])
