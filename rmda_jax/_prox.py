@@ -362,12 +362,18 @@ def warm_group_prox_pg(y, d, tau, axes, *, init, origin=None,
   """
   tau = jnp.asarray(tau, y.dtype)
   origin = y if origin is None else origin
-  active = group_norm(d * y, axes) > tau
-  lip = group_reduce(jnp.max, d, axes)
-  thr = tau / lip
 
   def gsum(x):
     return group_reduce(jnp.sum, x, axes)
+
+  # XLA:CPU runs every group reduction as its own pass over its inputs (it
+  # fuses no two reductions, and a product shared by two is written out), so
+  # the passes are counted here. D Y is formed once (3 passes) and read by
+  # the screening, the constant and every step's objective.
+  dy = d * y
+  active = jnp.sqrt(gsum(dy * dy)) > tau
+  lip = group_reduce(jnp.max, d, axes)
+  thr = tau / lip
 
   # The iterate is u = s * x with one scale s per group (the shrink), so one
   # pass over x per step: x' = (1 - a) s x + a y, with a = d / L, and its
@@ -388,7 +394,7 @@ def warm_group_prox_pg(y, d, tau, axes, *, init, origin=None,
     norm = jnp.sqrt(gsum(x * x))
     keep = norm > thr
     s = jnp.where(keep, 1 - thr / jnp.where(keep, norm, 1), 0)
-    return x, s, objective(s, norm, gsum(d * x * x), gsum(d * y * x))
+    return x, s, objective(s, norm, gsum(d * x * x), gsum(dy * x))
 
   def body(carry):
     x, s, prev, _, i = carry
@@ -400,17 +406,21 @@ def warm_group_prox_pg(y, d, tau, axes, *, init, origin=None,
     *_, stop, i = carry
     return run & (i < max_steps) & ~stop
 
-  # Start: u = s0 * init, s0 = 0 on the screened-out groups. The objective
-  # at the start is only compared after step 0, which never stops the loop
-  # (i > 0): it is not computed.
-  s0 = active.astype(lip.dtype)
+  # Start: u = s0 * x0, s0 = 0 on the screened-out groups. With tau == 0 no
+  # step runs and the start is y itself (s0 = 1, x0 = y), so the result is
+  # s * x with no branch after the loop (a lax.cond there copies the array).
+  # The objective at the start is only compared after step 0, which never
+  # stops the loop (i > 0): it is not computed.
+  pos = tau > 0
+  s0 = jnp.where(pos, active.astype(lip.dtype), 1)
+  x0 = jnp.where(pos, init.astype(y.dtype), y)
   prev0 = jnp.zeros([], const.dtype)
   tol = jnp.asarray(tol, const.dtype)
-  run = jnp.any(active) & (tau > 0)
+  run = jnp.any(active) & pos
   x, s, _, _, steps = lax.while_loop(
-      cond, body, (init.astype(y.dtype), s0, prev0, jnp.asarray(False),
+      cond, body, (x0, s0, prev0, jnp.asarray(False),
                    jnp.zeros([], jnp.int32)))
-  return lax.cond(tau > 0, lambda: s * x, lambda: y), steps
+  return s * x, steps
 
 
 def warm_prox_pg(prox: Callable, value: Callable, y, d, tau, *, init,
