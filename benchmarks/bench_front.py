@@ -246,7 +246,7 @@ def run_chunk(method: str, seed: int, lrs, lams, settings: dict, split, path: Pa
     r["test_loss"] = float(test_loss[k])
   rec = {"benchmark": "bench_front", "method": method, "seed": seed, "lrs": list(lrs),
          "lams": list(lams) if method in REGULARIZED else [], "settings": settings,
-         "device": _device(), "runs": len(runs), "runs_per_step": size,
+         "device": _device(), "runs_per_step": size,
          "steps_per_epoch": steps,
          "compile_s": round(compile_s, 2), "epoch_s": epoch_s,
          "resumed_at_epoch": start, "wall_s": round(time.perf_counter() - t_start, 2),
@@ -535,7 +535,7 @@ def main(argv=None) -> int:
       finally:
         if lock is not None:
           lock.unlink(missing_ok=True)
-      print(f"  {path.stem}: {rec['runs']} runs in {time.perf_counter() - t0:.0f}s "
+      print(f"  {path.stem}: {len(rec['runs'])} runs in {time.perf_counter() - t0:.0f}s "
             f"(compile {rec['compile_s']:.0f}s) -> {path}", flush=True)
   result = render(parts, args.methods, args.seeds)
   common.write_json(args.out / f"{name}.json", result)
