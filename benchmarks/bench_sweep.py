@@ -70,10 +70,12 @@ def _perm(cfg, epoch_n: int, steps: int, batch: int) -> np.ndarray:
   return perm
 
 
-def time_program(runs, ds, data, steps: int) -> dict:
-  """One program of ``len(runs)`` runs: compile time and ``steps`` steps."""
+def time_program(runs, ds, data, steps: int, batching: str = "vmap") -> dict:
+  """One program of ``len(runs)`` runs (``sweep.Program``'s ``batching``):
+  compile time and ``steps`` steps."""
   base = runs[0]
-  program = sweep_lib.Program(base, ds, len(ds.y_train) // base.batch_size)
+  program = sweep_lib.Program(base, ds, len(ds.y_train) // base.batch_size,
+                              batching=batching)
   hp = sweep_lib._hyper(runs)  # noqa: SLF001 (the program's per-run values)
   state = program.init_state(runs, hp)
   t0 = time.perf_counter()
@@ -118,7 +120,8 @@ def runs_per_hour(k: int, compile_s: float, step_s: float, steps: int) -> float:
   return 3600.0 * k / (compile_s + steps * step_s)
 
 
-def measure(ks, steps: int, full_epochs: int, dataset: str, log=print) -> dict:
+def measure(ks, steps: int, full_epochs: int, dataset: str, log=print,
+            batching: str = "vmap") -> dict:
   """The comparison for every K of ``ks`` (see the module docstring)."""
   cfgs = run_configs(max(ks), dataset)
   ds = train_lib.prepare_data(cfgs[0])
@@ -126,7 +129,7 @@ def measure(ks, steps: int, full_epochs: int, dataset: str, log=print) -> dict:
   data = (jax.device_put(ds.x_train), jax.device_put(ds.y_train))
   programs, separate = [], []
   for k in sorted(set(ks) | {1}):
-    programs.append(time_program(cfgs[:k], ds, data, steps))
+    programs.append(time_program(cfgs[:k], ds, data, steps, batching))
     p = programs[-1]
     log(f"  one program, K={k:2d}: compile {p['compile_s']:.1f}s, {p['step_ms']:.0f} ms/step")
     while len(separate) < k:
@@ -171,6 +174,8 @@ def main(argv=None) -> int:
   p.add_argument("--steps", type=int, default=40, help="steps per run (not whole epochs)")
   p.add_argument("--full-epochs", type=int, default=20,
                  help="the run length the extrapolated runs per hour assume")
+  p.add_argument("--batching", choices=("vmap", "unroll"), default="vmap",
+                 help="how the one program holds its runs (sweep.Program)")
   p.add_argument("--quick", action="store_true", help="digits, K 1 and 2, 3 steps")
   p.add_argument("--out", type=Path, default=common.RESULTS)
   args = p.parse_args(argv)
@@ -184,7 +189,7 @@ def main(argv=None) -> int:
   machine["load_average_start"] = common.load_average()
   machine["nice"] = os.nice(0)
   t0 = time.perf_counter()
-  res = measure(args.ks, args.steps, args.full_epochs, dataset)
+  res = measure(args.ks, args.steps, args.full_epochs, dataset, batching=args.batching)
   full_steps = res.pop("full_steps")
   d = jax.devices()[0]
   out = {"benchmark": "bench_sweep", "machine": machine,
@@ -193,7 +198,7 @@ def main(argv=None) -> int:
          "load_average_end": common.load_average(), "wall_s": time.perf_counter() - t0,
          "settings": {"model": "lenet5_small", "optimizer": "rmda (c 0.1, no milestones)",
                       "regularizer": "group_lasso (input units)", "batch_size": 128,
-                      "steps_per_run": args.steps,
+                      "steps_per_run": args.steps, "batching": args.batching,
                       "note": f"every run takes {args.steps} steps (not whole epochs); "
                               "runs_per_hour counts compile + those steps per run; "
                               f"runs_per_hour_full extrapolates to {args.full_epochs} "
@@ -204,7 +209,8 @@ def main(argv=None) -> int:
                       "data": res.pop("data"), "full_epochs": args.full_epochs,
                       "full_steps": full_steps},
          **res}
-  name = "sweep_throughput_quick.json" if args.quick else "sweep_throughput.json"
+  name = "sweep_throughput" + ("" if args.batching == "vmap" else f"_{args.batching}")
+  name += "_quick.json" if args.quick else ".json"
   common.write_json(args.out / name, out)
   print(f"{'K':>3} {'compile 1 prog':>14} {'compile K sep':>13} {'ms/step 1 prog':>14} "
         f"{'ms/step sep':>11} {'runs/h 1 prog':>13} {'runs/h sep':>10} {'ratio':>6} "

@@ -51,6 +51,7 @@ def test_the_machine_and_the_settings_are_recorded(result):
   assert len(result["machine"]["load_average_start"]) == 3
   assert len(result["load_average_end"]) == 3
   assert "not whole epochs" in result["settings"]["note"]
+  assert result["settings"]["batching"] == "vmap"
   assert all(p["compile_s"] > 0 for p in result["programs"] + result["separate_runs"])
 
 
