@@ -8,7 +8,7 @@ import optax
 
 from rmda_jax import _checks
 from rmda_jax import _prox
-from rmda_jax._rmda import _check_counts, _scalar_dtype, state_regularizer
+from rmda_jax._rmda import _check_counts, _scalar_dtype, multistep_schedules, state_regularizer
 from rmda_jax._sharding import scalar_like_params
 from rmda_jax.regularizers import Regularizer
 
@@ -380,41 +380,17 @@ def ramda_multistep(
     Efficient Inexact Subproblem Solver for Training Structured Neural
     Network <https://arxiv.org/abs/2403.14398>`_, NeurIPS 2024.
   """
-  _checks.check_nonnegative("learning_rate", learning_rate)
-  if callable(momentum) or not (_checks.is_static_number(momentum) or (
-      isinstance(momentum, jax.core.Tracer) and jnp.ndim(momentum) == 0)):
-    raise TypeError("ramda_multistep: momentum must be a float in (0, 1]; "
-                    "for a custom schedule use rj.ramda(..., restart_at=...).")
-  _checks.check_unit_interval("momentum", momentum)
   if callable(epsilon) or not _checks.is_static_number(epsilon):
     raise TypeError("ramda_multistep: epsilon must be a float > 0; for a "
                     "custom schedule use rj.ramda(..., restart_at=...).")
   _checks.check_positive("epsilon", epsilon)
-  if not _checks.is_static_number(gamma) or not float(gamma) > 0:
-    raise ValueError(f"gamma must be a number > 0, got {gamma!r}.")
-  ms = _check_counts("milestones", milestones, 1)
-  if list(ms) != sorted(set(ms)):
-    raise ValueError(f"milestones must be strictly increasing, got {ms}.")
+  ms, stage, lr_schedule, momentum_schedule = multistep_schedules(
+      "ramda_multistep", "ramda", learning_rate, momentum, milestones, gamma,
+      momentum_rule="ramp")
   gamma, eps0 = float(gamma), float(epsilon)
-  c0 = float(momentum) if _checks.is_static_number(momentum) else momentum
-  bounds = jnp.asarray(ms, jnp.int32)
-
-  def stage(count):
-    return jnp.sum(count >= bounds) if ms else jnp.zeros([], jnp.int32)
-
-  def lr_schedule(count):
-    base_lr = _checks.value_at(learning_rate, count)
-    return base_lr * jnp.power(gamma, stage(count))
 
   def epsilon_schedule(count):
     return eps0 * jnp.power(gamma, stage(count))
-
-  def momentum_schedule(count):
-    if not ms:
-      return jnp.minimum(c0 * jnp.sqrt(count + 1.0), 1.0)
-    j = count - ms[-1] + 1
-    return jnp.where(j >= 1, jnp.minimum(c0 * jnp.sqrt(jnp.maximum(j, 1.0)), 1.0),
-                     c0)
 
   return ramda(lr_schedule, momentum_schedule, regularizer,
                epsilon=epsilon_schedule, max_inner_steps=max_inner_steps,

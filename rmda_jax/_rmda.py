@@ -1,7 +1,7 @@
 """RMDA: Regularized Modernized Dual Averaging, as an optax transformation."""
 
 import numbers
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -249,6 +249,58 @@ def rmda(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+class _Multistep(NamedTuple):
+  milestones: tuple
+  stage: Callable
+  learning_rate: Callable
+  momentum: Callable
+
+
+def multistep_schedules(fn: str, base: str, learning_rate, momentum, milestones,
+                        gamma, momentum_rule: str = "divide") -> _Multistep:
+  """The checked milestones and the stage-wise schedules of ``fn`` (``rmda_multistep``,
+  ``ramda_multistep``): ``stage(count)`` (milestones passed), the learning
+  rate times ``gamma ** stage`` and ``c`` by ``momentum_rule`` (see
+  :func:`rmda_multistep`). ``momentum`` may be traced (one run of a
+  ``jax.vmap`` sweep); it is checked when concrete.
+  """
+  _checks.check_nonnegative("learning_rate", learning_rate)
+  if callable(momentum) or not (_checks.is_static_number(momentum) or (
+      isinstance(momentum, jax.core.Tracer) and jnp.ndim(momentum) == 0)):
+    raise TypeError(f"{fn}: momentum must be a float in (0, 1]; "
+                    f"for a custom schedule use rj.{base}(..., restart_at=...).")
+  _checks.check_unit_interval("momentum", momentum)
+  if not _checks.is_static_number(gamma) or not float(gamma) > 0:
+    raise ValueError(f"gamma must be a number > 0, got {gamma!r}.")
+  if momentum_rule not in ("divide", "ramp"):
+    raise ValueError(
+        f"momentum_rule must be 'divide' or 'ramp', got {momentum_rule!r}.")
+  ms = _check_counts("milestones", milestones, 1)
+  if list(ms) != sorted(set(ms)):
+    raise ValueError(f"milestones must be strictly increasing, got {ms}.")
+  gamma = float(gamma)
+  c0 = float(momentum) if _checks.is_static_number(momentum) else momentum
+  bounds = jnp.asarray(ms, jnp.int32)
+
+  def stage(count):
+    return jnp.sum(count >= bounds) if ms else jnp.zeros([], jnp.int32)
+
+  def lr_schedule(count):
+    base_lr = _checks.value_at(learning_rate, count)
+    return base_lr * jnp.power(gamma, stage(count))
+
+  def momentum_schedule(count):
+    if momentum_rule == "divide":
+      return jnp.minimum(c0 / jnp.power(gamma, stage(count)), 1.0)
+    if not ms:
+      return jnp.minimum(c0 * jnp.sqrt(count + 1.0), 1.0)
+    j = count - ms[-1] + 1
+    return jnp.where(j >= 1, jnp.minimum(c0 * jnp.sqrt(jnp.maximum(j, 1.0)), 1.0),
+                     c0)
+
+  return _Multistep(ms, stage, lr_schedule, momentum_schedule)
+
+
 def rmda_multistep(
     learning_rate: optax.ScalarOrSchedule,
     momentum: float,
@@ -304,41 +356,9 @@ def rmda_multistep(
     Efficient Inexact Subproblem Solver for Training Structured Neural
     Network <https://arxiv.org/abs/2403.14398>`_, NeurIPS 2024.
   """
-  _checks.check_nonnegative("learning_rate", learning_rate)
-  if callable(momentum) or not (_checks.is_static_number(momentum) or (
-      isinstance(momentum, jax.core.Tracer) and jnp.ndim(momentum) == 0)):
-    raise TypeError("rmda_multistep: momentum must be a float in (0, 1]; "
-                    "for a custom schedule use rj.rmda(..., restart_at=...).")
-  _checks.check_unit_interval("momentum", momentum)
-  if not _checks.is_static_number(gamma) or not float(gamma) > 0:
-    raise ValueError(f"gamma must be a number > 0, got {gamma!r}.")
-  if momentum_rule not in ("divide", "ramp"):
-    raise ValueError(
-        f"momentum_rule must be 'divide' or 'ramp', got {momentum_rule!r}.")
-  ms = _check_counts("milestones", milestones, 1)
-  if list(ms) != sorted(set(ms)):
-    raise ValueError(f"milestones must be strictly increasing, got {ms}.")
-  # c0 may be traced (one run of a jax.vmap sweep); it is checked when concrete.
-  gamma = float(gamma)
-  c0 = float(momentum) if _checks.is_static_number(momentum) else momentum
-  bounds = jnp.asarray(ms, jnp.int32)
-
-  def stage(count):
-    return jnp.sum(count >= bounds) if ms else jnp.zeros([], jnp.int32)
-
-  def lr_schedule(count):
-    base_lr = _checks.value_at(learning_rate, count)
-    return base_lr * jnp.power(gamma, stage(count))
-
-  def momentum_schedule(count):
-    if momentum_rule == "divide":
-      return jnp.minimum(c0 / jnp.power(gamma, stage(count)), 1.0)
-    if not ms:
-      return jnp.minimum(c0 * jnp.sqrt(count + 1.0), 1.0)
-    j = count - ms[-1] + 1
-    return jnp.where(j >= 1, jnp.minimum(c0 * jnp.sqrt(jnp.maximum(j, 1.0)), 1.0),
-                     c0)
-
+  ms, stage, lr_schedule, momentum_schedule = multistep_schedules(
+      "rmda_multistep", "rmda", learning_rate, momentum, milestones, gamma,
+      momentum_rule)
   return rmda(lr_schedule, momentum_schedule, regularizer, restart_at=ms,
               accumulator_dtype=accumulator_dtype)
 
