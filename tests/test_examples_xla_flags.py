@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rmda_jax.examples import config, xla_flags
+from rmda_jax.examples import config, train, xla_flags
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -207,3 +207,61 @@ print(json.dumps({"status": status, "threads": [i["num_threads"] for i in libs]}
   if not out["threads"]:
     pytest.skip("this jaxlib's LAPACK is not SciPy's OpenBLAS")
   assert out["threads"] == [1]
+
+
+# ------------------------------------------------------- virtual CPU devices
+def test_virtual_devices_get_single_threaded_eigen(monkeypatch):
+  monkeypatch.setattr(xla_flags, "_backends_are_initialized", lambda: False)
+  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8 --xla_cpu_enable_fast_math=false"}
+  status = xla_flags.single_thread_eigen_for_virtual_devices(env)
+  assert status == "single-threaded Eigen on 8 virtual devices"
+  assert env["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=8",
+                                      "--xla_cpu_enable_fast_math=false",
+                                      "--xla_cpu_multi_thread_eigen=false"]
+
+
+@pytest.mark.parametrize("flags,status", [
+    ("--xla_force_host_platform_device_count=8 --xla_cpu_multi_thread_eigen=true",
+     "as set in XLA_FLAGS"),
+    ("--xla_force_host_platform_device_count=1", "unchanged: no virtual devices"),
+    ("--xla_cpu_enable_fast_math=false", "unchanged: no virtual devices"),
+    ("", "unchanged: no virtual devices"),
+])
+def test_eigen_threads_left_alone_without_virtual_devices_or_when_the_user_chose(
+    flags, status, monkeypatch):
+  monkeypatch.setattr(xla_flags, "_backends_are_initialized", lambda: False)
+  env = {"XLA_FLAGS": flags}
+  assert xla_flags.single_thread_eigen_for_virtual_devices(env) == status
+  assert env == {"XLA_FLAGS": flags}
+
+
+def test_eigen_threads_unchanged_on_an_accelerator_or_too_late(monkeypatch):
+  flags = "--xla_force_host_platform_device_count=4"
+  env = {"XLA_FLAGS": flags, "JAX_PLATFORMS": "cuda"}
+  monkeypatch.setattr(xla_flags, "_backends_are_initialized", lambda: False)
+  assert xla_flags.single_thread_eigen_for_virtual_devices(env) == \
+      "unchanged: JAX will run on cuda"
+  monkeypatch.setattr(xla_flags, "_backends_are_initialized", lambda: True)
+  env = {"XLA_FLAGS": flags}
+  assert xla_flags.single_thread_eigen_for_virtual_devices(env) == \
+      "unchanged: JAX had already started its backend"
+  assert env == {"XLA_FLAGS": flags}
+
+
+@pytest.mark.parametrize("mesh,added", [("data=4", True), (None, False)])
+def test_rmda_train_sets_eigen_threads_for_a_mesh_only(mesh, added, monkeypatch):
+  monkeypatch.setattr(xla_flags, "_backends_are_initialized", lambda: False)
+  flags = f"--xla_force_host_platform_device_count=4 {xla_flags.YNN_FLAG}"
+  monkeypatch.setenv("XLA_FLAGS", flags)
+  train.prepare_process(config.Config(mesh=mesh, dataset="digits"))
+  words = os.environ["XLA_FLAGS"].split()
+  assert ("--xla_cpu_multi_thread_eigen=false" in words) is added
+  assert words[:2] == flags.split()
+
+
+def test_virtual_device_count_reads_the_last_flag():
+  assert xla_flags.virtual_device_count("") == 1
+  assert xla_flags.virtual_device_count("--xla_force_host_platform_device_count=8") == 8
+  assert xla_flags.virtual_device_count(
+      "--xla_force_host_platform_device_count=8 --xla_force_host_platform_device_count=2") == 2
+  assert xla_flags.virtual_device_count("--xla_force_host_platform_device_count=x") == 1

@@ -174,12 +174,16 @@ class Layout:
     self.batch_devices = self.data * self.fsdp  # a batch is split over both axes
     self.batches = NamedSharding(mesh, P(None, AXES))  # an epoch: (steps, batch, ...)
     self.rows = NamedSharding(mesh, P(AXES))           # one batch of indices
-    # XLA:CPU's cross-process (gloo) collectives hang when a process has
-    # several executions in flight (jax 0.10.2, 2 processes x 4 CPU devices:
-    # the loop stopped within a few steps, at random; waiting for each step
-    # ran it to the end every time): on CPU with several processes, every
-    # jitted function of the run waits for its result. Other backends pipeline.
-    self.serial = jax.process_count() > 1 and mesh.devices.flat[0].platform == "cpu"
+    # XLA:CPU's collectives hang when executions are in flight on several
+    # devices: across processes (gloo; jax 0.10.2, 2 processes x 4 CPU
+    # devices: the loop stopped within a few steps, at random; waiting for
+    # each step ran it to the end every time) and within one process of 8
+    # virtual devices on 2 cores (2026-12-05, three such processes at once:
+    # gdb showed 7 device programs in an AllReduce rendezvous holding the
+    # worker threads while the 8th device's launch waited for its previous
+    # execution's slot). So on a CPU mesh of more than one device every jitted
+    # function of the run waits for its result. Other backends pipeline.
+    self.serial = mesh.devices.flat[0].platform == "cpu" and mesh.devices.size > 1
 
   # ------------------------------------------------------------ shardings
   def spec(self, shape: tuple[int, ...]) -> P:

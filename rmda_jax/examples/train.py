@@ -794,12 +794,19 @@ def train(cfg: Config, *, log=print) -> dict:
 
 def prepare_process(cfg: Config) -> None:
   """What must happen before JAX starts its backend: XLA:CPU's YNNPACK fusions
-  (``--ynn-fusions``) and, for the nuclear norm, OpenBLAS's threads."""
+  (``--ynn-fusions``), single-threaded Eigen for a mesh of virtual CPU devices,
+  and, for the nuclear norm, OpenBLAS's threads."""
   if not cfg.ynn_fusions:
     # Before JAX starts its backend: XLA reads XLA_FLAGS then (importing jax does not).
     status = xla_flags.limit_ynn_fusions()
     if status != "reductions only":
       print(f"rmda-train: XLA:CPU YNNPACK fusions {status}", file=sys.stderr)
+  if cfg.mesh is not None:
+    # A mesh of virtual CPU devices can deadlock with multi-threaded Eigen
+    # (xla_flags' docstring); nothing is edited without virtual devices.
+    status = xla_flags.single_thread_eigen_for_virtual_devices()
+    if status.startswith("unchanged: JAX had"):
+      print(f"rmda-train: XLA:CPU Eigen threads {status}", file=sys.stderr)
   if cfg.regularizer == "nuclear":
     # Before JAX's first SVD loads SciPy's OpenBLAS, which reads the variable then.
     status = xla_flags.limit_openblas_threads()

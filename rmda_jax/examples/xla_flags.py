@@ -28,6 +28,16 @@ loads: SciPy's loads at JAX's first linear-algebra call, so ``rmda-train
 --regularizer nuclear`` sets it before JAX starts, unless the user did.
 NumPy's own OpenBLAS (already loaded by then; the per-epoch
 ``rmda_jax.rank_report`` uses it) keeps its threads.
+
+Virtual CPU devices (:func:`single_thread_eigen_for_virtual_devices`): with
+``--xla_force_host_platform_device_count=N`` a mesh's N device programs share
+one thread pool with the Eigen convolutions and matmuls they hand out. On the
+2-core machine, three such processes at once deadlocked (2026-12-05, jaxlib
+0.10; gdb: four device programs waiting in an AllReduce rendezvous held the
+pool's workers that the other four devices' convolutions had queued their
+blocks on). So ``rmda-train --mesh`` on virtual devices runs Eigen on the
+calling thread (``--xla_cpu_multi_thread_eigen=false``), unless ``XLA_FLAGS``
+already says something about it.
 """
 
 from __future__ import annotations
@@ -45,11 +55,14 @@ except ImportError:  # a jax without it: whether the flag took effect cannot be 
   _backends_are_initialized = None
 
 __all__ = ["YNN_FLAG", "accelerator_expected", "known_jaxlib", "limit_ynn_fusions",
-           "limit_openblas_threads"]
+           "limit_openblas_threads", "single_thread_eigen_for_virtual_devices",
+           "virtual_device_count"]
 
 _YNN_NAME = "xla_cpu_experimental_ynn_fusion_type"
 YNN_FLAG = f"--{_YNN_NAME}=reduce"
 _KNOWN_JAXLIB = ((0, 10), (0, 11))
+_DEVICES_NAME = "xla_force_host_platform_device_count"
+_EIGEN_NAME = "xla_cpu_multi_thread_eigen"
 
 
 def _known(version: str) -> bool:
@@ -149,3 +162,46 @@ def limit_openblas_threads(environ=None, threads: int = 1, modules=None) -> str:
     return "unchanged: SciPy's OpenBLAS is already loaded"
   environ["OPENBLAS_NUM_THREADS"] = str(threads)
   return f"{threads} thread{'' if threads == 1 else 's'}"
+
+
+def virtual_device_count(flags: str) -> int:
+  """The ``--xla_force_host_platform_device_count`` in ``flags`` (the last one), or 1."""
+  count = 1
+  for word in flags.split():
+    name, _, value = word.lstrip("-").partition("=")
+    if name == _DEVICES_NAME:
+      try:
+        count = int(value)
+      except ValueError:
+        count = 1
+  return count
+
+
+def single_thread_eigen_for_virtual_devices(environ=None) -> str:
+  """Adds ``--xla_cpu_multi_thread_eigen=false`` where XLA_FLAGS asks for virtual devices.
+
+  Args:
+    environ: the environment to edit (default ``os.environ``).
+
+  Returns:
+    What happened, for logs: ``"single-threaded Eigen on N virtual devices"``
+    (flag added), ``"as set in XLA_FLAGS"`` (the user already chose; left
+    alone), ``"unchanged: no virtual devices"`` (fewer than 2 asked for),
+    ``"unchanged: JAX will run on P"`` (an accelerator) or ``"unchanged: JAX
+    had already started its backend"`` (too late); nothing is edited in the
+    last four.
+  """
+  environ = os.environ if environ is None else environ
+  flags = environ.get("XLA_FLAGS", "")
+  if _EIGEN_NAME in flags:
+    return "as set in XLA_FLAGS"
+  count = virtual_device_count(flags)
+  if count < 2:
+    return "unchanged: no virtual devices"
+  accelerator = accelerator_expected(environ)
+  if accelerator is not None:
+    return f"unchanged: JAX will run on {accelerator}"
+  if _backends_are_initialized is not None and _backends_are_initialized():
+    return "unchanged: JAX had already started its backend"
+  environ["XLA_FLAGS"] = f"{flags} --{_EIGEN_NAME}=false".strip()
+  return f"single-threaded Eigen on {count} virtual devices"

@@ -1,0 +1,106 @@
+"""Renders the joint front (``benchmarks.bench_front``, issue 19 part 2): section 2f
+of benchmarks/README.md, computed from the chunk files in ``results/front/``.
+Called by ``benchmarks.render``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks import bench_front
+from benchmarks._md import _table
+
+TITLE = ("## 2f. The joint front: every method over its whole (learning rate, lambda) "
+         "plane (issue 19)")
+COMMAND = ("nice python -m benchmarks.bench_front --methods rmda prox_sgd prox_adam prox_ssi "
+           "ramda msgd --seeds 0 1 2   # then --render")
+
+
+def _pct(ms, seeds, digits=2):
+  """``mean +- std`` in percent of a ``{"mean", "std"}`` pair; the mean alone for one seed."""
+  if len(seeds) < 2:
+    return f"{100 * ms['mean']:.{digits}f}"
+  return f"{100 * ms['mean']:.{digits}f} ± {100 * ms['std']:.{digits}f}"
+
+
+def _point_row(label, p):
+  return [label, f"{p['lr']:g}", f"{p['lam']:g}", f"{100 * p['validation_accuracy']['mean']:.2f}",
+          _pct(p["test_accuracy"], p["seeds"]), _pct(p["weighted_group_sparsity"], p["seeds"], 1),
+          ",".join(str(s) for s in p["seeds"])]
+
+
+def section(result: dict | None, png: str = "results/front.png") -> str:
+  """Markdown of :func:`benchmarks.bench_front.render`'s result (None: not run yet)."""
+  lines = [TITLE, ""]
+  if result is None or not result["methods"]:
+    lines += ["Not run yet: `" + COMMAND + "`.", ""]
+    return "\n".join(lines)
+  s = result["settings"] or {}
+  labels = bench_front.LABELS
+  done = "; ".join(f"{labels[m]}: seeds {', '.join(map(str, v)) or 'none'}"
+                   for m, v in result["done"].items())
+  lines += [
+      f"`{COMMAND}`. LeNet5 (small), {s.get('data', s.get('dataset'))}; "
+      f"{s.get('augmentation', '')}; {s.get('epochs')} epochs, lr x {s.get('gamma')} at "
+      f"epochs {s.get('milestones_epochs')} (RMDA and RAMDA also restart there), batch "
+      f"{s.get('batch_size')}; {s.get('regularizer')}; reported point: "
+      f"{s.get('reported_point')}. Each (method, seed) is one compiled program over its lr x "
+      "lambda grid (`rmda_jax.examples.sweep`). Every choice (each method's front, the "
+      "joint front, the dense reference, the points near it) is made on the validation "
+      "accuracy, as a mean over the finished seeds; test accuracy is read once per run, "
+      "after its last epoch, and shown for the chosen points. Ran on: "
+      f"{', '.join(result['devices'])}.",
+      "",
+  ]
+  if result["partial"]:
+    missing = "; ".join(f"{labels[m]} {v}" for m, v in result["missing_seeds"].items())
+    lines += [f"**Partial: not every (method, seed) has run.** Done: {done}. Missing: "
+              f"{missing}. The statements below hold for the runs done only.", ""]
+  else:
+    lines += [f"Done: {done}.", ""]
+  dense = result["dense"]
+  if dense is not None:
+    lines += [f"Dense reference (MSGD, `optax.sgd` momentum 0.9, no regularizer; its lr of "
+              f"best mean validation accuracy, {dense['lr']:g}): validation "
+              f"{100 * dense['validation_accuracy']['mean']:.2f}%, test "
+              f"{_pct(dense['test_accuracy'], dense['seeds'])}% (seeds {dense['seeds']}).", ""]
+  rows = []
+  for m, r in result["methods"].items():
+    for p in r["front"]:
+      rows.append(_point_row(labels[m], p))
+  lines += ["Each method's front over its plane (points no other point of the same method "
+            "beats in both mean validation accuracy and mean weighted group sparsity), "
+            "sparsest last; mean ± std over the seeds where more than one has run:", "",
+            _table(["method", "lr", "lambda", "val acc %", "test acc %", "weighted group sp %",
+                    "seeds"], rows), ""]
+  rows = []
+  for m, r in result["methods"].items():
+    near = r["sparsity_near_dense"]
+    cells = []
+    for d in bench_front.DELTAS:
+      p = near.get(f"{d:g}")
+      cells.append("none" if p is None else
+                   f"{100 * p['weighted_group_sparsity']['mean']:.1f}% "
+                   f"(lr {p['lr']:g}, λ {p['lam']:g})")
+    rows.append([labels[m], f"{len(r['points'])}", f"{len(r['front'])}",
+                 f"{r['on_joint_front']}", *cells])
+  lines += ["Points on the joint front (the same rule over every regularized method's "
+            "points) and the sparsest point within 0.1, 0.3 and 0.5 points of the dense "
+            "model's validation accuracy:", "",
+            _table(["method", "points", "on its front", "on the joint front",
+                    *(f"sparsity within {d:g}" for d in bench_front.DELTAS)], rows), ""]
+  edges = [f"{labels[m]} at λ {e['lam']:g} (best lr {e['best_lr']:g}, {e['edge']} end of "
+           f"{r['lrs']})" for m, r in result["methods"].items()
+           for e in r["best_lr_on_grid_edge"]]
+  if edges:
+    lines += ["Best learning rate on the edge of its grid (the grid should be extended "
+              "there before the front is final): " + "; ".join(edges) + ".", ""]
+  lines += [f"![joint front]({png})", ""]
+  return "\n".join(lines)
+
+
+def load(results: Path) -> dict | None:
+  """The fronts from ``results/front/`` (None when no chunk has finished)."""
+  parts = Path(results) / "front"
+  if not parts.is_dir() or not any(parts.glob("*.json")):
+    return None
+  return bench_front.render(parts)
