@@ -225,6 +225,7 @@ def _quick(module, tmp_path, *flags):
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_identification_deep_quick(tmp_path, mnist):
   # Every method, on the configuration with both crop and dropout (the crop-only
   # one runs the same code without the dropout keys; test_equal_tuning_quick
@@ -257,6 +258,7 @@ def test_identification_deep_quick(tmp_path, mnist):
 EQUAL_TUNING_METHODS = ("rmda", "prox_adam")
 
 
+@pytest.mark.slow
 def test_equal_tuning_quick(tmp_path, mnist):
   _quick("bench_equal_tuning", tmp_path, "--methods", *EQUAL_TUNING_METHODS)
   d = json.loads((tmp_path / "equal_tuning_quick.json").read_text())
@@ -274,6 +276,7 @@ def test_equal_tuning_quick(tmp_path, mnist):
   assert f"{100 * r['test_accuracy']['mean']:.2f} ± " in md
 
 
+@pytest.mark.slow
 def test_rigl_converged_quick(tmp_path, mnist):
   _quick("bench_rigl_converged", tmp_path)
   d = json.loads((tmp_path / "rigl_converged_quick.json").read_text())
@@ -306,6 +309,7 @@ def test_sharded_reads_jobs():
       sharded.parse_job(bad)
 
 
+@pytest.mark.slow
 def test_sharded_shards_run_each_run_once(tmp_path, mnist):
   """Two shards of the quick tuning of RMDA: each runs one of its two configurations."""
   logs = tmp_path / "logs"

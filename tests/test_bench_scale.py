@@ -16,6 +16,7 @@ def _finite(x):
   return isinstance(x, (int, float)) and math.isfinite(x)
 
 
+@pytest.mark.slow
 def test_scale_quick(tmp_path):
   out = bench_scale.main(["--quick", "--out", str(tmp_path)])
   d = json.loads((tmp_path / "scale.json").read_text())

@@ -34,6 +34,7 @@ def test_zero_input_groups_zeroes_the_stated_fraction_of_every_layer_but_the_fir
     bench_slim.zero_input_groups(model, 0.5, rng, "stem")
 
 
+@pytest.mark.slow
 def test_quick_run_writes_the_results_file(tmp_path):
   out = bench_slim.main(["--quick", "--out", str(tmp_path)])
   on_disk = json.loads((tmp_path / "slim.json").read_text())

@@ -39,6 +39,7 @@ def _kept_from_arrays(p, block):
   return head_any, unit_any
 
 
+@pytest.mark.slow
 def test_quick_run_records_what_the_saved_points_hold(quick):
   d, points = quick
   assert d["benchmark"] == "bench_vit" and d["machine"]["cpu_count"]

@@ -15,6 +15,7 @@ def _finite(x):
   return isinstance(x, (int, float)) and math.isfinite(x)
 
 
+@pytest.mark.slow
 def test_identification_quick(tmp_path, mnist):
   out = bench_identification.main(["--quick", "--out", str(tmp_path)])
   on_disk = json.loads((tmp_path / "identification.json").read_text())
@@ -87,6 +88,7 @@ def test_exact_support_summary():
   assert s["last_epoch_with_support_change"] == 3
 
 
+@pytest.mark.slow
 def test_cost_quick(tmp_path):
   bench_cost.main(["--quick", "--out", str(tmp_path)])
   d = json.loads((tmp_path / "cost.json").read_text())
@@ -158,6 +160,7 @@ def test_torch_denormal_authors_rmda_is_rmda_jax_rmda():
   assert float(jnp.abs(p["fc"][2]).max()) > 0.0
 
 
+@pytest.mark.slow
 def test_torch_denormal_quick(tmp_path, mnist):
   pytest.importorskip("torch")
   from benchmarks import bench_torch_denormal

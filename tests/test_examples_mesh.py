@@ -27,6 +27,9 @@ import rmda_jax as rj
 from rmda_jax.examples import config, sharding, train
 from tests._compat import cpu_devices_xla_flags
 
+# Child processes on 8 virtual devices: minutes on 2 cores (CI runs it: -m slow).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 3
 TINY = ["--dataset", "digits", "--model", "lenet5_small", "--batch-size", "32",
