@@ -13,7 +13,8 @@ iterate).
 Methods and grids (:data:`LRS`, :data:`LAMS`): ``rmda``, ``prox_sgd``
 (rmda-train's heavy-ball form, momentum 0.9, strength / (1 - 0.9): the
 authors' EMA form with rho 0.1 and lr x 10), ``prox_adam`` (ProxGen),
-``prox_ssi``, each at 4 learning rates (33x) x 4 lambdas; ``msgd``
+``prox_ssi``, ``ramda`` (``rj.ramda_multistep``, c 1e-2 as its authors run it),
+each at 4 learning rates (30x or more) x 4 lambdas; ``msgd``
 (``optax.sgd`` with momentum 0.9, no regularizer) at 4 learning rates, the
 dense accuracy reference. 3 seeds.
 
@@ -69,18 +70,22 @@ from rmda_jax.examples import data as data_lib
 from rmda_jax.examples import sweep as sweep_lib
 from rmda_jax.examples import train as train_lib
 
-METHODS = ("rmda", "prox_sgd", "prox_adam", "prox_ssi", "msgd")
-REGULARIZED = METHODS[:4]
+METHODS = ("rmda", "prox_sgd", "prox_adam", "prox_ssi", "ramda", "msgd")
+REGULARIZED = METHODS[:5]
 LABELS = {"rmda": "RMDA", "prox_sgd": "ProxSGD", "prox_adam": "ProxGen",
-          "prox_ssi": "ProxSSI", "msgd": "MSGD (dense)"}
-COLORS = {"rmda": "C0", "prox_sgd": "C1", "prox_adam": "C2", "prox_ssi": "C3", "msgd": "k"}
+          "prox_ssi": "ProxSSI", "ramda": "RAMDA", "msgd": "MSGD (dense)"}
+COLORS = {"rmda": "C0", "prox_sgd": "C1", "prox_adam": "C2", "prox_ssi": "C3",
+          "ramda": "C4", "msgd": "k"}
 OPTIMIZER = {"rmda": "rmda", "prox_sgd": "prox_sgd", "prox_adam": "prox_adam",
-             "prox_ssi": "prox_ssi", "msgd": "sgd"}
-MOMENTUM = {"rmda": 0.1, "msgd": 0.9}  # rmda: c0; the others: rmda-train's defaults
+             "prox_ssi": "prox_ssi", "ramda": "ramda", "msgd": "sgd"}
+# rmda: c0; ramda: the authors' c (1e-2, ../shared/docs/ramda.md); the others:
+# rmda-train's defaults.
+MOMENTUM = {"rmda": 0.1, "ramda": 1e-2, "msgd": 0.9}
 # Learning rates: each spans 33x. rmda-train's prox_sgd lr is the authors' EMA
 # lr x rho (0.1): 0.003..0.1 here is their 0.03..1.
 LRS = {"rmda": (0.03, 0.1, 0.3, 1.0), "prox_sgd": (0.003, 0.01, 0.03, 0.1),
        "prox_adam": (3e-4, 1e-3, 3e-3, 1e-2), "prox_ssi": (3e-4, 1e-3, 3e-3, 1e-2),
+       "ramda": (1e-3, 3e-3, 1e-2, 3e-2),  # around the authors' 1e-2
        "msgd": (0.003, 0.01, 0.03, 0.1)}
 LAMS = (2.5e-4, 5e-4, 1e-3, 2e-3)
 DELTAS = (0.1, 0.3, 0.5)  # accuracy points below the dense model

@@ -14,6 +14,7 @@ import os
 import re
 
 from benchmarks import render_deep
+from benchmarks import render_front
 from benchmarks import render_vit
 from benchmarks._md import _machine, _table
 
@@ -844,6 +845,7 @@ def main(argv=None):
       "| bench_sparsity_accuracy (flags in 2b) | 2b. the same on all of MNIST, 6 epochs | results/sparsity_accuracy_lenet5_full6ep.json, .png |",
       "| bench_equal_tuning | 2d. equal tuning on a validation split, lambda sweep of all four | results/equal_tuning.json, .png, equal_tuning/ |",
       "| bench_vit | 2e. heads and MLP units of a tiny ViT: RMDA, ProxSGD, RAMDA tuned alike, lambda sweep | results/vit.json |",
+      "| bench_front | 2f. the joint front: every method over its (lr, lambda) plane, 3 seeds | results/front/ (one file per method and seed), results/front.json, .png |",
       "| bench_rigl | 3. unstructured sparsity vs RigL | results/rigl.json |",
       "| bench_rigl_converged | 3b. RMDA + L1 vs RigL, 20 epochs, tuned alike | results/rigl_converged.json, rigl_converged/ |",
       "| bench_torch_denormal (needs PyTorch) | 4e. the authors' PyTorch RMDA and denormals | results/torch_denormal.json |",
@@ -876,6 +878,7 @@ def main(argv=None):
                 if f.startswith(LOW_RANK_EXTRA) and f.endswith(".json")]),
       equal_md,
       render_vit.section(vit),
+      render_front.section(render_front.load(RESULTS)),
       generic("3. Unstructured sparsity against RigL", _load("rigl.json"),
               "python -m benchmarks.bench_rigl", "rigl"),
       render_deep.rigl_converged(rigl_conv),

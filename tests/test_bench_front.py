@@ -105,6 +105,31 @@ def test_partial_results_are_labelled(parts, tmp_path):
   assert (tmp_path / "front.png").stat().st_size > 1000
 
 
+def test_section_shows_each_front_point_and_says_partial(parts):
+  from benchmarks import render_front
+  r = bf.render(parts, ("rmda", "prox_sgd", "msgd"), (0, 1))
+  md = render_front.section(r)
+  assert md.startswith(render_front.TITLE) and "**Partial" in md
+  assert "ProxSGD [1]" in md and "MSGD (dense) [1]" in md
+  front_md, summary_md = md.split("Points on the joint front")
+
+  def rows(text):
+    return [line.split(" | ") for line in text.splitlines()
+            if line.startswith("| RMDA | ") or line.startswith("| ProxSGD | ")]
+
+  front = [(r_[0][2:], float(r_[1]), float(r_[2])) for r_ in rows(front_md)]
+  assert front == [("RMDA", 0.1, 1e-3), ("RMDA", 0.3, 2e-3), ("RMDA", 1.0, 2e-3),
+                   ("ProxSGD", 0.01, 1e-3), ("ProxSGD", 0.03, 1e-3), ("ProxSGD", 0.01, 2e-3)]
+  # Two seeds: mean +- sample std; one seed: the mean alone (RMDA (0.1, 1e-3): test .988
+  # and .986, std sqrt(2) * 0.1 points; ProxSGD (0.01, 1e-3): .99).
+  assert "| 98.70 ± 0.14 |" in md and "| 99.00 |" in md
+  summary = {r_[0][2:]: r_[3] for r_ in rows(summary_md)}
+  assert summary == {"RMDA": "3", "ProxSGD": "2"}  # on the joint front (hand-counted above)
+  assert "RMDA at λ 0.001 (best lr 0.1, low end" in md
+  assert render_front.section(None).startswith(render_front.TITLE)
+  assert "Not run yet" in render_front.section(None)
+
+
 def test_main_skips_finished_chunks_and_renders(parts, capsys):
   out = parts.parent / "out"
   (out / "front_quick").mkdir(parents=True)
@@ -204,6 +229,7 @@ def chunks(split, tmp_path_factory):
   return whole, resumed, lines, tmp, ckpt
 
 
+@pytest.mark.slow
 def test_chunk_file_records_every_run(chunks):
   whole, _, _, tmp, _ = chunks
   on_disk = json.loads((tmp / "a" / "rmda_seed0.json").read_text())
@@ -216,6 +242,7 @@ def test_chunk_file_records_every_run(chunks):
   assert whole["runs_per_step"] == 2 and len(whole["epoch_s"]) == 2
 
 
+@pytest.mark.slow
 def test_a_cut_chunk_resumes_to_the_same_runs(chunks):
   whole, resumed, lines, _, ckpt = chunks
   assert resumed["resumed_at_epoch"] == 1 and resumed["runs_per_step"] == 1
