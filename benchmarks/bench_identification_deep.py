@@ -38,6 +38,15 @@ Run from the repository root:
     python -m benchmarks.bench_identification_deep                   # all (hours)
     python -m benchmarks.bench_identification_deep --configs crop --seeds 0
     python -m benchmarks.bench_identification_deep --quick --out /tmp/q   # < 2 min
+
+At the authors' budget (issue 19, part 3: 200 epochs, milestones 50 and 100,
+their MNIST lambda 1e-3, then 5e-4; crop; every run records its support each
+epoch and, at the end, each group's ratio ``||grad_g F|| / (lam w_g)`` on the
+whole training set without augmentation, ``deep.near_threshold``):
+
+    python -m benchmarks.bench_identification_deep --configs crop --epochs 200 \
+        --milestones 50 100 --lam 1e-3 --methods rmda prox_sgd prox_adam prox_ssi \
+        --name identification_200_lam1e-3
 """
 
 from __future__ import annotations
@@ -126,6 +135,14 @@ def merge(parts_dir: Path, json_path: Path, settings: dict, machine: dict) -> di
           "weighted_group_sparsity": common.mean_std(
               [s["final_weighted_group_sparsity"] for s in ss]),
           "group_sparsity": common.mean_std([s["final_group_sparsity"] for s in ss]),
+          # Per seed (None for runs recorded before it existed): the groups that
+          # changed status over the last 20 epochs and how many of them end
+          # within 0.1 of the threshold ratio 1 (deep.near_threshold).
+          "late_flips": [None if r.get("near_threshold") is None else
+                         {k: r["near_threshold"][k] for k in
+                          ("flipped", "flipped_within_near_of_1", "stable_zero_groups",
+                           "stable_zero_within_near_of_1", "max_ratio_of_a_zero_group")}
+                         for r in rs],
       })
   claim = {}
   for config in sorted({t["config"] for t in table}):

@@ -289,7 +289,25 @@ def make_trainer(model: str, tx: optax.GradientTransformation, split: Split, *,
         break
     return params, opt_state
 
+  @jax.jit
+  def grad_sum(params, x, y):
+    """Sum over the rows of ``x`` of the loss gradient, without crop or dropout."""
+    def total(p):
+      logits = apply(p, data_lib.normalize(x, stats), None)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()
+    return jax.grad(total)(params)
+
+  def full_gradient(params):
+    """The gradient at ``params`` of the mean training loss over every training image
+    (no augmentation, no dropout: the F of the optimality conditions)."""
+    g = None
+    for i in range(0, n, EVAL_BATCH):
+      gi = grad_sum(params, split.x_train[i:i + EVAL_BATCH], split.y_train[i:i + EVAL_BATCH])
+      g = gi if g is None else jax.tree.map(jnp.add, g, gi)
+    return jax.tree.map(lambda a: a / n, g)
+
   train.accuracy = accuracy
+  train.full_gradient = full_gradient
   train.eval_name = split.eval_name
   train.steps_per_epoch = spe
   return train
@@ -302,6 +320,71 @@ def group_record(point, reg) -> dict:
   return {"support": support,
           "group_sparsity": rj.group_sparsity(point, reg),
           "weighted_group_sparsity": rj.group_sparsity(point, reg, weighted=True)}
+
+
+def threshold_ratios(point, grad, reg) -> np.ndarray:
+  r"""Per group, :math:`\|\nabla_g F\| / (\lambda w_g)`, flat in :func:`group_record`'s order.
+
+  At a stationary point of :math:`F + \lambda \sum_g w_g \|W_g\|` a nonzero
+  group has ratio exactly 1 and a zero group ratio at most 1; a zero group
+  with ratio near 1 sits on the threshold (a degenerate group, which the
+  identification theory excludes). ``reg``: a plain group regularizer
+  (``rj.group_lasso``), whose groups and weights :func:`group_record` reads.
+  """
+  if not isinstance(reg, rj.GroupRegularizer) or hasattr(reg, "group_sets"):
+    raise TypeError(f"threshold_ratios needs a per-leaf group regularizer, got {reg!r}")
+  mask = reg.mask_tree(point)
+  out = []
+  for m, w, g in zip(jax.tree.leaves(mask), jax.tree.leaves(point), jax.tree.leaves(grad)):
+    if m:
+      norms = np.asarray(reg.group_norms(jnp.asarray(g, jnp.float32)), np.float64)
+      out.append(norms.ravel() / (float(reg.strength) * reg.group_weight(w)))
+  return np.concatenate(out)
+
+
+def pack_support(support: np.ndarray) -> str:
+  """A flat bool support as a compact string (hex of its packed bits)."""
+  return np.packbits(np.asarray(support, bool)).tobytes().hex()
+
+
+def unpack_support(text: str, groups: int) -> np.ndarray:
+  """The inverse of :func:`pack_support`."""
+  return np.unpackbits(np.frombuffer(bytes.fromhex(text), np.uint8))[:groups].astype(bool)
+
+
+def near_threshold(rec: dict, last: int = 20, near: float = 0.1) -> Optional[dict]:
+  """Do the groups that changed status late sit on the threshold? From a run's record.
+
+  Reads ``support_bits`` (every epoch's support) and ``final_ratios``
+  (:func:`threshold_ratios` at the final point). Returns None when the record
+  has neither. Otherwise: the groups that changed status at least once over
+  the last ``last`` epochs (``flipped``), their final ratios, how many lie
+  within ``near`` of 1, and, for comparison, the same count over the zero
+  groups that did not change, and the largest ratio of a zero group.
+  """
+  bits, ratios = rec.get("support_bits"), rec.get("final_ratios")
+  if not bits or ratios is None:
+    return None
+  groups = int(rec["groups"])
+  sup = np.stack([unpack_support(b, groups) for b in bits])
+  ratios = np.asarray(ratios, np.float64)
+  tail = sup[-(last + 1):]
+  flipped = np.any(tail != tail[-1], axis=0)
+  final = sup[-1]
+  stable_zero = ~final & ~flipped
+  close = np.abs(ratios - 1) <= near
+  return {
+      "last_epochs": last, "near": near, "flipped": int(flipped.sum()),
+      "flipped_groups": [int(i) for i in np.flatnonzero(flipped)],
+      "flipped_ratios": [round(float(r), 4) for r in ratios[flipped]],
+      "flipped_within_near_of_1": int((flipped & close).sum()),
+      "stable_zero_groups": int(stable_zero.sum()),
+      "stable_zero_within_near_of_1": int((stable_zero & close).sum()),
+      "max_ratio_of_a_zero_group": (round(float(ratios[~final].max()), 4)
+                                    if (~final).any() else None),
+      "nonzero_ratio_median": (round(float(np.median(ratios[final])), 4)
+                               if final.any() else None),
+  }
 
 
 def load_part(part: Path) -> Optional[dict]:
@@ -319,23 +402,30 @@ def observed_run(train, seed: int, epochs: int, reg, part: Path, meta: dict,
 
   Per epoch: ``support_changes`` (groups whose zero/nonzero status at the
   reported point differs from the previous epoch's; None for epoch 1),
+  ``support_bits`` (the support itself, :func:`pack_support`),
   ``nonzero_groups``, ``group_sparsity``, ``weighted_group_sparsity``,
   ``<eval>_accuracy`` (``test`` or ``validation``), ``train_loss``, ``wall_s``.
+  At the end, for a per-leaf group regularizer, ``final_ratios``
+  (:func:`threshold_ratios` at the final point, the gradient of the training
+  loss over every training image without augmentation or dropout) and
+  ``near_threshold`` (:func:`near_threshold`).
   ``meta`` is copied into the record; ``complete`` becomes True at the end.
   """
   acc_key = f"{train.eval_name}_accuracy"
   rec = dict(meta, seed=seed, epochs=epochs, device=device_name(), complete=False,
-             support_changes=[],
+             support_changes=[], support_bits=[],
              nonzero_groups=[], group_sparsity=[], weighted_group_sparsity=[],
              train_loss=[], wall_s=[])
   rec[acc_key] = []
-  prev = [None]
+  prev, last_point = [None], [None]
 
   def on_epoch(r: EpochRecord):
     g = group_record(r.point, reg)
     rec["support_changes"].append(None if prev[0] is None
                                   else int(np.sum(g["support"] != prev[0])))
     prev[0] = g["support"]
+    last_point[0] = r.point
+    rec["support_bits"].append(pack_support(g["support"]))
     rec["groups"] = int(g["support"].size)
     rec["nonzero_groups"].append(int(g["support"].sum()))
     rec["group_sparsity"].append(g["group_sparsity"])
@@ -348,6 +438,12 @@ def observed_run(train, seed: int, epochs: int, reg, part: Path, meta: dict,
     write_json(part, rec)
 
   train(seed, epochs, on_epoch)
+  full_gradient = getattr(train, "full_gradient", None)
+  if (full_gradient is not None and last_point[0] is not None
+      and isinstance(reg, rj.GroupRegularizer) and not hasattr(reg, "group_sets")):
+    ratios = threshold_ratios(last_point[0], full_gradient(last_point[0]), reg)
+    rec["final_ratios"] = [round(float(r), 5) for r in ratios]
+    rec["near_threshold"] = near_threshold(rec)
   rec["complete"] = True
   write_json(part, rec)
   return rec

@@ -20,6 +20,29 @@ def _pm(ms, scale=100, digits=2):
   return f"{scale * ms['mean']:.{digits}f} ± {scale * ms['std']:.{digits}f}"
 
 
+def late_flips(table) -> list:
+  """Lines on the groups that changed status in the last 20 epochs (runs that record them)."""
+  rows = []
+  for t in table:
+    for seed, f in zip(t["seeds"], t.get("late_flips") or []):
+      if f is None:
+        continue
+      rows.append([t["config"], LABELS[t["method"]], str(seed), str(f["flipped"]),
+                   str(f["flipped_within_near_of_1"]),
+                   f"{f['stable_zero_within_near_of_1']} of {f['stable_zero_groups']}",
+                   "-" if f["max_ratio_of_a_zero_group"] is None
+                   else f"{f['max_ratio_of_a_zero_group']:.3f}"])
+  if not rows:
+    return []
+  return ["Groups on the threshold, at the final point: each group's ratio "
+          "`||grad_g F|| / (lambda w_g)` (F the training loss over every training image, "
+          "no augmentation or dropout; 1 for a nonzero group at a stationary point, at most 1 "
+          "for a zero one). Late flips: groups whose status changed in the last 20 epochs.", "",
+          _table(["config", "method", "seed", "late flips", "of them within 0.1 of 1",
+                  "other zero groups within 0.1 of 1", "largest ratio of a zero group"], rows),
+          ""]
+
+
 def identification_deep(d, longer=None):
   title = "## 1b. Identification in a deep net (LeNet5, augmentation, dropout)"
   cmd = "python -m benchmarks.bench_identification_deep"
@@ -61,6 +84,7 @@ def identification_deep(d, longer=None):
   lines += [_table(["config", "method", "seeds", f"changes, last {last} epochs (per seed)",
                     "last epoch with a change", "test acc % (final)",
                     "weighted group sparsity % (final)"], rows), ""]
+  lines += late_flips(d["table"])
   verdicts = []
   headline = []
   for config, c in d.get("claim", {}).items():

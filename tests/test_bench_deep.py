@@ -218,6 +218,83 @@ def test_rigl_converged_needs_equal_tuning_budgets():
   assert "same length" in proc.stderr and "Traceback" not in proc.stderr
 
 
+# ------------------------------------------- groups on the threshold (issue 19, part 3)
+def test_threshold_ratios_are_one_on_the_nonzero_groups_of_an_exact_optimum():
+  # F(W) = 1/2 ||W - A||^2 + lam sum_g w_g ||W_g||: the optimum is the group
+  # shrinkage of A, written here by hand (rows of the (in, out) kernel are the
+  # groups, w_g = sqrt(3)); grad F = W* - A.
+  lam, w_g = 0.5, np.sqrt(3.0)
+  a = np.array([[3.0, 0.0, 4.0], [0.1, 0.2, -0.2], [0.0, 1.0, 0.0], [-2.0, 2.0, 1.0]])
+  norms = np.linalg.norm(a, axis=1, keepdims=True)
+  w_star = a * np.maximum(0, 1 - lam * w_g / norms)
+  point = {"k": jnp.asarray(w_star, jnp.float32), "b": jnp.zeros(3)}
+  grad = {"k": jnp.asarray(w_star - a, jnp.float32), "b": jnp.ones(3)}
+  reg = rj.group_lasso(lam)
+  ratios = deep.threshold_ratios(point, grad, reg)
+  assert ratios.shape == (4,)  # the bias is not regularized
+  nonzero = norms.ravel() > lam * w_g
+  assert nonzero.tolist() == [True, False, True, True]
+  np.testing.assert_allclose(ratios[nonzero], 1.0, rtol=1e-5)
+  np.testing.assert_allclose(ratios[~nonzero], norms.ravel()[~nonzero] / (lam * w_g), rtol=1e-5)
+  assert ratios[~nonzero].max() < 1
+  support = deep.group_record(point, reg)["support"]
+  assert support.tolist() == nonzero.tolist()  # the same group order as the support
+
+
+def test_threshold_ratios_refuse_a_regularizer_without_per_leaf_groups():
+  with pytest.raises(TypeError, match="per-leaf group regularizer"):
+    deep.threshold_ratios({"w": jnp.ones((2, 2))}, {"w": jnp.ones((2, 2))},
+                          rj.nuclear_norm(1.0))
+
+
+def test_support_bits_round_trip():
+  rng = np.random.default_rng(0)
+  for n in (1, 7, 8, 611):
+    s = rng.random(n) < 0.5
+    assert deep.unpack_support(deep.pack_support(s), n).tolist() == s.tolist()
+
+
+def test_near_threshold_reads_the_late_flips():
+  # 4 groups over 5 epochs; group 1 flips in the last 2 epochs, group 3 early only.
+  sup = [[1, 1, 0, 1], [1, 1, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 0, 0]]
+  rec = {"groups": 4, "support_bits": [deep.pack_support(np.array(x, bool)) for x in sup],
+         "final_ratios": [1.0, 0.97, 0.5, 0.95]}
+  out = deep.near_threshold(rec, last=2, near=0.1)
+  assert out["flipped_groups"] == [1] and out["flipped_ratios"] == [0.97]
+  assert out["flipped_within_near_of_1"] == 1
+  # The zero groups that did not flip late: 2 (ratio .5) and 3 (.95, near 1).
+  assert (out["stable_zero_groups"], out["stable_zero_within_near_of_1"]) == (2, 1)
+  assert out["max_ratio_of_a_zero_group"] == 0.95
+  assert deep.near_threshold({"groups": 4}) is None
+
+
+def test_full_gradient_is_the_mean_gradient_over_every_training_image():
+  split = deep.Split(x_train=jnp.asarray(np.random.default_rng(0).integers(
+      0, 256, (5, 28, 28, 1)), jnp.uint8), y_train=jnp.arange(5) % 10,
+      x_eval=None, y_eval=None, stats=(1 / 255, 0.1307, 0.3081), eval_name="test", note="")
+  train = deep.make_trainer("lenet5_small", optax.sgd(0.1), split, batch_size=2)
+  _, params = deep.build_model("lenet5_small", 0)
+  graphdef, _ = deep.build_model("lenet5_small", 0)
+
+  def mean_loss(p):
+    logits = nnx.merge(graphdef, p, {})(data_lib.normalize(split.x_train, split.stats))
+    return optax.softmax_cross_entropy_with_integer_labels(logits, split.y_train).mean()
+
+  chex.assert_trees_all_close(train.full_gradient(params), jax.grad(mean_loss)(params),
+                              rtol=1e-4, atol=1e-7)
+
+
+def test_late_flips_are_rendered_per_seed_and_left_out_when_not_recorded():
+  flips = {"flipped": 3, "flipped_within_near_of_1": 2, "stable_zero_groups": 40,
+           "stable_zero_within_near_of_1": 1, "max_ratio_of_a_zero_group": 0.9876}
+  table = [{"config": "crop", "method": "rmda", "seeds": [0, 1], "late_flips": [flips, None]}]
+  md = "\n".join(render_deep.late_flips(table))
+  assert "| crop | RMDA | 0 | 3 | 2 | 1 of 40 | 0.988 |" in md
+  assert "| crop | RMDA | 1 |" not in md
+  assert render_deep.late_flips([dict(table[0], late_flips=[None, None])]) == []
+  assert render_deep.late_flips([{"config": "crop", "method": "rmda", "seeds": [0]}]) == []
+
+
 def _quick(module, tmp_path, *flags):
   proc = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--quick", "--out",
                          str(tmp_path), *flags], cwd=ROOT, capture_output=True, text=True,
@@ -251,6 +328,13 @@ def test_identification_deep_quick(tmp_path, mnist):
       assert isinstance(c, int) and c >= abs(b - a) and (c - abs(b - a)) % 2 == 0
     # A fraction of the quick mode's 1000 test images.
     assert all(abs(1000 * a - round(1000 * a)) < 1e-6 for a in r["test_accuracy"])
+    # Every epoch's support, and at the end each group's distance to the threshold.
+    sups = [deep.unpack_support(b, r["groups"]) for b in r["support_bits"]]
+    assert [int(x.sum()) for x in sups] == nz
+    assert [int((a != b).sum()) for a, b in zip(sups, sups[1:])] == r["support_changes"][1:]
+    assert len(r["final_ratios"]) == r["groups"] and min(r["final_ratios"]) >= 0
+    assert r["near_threshold"]["flipped"] == int(np.any(
+        np.stack(sups[-21:]) != sups[-1], axis=0).sum())
 
 
 # Two of the methods (an SGD-like and an Adam-like one, built by the same
