@@ -798,8 +798,11 @@ def headline_table(ident, cost_h, train, full6=None, more=(),
       "at its published learning rate but lam 5e-4, milestones 15/30 and the crop "
       "chosen by this project, not the authors' MNIST schedule of 200 epochs, "
       "milestones 50/100 and lam 1e-3; the deep-identification rows above) is this "
-      "project's test of the identification claim. Progress: section 1b: " + deep_status + ". "
-      + claims)
+      "project's test of the identification claim. Equal tuning (2d) picks each "
+      "method's learning rate at one lambda, yet the learning rate moves sparsity as "
+      "much as lambda does (issue 19), so 2d's front counts describe that protocol; "
+      "section 2f compares every method over its whole (lr, lambda) plane. Progress: "
+      "section 1b: " + deep_status + ". " + claims)
 
 
 FULL6EP_CMD = ("python -m benchmarks.bench_sparsity_accuracy --models lenet5_small "
@@ -904,7 +907,8 @@ def main(argv=None):
       ident_h, cost_h, train_h, _load("sparsity_accuracy_lenet5_full6ep.json"),
       deep_h + render_deep.equal_headline(equal) + render_vit.headline(vit)
       + render_deep.rigl_headline(rigl_conv) + denormal_h,
-      claims=render_deep.claims(ident_deep, equal, rigl_conv),
+      claims=render_deep.claims(ident_deep, equal, rigl_conv) + " "
+      + render_front.claim(render_front.load(RESULTS)),
       deep_status=render_deep.status(ident_deep, equal, rigl_conv))
            + "\n<!-- headline:end -->")
   if "<!-- headline:start -->" in text:

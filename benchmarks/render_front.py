@@ -98,6 +98,24 @@ def section(result: dict | None, png: str = "results/front.png") -> str:
   return "\n".join(lines)
 
 
+def claim(result: dict | None) -> str:
+  """One sentence for the README's headline paragraph, from the same result."""
+  if result is None or not result["methods"]:
+    return ("The joint front over the whole (lr, lambda) plane (section 2f) has not run "
+            "yet.")
+  labels = bench_front.LABELS
+  counts = ", ".join(f"{labels[m]} {r['on_joint_front']}" for m, r in result["methods"].items())
+  done = "; ".join(f"{labels[m]} seeds {v}" for m, v in result["done"].items() if v)
+  edge = [labels[m] for m, r in result["methods"].items() if r["best_lr_on_grid_edge"]]
+  text = (f"Joint front over each method's whole (lr, lambda) plane, chosen on validation "
+          f"(2f): points on it: {counts}")
+  if result["partial"]:
+    text += f" (partial: only {done} have run)"
+  if edge:
+    text += f"; best lr on its grid's edge for {', '.join(edge)} (grid to extend)"
+  return text + "."
+
+
 def load(results: Path) -> dict | None:
   """The fronts from ``results/front/`` (None when no chunk has finished)."""
   parts = Path(results) / "front"

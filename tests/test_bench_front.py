@@ -126,6 +126,9 @@ def test_section_shows_each_front_point_and_says_partial(parts):
   summary = {r_[0][2:]: r_[3] for r_ in rows(summary_md)}
   assert summary == {"RMDA": "3", "ProxSGD": "2"}  # on the joint front (hand-counted above)
   assert "RMDA at λ 0.001 (best lr 0.1, low end" in md
+  line = render_front.claim(r)
+  assert "points on it: RMDA 3, ProxSGD 2 (partial:" in line and "edge for RMDA" in line
+  assert "not run yet" in render_front.claim(None)
   assert render_front.section(None).startswith(render_front.TITLE)
   assert "Not run yet" in render_front.section(None)
 
