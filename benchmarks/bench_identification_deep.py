@@ -47,6 +47,13 @@ whole training set without augmentation, ``deep.near_threshold``):
     python -m benchmarks.bench_identification_deep --configs crop --epochs 200 \
         --milestones 50 100 --lam 1e-3 --methods rmda prox_sgd prox_adam prox_ssi \
         --name identification_200_lam1e-3
+
+The averaging ablation (part 4: ProxSGD with rho 0.1, 0.01, 0.001; plain RDA,
+c = 1 without restarts; RMDA with the divide and the ramp rules):
+
+    python -m benchmarks.bench_identification_deep --configs crop --epochs 200 \
+        --milestones 50 100 --lam 1e-3 --methods prox_sgd prox_sgd_rho0.01 \
+        prox_sgd_rho0.001 rda rmda rmda_ramp --name ablation_200
 """
 
 from __future__ import annotations
@@ -63,11 +70,17 @@ import rmda_jax as rj
 from benchmarks import common, deep
 
 METHODS = ("rmda", "prox_sgd", "prox_adam", "prox_ssi", "ramda")
+# The averaging ablation (issue 19, part 4; common.build_method): not run by default.
+ABLATION = common.ABLATION
+ALL_METHODS = METHODS + ABLATION
 LABELS = {"rmda": "RMDA", "prox_sgd": "ProxSGD", "prox_adam": "ProxGen", "prox_ssi": "ProxSSI",
-          "ramda": "RAMDA"}
-COLORS = {"rmda": "C0", "prox_sgd": "C1", "prox_adam": "C2", "prox_ssi": "C3", "ramda": "C4"}
+          "ramda": "RAMDA", "prox_sgd_rho0.01": "ProxSGD rho 0.01",
+          "prox_sgd_rho0.001": "ProxSGD rho 0.001", "rda": "RDA (c 1, no restarts)",
+          "rmda_ramp": "RMDA, ramp rule"}
+COLORS = {"rmda": "C0", "prox_sgd": "C1", "prox_adam": "C2", "prox_ssi": "C3", "ramda": "C4",
+          "prox_sgd_rho0.01": "C5", "prox_sgd_rho0.001": "C6", "rda": "C7", "rmda_ramp": "C8"}
 # Methods with an exactly structured point, which claim identification (not baselines).
-IDENTIFYING = ("rmda", "ramda")
+IDENTIFYING = ("rmda", "ramda", "rda", "rmda_ramp")
 LAST = 10  # the claim: no support change over the last LAST epochs
 
 
@@ -116,11 +129,11 @@ def merge(parts_dir: Path, json_path: Path, settings: dict, machine: dict) -> di
   runs = []
   for f in sorted(parts_dir.glob("*/*.json")):
     runs.append(json.loads(f.read_text()))
-  order = {m: i for i, m in enumerate(METHODS)}
+  order = {m: i for i, m in enumerate(ALL_METHODS)}
   runs.sort(key=lambda r: (r["config"], order.get(r["method"], 9), r["seed"]))
   table = []
   for config in sorted({r["config"] for r in runs}):
-    for method in METHODS:
+    for method in ALL_METHODS:
       rs = [r for r in runs if r["config"] == config and r["method"] == method
             and r["complete"]]
       if not rs:
@@ -152,11 +165,12 @@ def merge(parts_dir: Path, json_path: Path, settings: dict, machine: dict) -> di
           "rmda_frozen_every_seed": rows["rmda"]["frozen_last_epochs_every_seed"],
           "baselines_still_changing_every_seed": {
               m: all(c is not None and c > 0 for c in rows[m]["changes_last_epochs"])
-              for m in METHODS if m in rows and m not in IDENTIFYING},
+              for m in ALL_METHODS if m in rows and m not in IDENTIFYING},
           "seeds": {m: rows[m]["seeds"] for m in rows},
       }
-      if "ramda" in rows:
-        claim[config]["ramda_frozen_every_seed"] = rows["ramda"]["frozen_last_epochs_every_seed"]
+      for m in ("ramda", "rda", "rmda_ramp"):
+        if m in rows:
+          claim[config][f"{m}_frozen_every_seed"] = rows[m]["frozen_last_epochs_every_seed"]
   out = {"benchmark": "bench_identification_deep", "machine": machine, "settings": settings,
          "claim_last_epochs": LAST, "claim": claim, "table": table, "runs": runs,
          "complete": all(r["complete"] for r in runs) and bool(runs)}
@@ -174,7 +188,7 @@ def plot(result: dict, path: Path) -> None:
   axes = fig.subplots(2, len(configs), squeeze=False)
   for j, config in enumerate(configs):
     ax, ax2 = axes[0][j], axes[1][j]
-    for method in METHODS:
+    for method in ALL_METHODS:
       rs = [r for r in runs if r["config"] == config and r["method"] == method]
       for k, r in enumerate(rs):
         ch = r["support_changes"][1:]
@@ -210,7 +224,7 @@ def main(argv=None) -> int:
   deep.add_run_args(p, epochs=60, milestones=(15, 30))
   p.add_argument("--configs", nargs="+", default=("crop", "crop_dropout"),
                  choices=("crop", "crop_dropout"))
-  p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+  p.add_argument("--methods", nargs="+", default=METHODS, choices=ALL_METHODS)
   p.add_argument("--lam", type=float, default=5e-4)
   p.add_argument("--dropout-rate", type=float, default=0.25)
   args = p.parse_args(argv)
@@ -240,6 +254,14 @@ def main(argv=None) -> int:
                    "authors' defaults; lr and epsilon x gamma and a restart at each "
                    "milestone, c ramped to 1 after the last); reported point Z = "
                    "rj.structured_params",
+          "prox_sgd_rho0.01": "prox_sgd with rho 0.01 (authors' form lr 0.1): "
+                              "rj.prox_sgd(0.001, 0.99, group_lasso(100 lam))",
+          "prox_sgd_rho0.001": "prox_sgd with rho 0.001: rj.prox_sgd(1e-4, 0.999, "
+                               "group_lasso(1000 lam))",
+          "rda": "plain regularized dual averaging: rj.rmda(0.1, 1.0), no restarts, no lr "
+                 "steps; reported point Z",
+          "rmda_ramp": "rj.rmda_multistep(0.1, 0.1, milestones, gamma, momentum_rule='ramp'); "
+                       "reported point Z",
       },
       "tuning": "none: the published settings (shared/docs/rmda.md section 5); the same "
                 "lam, schedule, seeds, initialisation, data order and augmentation for all",

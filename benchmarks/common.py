@@ -185,6 +185,20 @@ def milestones_of(total_steps: int, fractions: Sequence[float]) -> list:
   return sorted({max(1, int(round(f * total_steps))) for f in fractions})
 
 
+ABLATION = ("prox_sgd_rho0.01", "prox_sgd_rho0.001", "rda", "rmda_ramp")
+
+
+def ablation_rho(method: str) -> float:
+  """The averaging weight of ``prox_sgd_rho<r>`` (a number in (0, 1])."""
+  try:
+    rho = float(method[len("prox_sgd_rho"):])
+  except ValueError:
+    raise ValueError(f"{method!r}: expected prox_sgd_rho<number>, e.g. prox_sgd_rho0.01") from None
+  if not 0 < rho <= 1:
+    raise ValueError(f"{method!r}: the averaging weight must be in (0, 1]")
+  return rho
+
+
 def build_method(method: str, reg, rates: Rates):
   """(optax transformation, reported point ``(params, opt_state) -> params`` or None).
 
@@ -197,6 +211,13 @@ def build_method(method: str, reg, rates: Rates):
   ``ramda``: ``rj.ramda_multistep`` (lr and epsilon x ``gamma`` and a restart at
   each milestone, ``c`` ramped from ``ramda_c0`` to 1 after the last), reported at
   its structured point.
+
+  The averaging ablation (issue 19, part 4): ``prox_sgd_rho<r>`` is ``prox_sgd``
+  with averaging weight ``r`` instead of ``prox_sgd_rho`` (e.g.
+  ``prox_sgd_rho0.01``); ``rda`` plain regularized dual averaging,
+  ``rj.rmda(rmda_lr, 1.0)`` (``c = 1``: no averaging of the iterates; no
+  restarts and no learning-rate steps), reported at Z; ``rmda_ramp``
+  ``rmda`` with the NeurIPS 2024 "ramp" rule for ``c`` instead of "divide".
   """
   sched = lambda lr: optax.piecewise_constant_schedule(
       lr, {m: rates.gamma for m in rates.milestones})
@@ -204,10 +225,17 @@ def build_method(method: str, reg, rates: Rates):
     tx = rj.rmda_multistep(rates.rmda_lr, rates.rmda_c0, rates.milestones,
                            gamma=rates.gamma, regularizer=reg)
     return tx, (lambda params, opt_state: rj.structured_params(opt_state, reg))
-  if method == "prox_sgd":
-    rho = rates.prox_sgd_rho
+  if method == "prox_sgd" or method.startswith("prox_sgd_rho"):
+    rho = rates.prox_sgd_rho if method == "prox_sgd" else ablation_rho(method)
     return rj.prox_sgd(sched(rho * rates.prox_sgd_lr), 1 - rho,
                        reg.with_strength(reg.strength / rho)), None
+  if method == "rda":
+    tx = rj.rmda(rates.rmda_lr, 1.0, regularizer=reg)
+    return tx, (lambda params, opt_state: rj.structured_params(opt_state, reg))
+  if method == "rmda_ramp":
+    tx = rj.rmda_multistep(rates.rmda_lr, rates.rmda_c0, rates.milestones,
+                           gamma=rates.gamma, regularizer=reg, momentum_rule="ramp")
+    return tx, (lambda params, opt_state: rj.structured_params(opt_state, reg))
   if method == "prox_adam":
     return rj.prox_adam(sched(rates.adam_lr), regularizer=reg), None
   if method == "prox_ssi":
@@ -218,7 +246,8 @@ def build_method(method: str, reg, rates: Rates):
     tx = rj.ramda_multistep(rates.ramda_lr, rates.ramda_c0, rates.milestones,
                             gamma=rates.gamma, regularizer=reg, epsilon=rates.ramda_epsilon)
     return tx, (lambda params, opt_state: rj.structured_params(opt_state, reg))
-  raise ValueError(f"unknown method {method!r}; choose from {METHODS + ('ramda',)}")
+  raise ValueError(f"unknown method {method!r}; choose from "
+                   f"{METHODS + ('ramda',) + ABLATION}")
 
 
 # ------------------------------------------------------------ model shapes

@@ -11,7 +11,9 @@ from benchmarks._md import _machine, _table
 
 LABELS = {"rmda": "RMDA", "prox_sgd": "ProxSGD", "prox_adam": "ProxGen", "prox_ssi": "ProxSSI",
           "ramda": "RAMDA",
-          "rmda_l1": "RMDA + L1", "rigl": "RigL"}
+          "rmda_l1": "RMDA + L1", "rigl": "RigL",
+          "prox_sgd_rho0.01": "ProxSGD rho 0.01", "prox_sgd_rho0.001": "ProxSGD rho 0.001",
+          "rda": "RDA (c 1, no restarts)", "rmda_ramp": "RMDA, ramp rule"}
 
 
 def _pm(ms, scale=100, digits=2):

@@ -21,7 +21,8 @@ import pytest
 from flax import nnx
 
 import rmda_jax as rj
-from benchmarks import bench_equal_tuning, bench_identification_deep, deep, render_deep, sharded
+from benchmarks import (bench_equal_tuning, bench_identification_deep, common, deep,
+                        render_deep, sharded)
 from rmda_jax.examples import data as data_lib
 from rmda_jax.examples import models as models_lib
 
@@ -293,6 +294,69 @@ def test_late_flips_are_rendered_per_seed_and_left_out_when_not_recorded():
   assert "| crop | RMDA | 1 |" not in md
   assert render_deep.late_flips([dict(table[0], late_flips=[None, None])]) == []
   assert render_deep.late_flips([{"config": "crop", "method": "rmda", "seeds": [0]}]) == []
+
+
+# ------------------------------------------------ the averaging ablation (part 4)
+def _steps(tx, params, grads):
+  state = tx.init(params)
+  for g in grads:
+    updates, state = tx.update(g, state, params)
+    params = optax.apply_updates(params, updates)
+  return params, state
+
+
+def _find_rmda_state(state):
+  return next(s for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, rj.RMDAState))
+              if isinstance(s, rj.RMDAState))
+
+
+def test_prox_sgd_rho_sets_the_averaging_weight():
+  # Authors' EMA form with lr 0.1 and rho r, run as heavy-ball: the first step
+  # moves by r * 0.1 * g (a negligible lambda: no shrinkage).
+  rates = common.Rates(milestones=(100,))
+  params = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]])}
+  g = {"w": jnp.array([[0.3, 0.1], [-0.2, 0.4]])}
+  for name, rho in (("prox_sgd_rho0.01", 0.01), ("prox_sgd_rho0.001", 0.001),
+                    ("prox_sgd", rates.prox_sgd_rho)):
+    tx, point = common.build_method(name, rj.group_lasso(1e-12), rates)
+    w, _ = _steps(tx, params, [g])
+    assert point is None
+    np.testing.assert_allclose(w["w"], params["w"] - rho * 0.1 * g["w"], rtol=1e-6)
+  for bad in ("prox_sgd_rhox", "prox_sgd_rho0", "prox_sgd_rho2"):
+    with pytest.raises(ValueError, match=bad):
+      common.build_method(bad, rj.group_lasso(1e-3), rates)
+
+
+def test_rda_never_restarts_and_its_iterate_is_z():
+  rates = common.Rates(milestones=(2, 4))
+  reg = rj.group_lasso(0.05)
+  params = {"w": jnp.array([[1.0, -2.0], [0.05, 0.02]])}
+  grads = [{"w": jnp.full((2, 2), 0.1 * (i + 1))} for i in range(6)]
+  tx, point = common.build_method("rda", reg, rates)
+  w, state = _steps(tx, params, grads)
+  assert int(_find_rmda_state(state).stage_count) == 6  # no restart at the milestones
+  chex.assert_trees_all_close(w, point(w, state))  # c = 1: the iterate is Z
+
+
+def test_rmda_ramp_keeps_c0_after_the_first_milestone_where_divide_reaches_1():
+  rates = common.Rates(milestones=(2, 4))
+  reg = rj.group_lasso(0.05)
+  params = {"w": jnp.array([[1.0, -2.0], [0.05, 0.02]])}
+  grads = [{"w": jnp.full((2, 2), 0.1 * (i + 1))} for i in range(3)]  # one step past 2
+  for name, c_is_one in (("rmda", True), ("rmda_ramp", False)):
+    tx, point = common.build_method(name, reg, rates)
+    w, state = _steps(tx, params, grads)
+    z = point(w, state)
+    same = all(bool(jnp.allclose(a, b)) for a, b in zip(jax.tree.leaves(w), jax.tree.leaves(z)))
+    assert same is c_is_one, name
+
+
+def test_identification_deep_accepts_the_ablation_and_labels_it():
+  assert set(common.ABLATION) <= set(bench_identification_deep.ALL_METHODS)
+  assert not set(common.ABLATION) & set(bench_identification_deep.METHODS)  # not by default
+  for m in bench_identification_deep.ALL_METHODS:
+    assert m in bench_identification_deep.LABELS and m in render_deep.LABELS
+  assert {"rda", "rmda_ramp"} <= set(bench_identification_deep.IDENTIFYING)
 
 
 def _quick(module, tmp_path, *flags):
