@@ -844,6 +844,7 @@ def main(argv=None):
       "|---|---|---|",
       "| bench_identification | 1. identification | results/identification.json, .png |",
       "| bench_identification_deep | 1b. identification in a deep net (crop, dropout) | results/identification_deep.json, .png, identification_deep/ (one file per run) |",
+      "| bench_identification_deep (200 epochs, flags in 1c) | 1c. identification at the authors' budget, groups on the threshold | results/identification_200_*.json, .png, identification_200_*/ |",
       "| bench_sparsity_accuracy | 2. structured sparsity at accuracy | results/sparsity_accuracy.json, .png |",
       "| bench_sparsity_accuracy (flags in 2b) | 2b. the same on all of MNIST, 6 epochs | results/sparsity_accuracy_lenet5_full6ep.json, .png |",
       "| bench_equal_tuning | 2d. equal tuning on a validation split, lambda sweep of all four | results/equal_tuning.json, .png, equal_tuning/ |",
@@ -870,6 +871,8 @@ def main(argv=None):
       "",
       ident_md,
       deep_md,
+      render_deep.authors_budget([_load(f) for f in sorted(os.listdir(RESULTS))
+                                  if f.startswith("identification_200_") and f.endswith(".json")]),
       generic("2. Structured sparsity at accuracy", _load("sparsity_accuracy.json"),
               "python -m benchmarks.bench_sparsity_accuracy", "sparsity_accuracy",
               exclude=("sparsity_accuracy_lenet5_full6ep",)),

@@ -403,3 +403,60 @@ def claims(ident, equal, rigl) -> str:
     out.append("RigL at 20 epochs (3b): " + rigl_reading(rigl))
   return " ".join(x for x in out if x)
 
+
+
+# --------------------------------------- identification at the authors' budget
+BUDGET_TITLE = ("## 1c. Identification at the authors' budget: 200 epochs, milestones 50 and "
+                "100 (issue 19, part 3)")
+BUDGET_PLANNED = "4 methods (RMDA, ProxSGD, ProxGen, ProxSSI) x lambda 1e-3 and 5e-4 x 3 seeds"
+
+
+def _windows(changes, start, stop, width):
+  """Sums of ``changes`` (epoch e at index e - 1) over [start, stop) in windows of ``width``."""
+  return [int(sum(c or 0 for c in changes[a - 1:min(a - 1 + width, stop - 1)]))
+          for a in range(start, stop, width)]
+
+
+def authors_budget(results) -> str:
+  """Section 1c from the ``identification_200_*.json`` files (``bench_identification_deep``
+  with ``--epochs 200 --milestones 50 100``), whatever has finished."""
+  lines = [BUDGET_TITLE, ""]
+  runs = [(d, r) for d in results for r in d.get("runs", []) if r.get("complete")]
+  if not runs:
+    return "\n".join(lines + ["Not run yet: the commands are in "
+                              "`benchmarks/bench_identification_deep.py`'s docstring.", ""])
+  s = results[0]["settings"]
+  lines += [
+      "`python -m benchmarks.bench_identification_deep --configs crop --epochs 200 "
+      "--milestones 50 100 --lam 1e-3 --methods ... --name identification_200_lam1e-3`: "
+      f"the authors' MNIST schedule (200 epochs, lr x {s.get('gamma')} at epochs 50 and 100, "
+      "RMDA restarting there) and their MNIST lambda 1e-3, with this project's random crop "
+      f"({s.get('augmentation')}); LeNet5 (small), {s.get('data')}. Planned: "
+      f"{BUDGET_PLANNED}; finished: {len(runs)} run(s), listed below. Machine: "
+      f"{_machine(results[0].get('machine'))}.", ""]
+  rows = []
+  for d, r in runs:
+    ch = r["support_changes"]
+    e = len(ch)
+    nt = r.get("near_threshold") or {}
+    last_change = max((i + 1 for i, c in enumerate(ch) if c), default=None)
+    rows.append([
+        LABELS.get(r["method"], r["method"]), f"{d['settings']['lam']:g}", str(r["seed"]),
+        " ".join(map(str, _windows(ch, 101, e + 1, 20))), str(sum(c or 0 for c in ch[-10:])),
+        "-" if last_change is None else str(last_change),
+        f"{100 * r['test_accuracy'][-1]:.2f}", f"{100 * r['weighted_group_sparsity'][-1]:.1f}",
+        str(nt.get("flipped", "-")), str(nt.get("flipped_within_near_of_1", "-")),
+        "-" if nt.get("max_ratio_of_a_zero_group") is None
+        else f"{nt['max_ratio_of_a_zero_group']:.3f}",
+        "-" if nt.get("nonzero_ratio_median") is None else f"{nt['nonzero_ratio_median']:.3f}"])
+  lines += [
+      "Changes: groups whose zero/nonzero status at the reported point (RMDA: Z) differs "
+      "from the previous epoch's. Ratio: `||grad_g F|| / (lambda w_g)` at the final point, F "
+      "the training loss over all training images without augmentation (1 for a nonzero "
+      "group at a stationary point, at most 1 for a zero group); late flips: groups that "
+      "changed status in the last 20 epochs.", "",
+      _table(["method", "lambda", "seed", "changes per 20 epochs, epochs 101-200",
+              "changes, last 10 epochs", "last epoch with a change", "test acc %",
+              "weighted group sp %", "late flips", "of them within 0.1 of 1",
+              "largest zero-group ratio", "median nonzero-group ratio"], rows), ""]
+  return "\n".join(lines)

@@ -359,6 +359,23 @@ def test_identification_deep_accepts_the_ablation_and_labels_it():
   assert {"rda", "rmda_ramp"} <= set(bench_identification_deep.IDENTIFYING)
 
 
+def test_authors_budget_section_sums_the_last_stage_and_says_what_ran():
+  from benchmarks import render_deep as rd
+  assert "Not run yet" in rd.authors_budget([])
+  ch = [None] + [5] * 99 + [3] * 20 + [2] * 20 + [1] * 20 + [0] * 20 + [1] + [0] * 19
+  run = {"complete": True, "method": "rmda", "seed": 0, "support_changes": ch,
+         "test_accuracy": [0.99] * 200, "weighted_group_sparsity": [0.7] * 200,
+         "near_threshold": {"flipped": 1, "flipped_within_near_of_1": 1,
+                            "max_ratio_of_a_zero_group": 0.999, "nonzero_ratio_median": 1.0}}
+  d = {"settings": {"lam": 1e-3, "gamma": 0.1, "augmentation": "crop", "data": "mnist"},
+       "runs": [run, dict(run, complete=False, seed=1)]}
+  md = rd.authors_budget([d])
+  # Epochs 101-120: 20 x 3; 121-140: 40; 141-160: 20; 161-180: 0; 181-200: 1.
+  assert "| RMDA | 0.001 | 0 | 60 40 20 0 1 | 0 | 181 | 99.00 | 70.0 | 1 | 1 | 0.999 | 1.000 |" \
+      in md
+  assert "finished: 1 run(s)" in md and "| RMDA | 0.001 | 1 |" not in md
+
+
 def _quick(module, tmp_path, *flags):
   proc = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--quick", "--out",
                          str(tmp_path), *flags], cwd=ROOT, capture_output=True, text=True,
