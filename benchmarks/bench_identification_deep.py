@@ -108,7 +108,7 @@ def run_one(config: str, method: str, seed: int, args, split, part: Path) -> dic
           f"{100 * rec['test_accuracy'][-1]:.2f}% ({rec['wall_s'][-1]:.0f}s)", flush=True)
 
   return deep.observed_run(train, seed, args.epochs, reg, part,
-                           {"config": config, "method": method}, on_record=log)
+                           {"config": config, "method": method}, on_record=log, ratios=True)
 
 
 def summarize(run: dict, last: int = LAST) -> dict:

@@ -397,7 +397,8 @@ def load_part(part: Path) -> Optional[dict]:
 
 
 def observed_run(train, seed: int, epochs: int, reg, part: Path, meta: dict,
-                 on_record: Optional[Callable[[dict], None]] = None) -> dict:
+                 on_record: Optional[Callable[[dict], None]] = None,
+                 ratios: bool = False) -> dict:
   """Trains ``seed`` for ``epochs`` and records every epoch into ``part`` (JSON, atomically).
 
   Per epoch: ``support_changes`` (groups whose zero/nonzero status at the
@@ -405,7 +406,7 @@ def observed_run(train, seed: int, epochs: int, reg, part: Path, meta: dict,
   ``support_bits`` (the support itself, :func:`pack_support`),
   ``nonzero_groups``, ``group_sparsity``, ``weighted_group_sparsity``,
   ``<eval>_accuracy`` (``test`` or ``validation``), ``train_loss``, ``wall_s``.
-  At the end, for a per-leaf group regularizer, ``final_ratios``
+  At the end, with ``ratios`` and a per-leaf group regularizer, ``final_ratios``
   (:func:`threshold_ratios` at the final point, the gradient of the training
   loss over every training image without augmentation or dropout) and
   ``near_threshold`` (:func:`near_threshold`).
@@ -439,7 +440,7 @@ def observed_run(train, seed: int, epochs: int, reg, part: Path, meta: dict,
 
   train(seed, epochs, on_epoch)
   full_gradient = getattr(train, "full_gradient", None)
-  if (full_gradient is not None and last_point[0] is not None
+  if (ratios and full_gradient is not None and last_point[0] is not None
       and isinstance(reg, rj.GroupRegularizer) and not hasattr(reg, "group_sets")):
     ratios = threshold_ratios(last_point[0], full_gradient(last_point[0]), reg)
     rec["final_ratios"] = [round(float(r), 5) for r in ratios]
