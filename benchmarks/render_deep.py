@@ -459,4 +459,18 @@ def authors_budget(results) -> str:
               "changes, last 10 epochs", "last epoch with a change", "test acc %",
               "weighted group sp %", "late flips", "of them within 0.1 of 1",
               "largest zero-group ratio", "median nonzero-group ratio"], rows), ""]
+  said = []
+  for d, r in runs:
+    w = _windows(r["support_changes"], 101, len(r["support_changes"]) + 1, 20)
+    nt = r.get("near_threshold")
+    text = (f"{LABELS.get(r['method'], r['method'])} (lambda {d['settings']['lam']:g}, seed "
+            f"{r['seed']}): over the last stage the changes per 20 epochs went "
+            f"{' -> '.join(map(str, w))}")
+    if len(w) >= 2:
+      text += (" (fading)" if w[-1] < w[0] else " (not fading)")
+    if nt is not None:
+      text += (f"; {nt['flipped_within_near_of_1']} of the {nt['flipped']} groups that changed "
+               f"status in the last 20 epochs end within 0.1 of the threshold ratio 1")
+    said.append(text + ".")
+  lines += [" ".join(said), ""]
   return "\n".join(lines)
