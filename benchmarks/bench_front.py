@@ -356,7 +356,7 @@ def render(parts: Path, expected_methods=METHODS, expected_seeds=(0, 1, 2)) -> d
          "devices": sorted({c["device"] for c in chunks}),
          "settings": chunks[0]["settings"] if chunks else None}
   for m in expected_methods:
-    out["done"][m] = sorted(c["seed"] for c in chunks if c["method"] == m)
+    out["done"][m] = sorted({c["seed"] for c in chunks if c["method"] == m})
   missing = {m: sorted(set(expected_seeds) - set(out["done"].get(m, [])))
              for m in expected_methods}
   missing = {m: s for m, s in missing.items() if s}

@@ -105,6 +105,16 @@ def test_partial_results_are_labelled(parts, tmp_path):
   assert (tmp_path / "front.png").stat().st_size > 1000
 
 
+def test_an_extended_grid_chunk_joins_its_method_and_seed(parts):
+  # `--lrs rmda=3` writes rmda_lr3_seed0.json: one more lr for the same seed.
+  (parts / "rmda_lr3_seed0.json").write_text(json.dumps(
+      _chunk("rmda", 0, [(3.0, 1e-3, .95, .95, .949)])))
+  r = bf.render(parts, ("rmda", "prox_sgd", "msgd"), (0, 1))
+  assert r["done"]["rmda"] == [0, 1]
+  p = next(p for p in r["methods"]["rmda"]["points"] if p["lr"] == 3.0)
+  assert p["seeds"] == [0] and r["methods"]["rmda"]["lrs"] == [0.1, 0.3, 1.0, 3.0]
+
+
 def test_section_shows_each_front_point_and_says_partial(parts):
   from benchmarks import render_front
   r = bf.render(parts, ("rmda", "prox_sgd", "msgd"), (0, 1))
