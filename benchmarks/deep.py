@@ -38,6 +38,7 @@ from rmda_jax.examples import train as train_lib
 from benchmarks.common import RESULTS, cpu_model, write_json
 
 EVAL_BATCH = 2000
+CROP_DRAWS = 8  # random-crop draws of the training set for the augmented gradient
 
 
 def add_run_args(p: argparse.ArgumentParser, *, epochs: int, milestones) -> None:
@@ -290,24 +291,35 @@ def make_trainer(model: str, tx: optax.GradientTransformation, split: Split, *,
     return params, opt_state
 
   @jax.jit
-  def grad_sum(params, x, y):
-    """Sum over the rows of ``x`` of the loss gradient, without crop or dropout."""
+  def grad_sum(params, x, y, key):
+    """Sum over the rows of ``x`` of the loss gradient, no dropout; cropped with ``key``
+    (a crop draw) when the trainer crops and ``key`` is not None."""
     def total(p):
-      logits = apply(p, data_lib.normalize(x, stats), None)
+      xx = x if key is None else data_lib.random_crop(key, x, crop)
+      logits = apply(p, data_lib.normalize(xx, stats), None)
       return optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()
     return jax.grad(total)(params)
 
-  def full_gradient(params):
-    """The gradient at ``params`` of the mean training loss over every training image
-    (no augmentation, no dropout: the F of the optimality conditions)."""
+  def full_gradient(params, crops: int = 0, seed: int = 0):
+    """The gradient at ``params`` of the mean training loss over every training image,
+    without dropout. ``crops == 0``: without augmentation. ``crops = K``: the
+    mean over K random-crop draws of the whole training set (an estimate of the
+    gradient of the augmented loss the run minimizes; needs a cropping trainer)."""
+    if crops and not crop:
+      raise ValueError("crops > 0 needs a trainer made with crop > 0")
+    draws = [None] if not crops else [jax.random.fold_in(jax.random.key(seed), k)
+                                      for k in range(crops)]
     g = None
-    for i in range(0, n, EVAL_BATCH):
-      gi = grad_sum(params, split.x_train[i:i + EVAL_BATCH], split.y_train[i:i + EVAL_BATCH])
-      g = gi if g is None else jax.tree.map(jnp.add, g, gi)
-    return jax.tree.map(lambda a: a / n, g)
+    for k in draws:
+      for i in range(0, n, EVAL_BATCH):
+        gi = grad_sum(params, split.x_train[i:i + EVAL_BATCH], split.y_train[i:i + EVAL_BATCH],
+                      None if k is None else jax.random.fold_in(k, i))
+        g = gi if g is None else jax.tree.map(jnp.add, g, gi)
+    return jax.tree.map(lambda a: a / (n * len(draws)), g)
 
   train.accuracy = accuracy
   train.full_gradient = full_gradient
+  train.crop = crop
   train.eval_name = split.eval_name
   train.steps_per_epoch = spe
   return train
@@ -352,17 +364,18 @@ def unpack_support(text: str, groups: int) -> np.ndarray:
   return np.unpackbits(np.frombuffer(bytes.fromhex(text), np.uint8))[:groups].astype(bool)
 
 
-def near_threshold(rec: dict, last: int = 20, near: float = 0.1) -> Optional[dict]:
+def near_threshold(rec: dict, last: int = 20, near: float = 0.1,
+                   key: str = "final_ratios") -> Optional[dict]:
   """Do the groups that changed status late sit on the threshold? From a run's record.
 
-  Reads ``support_bits`` (every epoch's support) and ``final_ratios``
+  Reads ``support_bits`` (every epoch's support) and ``rec[key]``
   (:func:`threshold_ratios` at the final point). Returns None when the record
   has neither. Otherwise: the groups that changed status at least once over
   the last ``last`` epochs (``flipped``), their final ratios, how many lie
   within ``near`` of 1, and, for comparison, the same count over the zero
   groups that did not change, and the largest ratio of a zero group.
   """
-  bits, ratios = rec.get("support_bits"), rec.get("final_ratios")
+  bits, ratios = rec.get("support_bits"), rec.get(key)
   if not bits or ratios is None:
     return None
   groups = int(rec["groups"])
@@ -409,7 +422,10 @@ def observed_run(train, seed: int, epochs: int, reg, part: Path, meta: dict,
   At the end, with ``ratios`` and a per-leaf group regularizer, ``final_ratios``
   (:func:`threshold_ratios` at the final point, the gradient of the training
   loss over every training image without augmentation or dropout) and
-  ``near_threshold`` (:func:`near_threshold`).
+  ``near_threshold`` (:func:`near_threshold`); for a cropping trainer also
+  ``final_ratios_crop`` and ``near_threshold_crop``, the same with the gradient
+  of the cropped loss (mean over :data:`CROP_DRAWS` crop draws of the training
+  set); and the final point in ``<part>.final.npz``.
   ``meta`` is copied into the record; ``complete`` becomes True at the end.
   """
   acc_key = f"{train.eval_name}_accuracy"
@@ -442,9 +458,23 @@ def observed_run(train, seed: int, epochs: int, reg, part: Path, meta: dict,
   full_gradient = getattr(train, "full_gradient", None)
   if (ratios and full_gradient is not None and last_point[0] is not None
       and isinstance(reg, rj.GroupRegularizer) and not hasattr(reg, "group_sets")):
-    ratios = threshold_ratios(last_point[0], full_gradient(last_point[0]), reg)
+    point = last_point[0]
+    ratios = threshold_ratios(point, full_gradient(point), reg)
     rec["final_ratios"] = [round(float(r), 5) for r in ratios]
     rec["near_threshold"] = near_threshold(rec)
+    if getattr(train, "crop", 0):
+      # The run minimizes the loss averaged over random crops: its gradient,
+      # estimated over CROP_DRAWS draws of the whole training set.
+      ratios = threshold_ratios(point, full_gradient(point, crops=CROP_DRAWS, seed=seed), reg)
+      rec["final_ratios_crop"] = [round(float(r), 5) for r in ratios]
+      rec["crop_draws"] = CROP_DRAWS
+      rec["near_threshold_crop"] = near_threshold(rec, key="final_ratios_crop")
+    # The final point itself, so that other questions can be asked of it later.
+    final = part.with_suffix(".final.npz")
+    tmp = final.with_name(f".{final.stem}.tmp.npz")
+    np.savez_compressed(tmp, **{jax.tree_util.keystr(k): np.asarray(v) for k, v in
+                                jax.tree_util.tree_leaves_with_path(point)})
+    tmp.replace(final)
   rec["complete"] = True
   write_json(part, rec)
   return rec

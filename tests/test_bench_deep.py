@@ -283,6 +283,24 @@ def test_full_gradient_is_the_mean_gradient_over_every_training_image():
 
   chex.assert_trees_all_close(train.full_gradient(params), jax.grad(mean_loss)(params),
                               rtol=1e-4, atol=1e-7)
+  with pytest.raises(ValueError, match="crop"):
+    train.full_gradient(params, crops=2)
+  # With crops: the mean over draws of the gradient on the cropped images (one
+  # chunk here: the draw's key folded with the chunk's first row, 0).
+  cropping = deep.make_trainer("lenet5_small", optax.sgd(0.1), split, batch_size=2, crop=2)
+
+  def cropped_loss(p, k):
+    x = data_lib.random_crop(jax.random.fold_in(jax.random.fold_in(jax.random.key(3), k), 0),
+                             split.x_train, 2)
+    logits = nnx.merge(graphdef, p, {})(data_lib.normalize(x, split.stats))
+    return optax.softmax_cross_entropy_with_integer_labels(logits, split.y_train).mean()
+
+  want = jax.tree.map(lambda a, b: (a + b) / 2, jax.grad(cropped_loss)(params, 0),
+                      jax.grad(cropped_loss)(params, 1))
+  got = cropping.full_gradient(params, crops=2, seed=3)
+  chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-7)
+  assert not all(bool(jnp.allclose(a, b)) for a, b in zip(
+      jax.tree.leaves(got), jax.tree.leaves(train.full_gradient(params))))
 
 
 def test_late_flips_are_rendered_per_seed_and_left_out_when_not_recorded():
@@ -371,11 +389,16 @@ def test_authors_budget_section_sums_the_last_stage_and_says_what_ran():
        "runs": [run, dict(run, complete=False, seed=1)]}
   md = rd.authors_budget([d])
   # Epochs 101-120: 20 x 3; 121-140: 40; 141-160: 20; 161-180: 0; 181-200: 1.
-  assert "| RMDA | 0.001 | 0 | 60 40 20 0 1 | 0 | 181 | 99.00 | 70.0 | 1 | 1 | 0.999 | 1.000 |" \
-      in md
+  assert ("| RMDA | 0.001 | 0 | 60 40 20 0 1 | 0 | 181 | 99.00 | 70.0 | 1 | 1 | 0.999 | 1.000 "
+          "| - | - | - |") in md  # no cropped-loss ratios in this record
   assert "finished: 1 run(s)" in md and "| RMDA | 0.001 | 1 |" not in md
   assert ("the changes per 20 epochs went 60 -> 40 -> 20 -> 0 -> 1 (fading); 1 of the 1 "
-          "groups that changed status in the last 20 epochs end within 0.1") in md
+          "groups that changed status in the last 20 epochs end within 0.1 of the threshold "
+          "ratio 1 (F0), and the nonzero groups' median ratio is 1.0") in md
+  crop = {"flipped": 1, "flipped_within_near_of_1": 0, "max_ratio_of_a_zero_group": 0.5,
+          "nonzero_ratio_median": 1.02}
+  md = rd.authors_budget([dict(d, runs=[dict(run, near_threshold_crop=crop)])])
+  assert "| 1 | 1 | 0.999 | 1.000 | 0 | 0.500 | 1.020 |" in md and "(Fc)" in md
 
 
 def _quick(module, tmp_path, *flags):
@@ -418,6 +441,13 @@ def test_identification_deep_quick(tmp_path, mnist):
     assert len(r["final_ratios"]) == r["groups"] and min(r["final_ratios"]) >= 0
     assert r["near_threshold"]["flipped"] == int(np.any(
         np.stack(sups[-21:]) != sups[-1], axis=0).sum())
+    # The crop configuration's runs also get the ratios of the cropped loss, and
+    # the final point is saved beside the record.
+    assert len(r["final_ratios_crop"]) == r["groups"] and r["crop_draws"] == deep.CROP_DRAWS
+    assert r["near_threshold_crop"]["flipped"] == r["near_threshold"]["flipped"]
+    part = tmp_path / "identification_deep_quick" / r["config"] / f"{r['method']}_seed0"
+    with np.load(part.with_suffix(".final.npz")) as f:
+      assert sum(f[k].size for k in f.files) > 0
 
 
 # Two of the methods (an SGD-like and an Adam-like one, built by the same
