@@ -275,8 +275,8 @@ def main(argv=None) -> int:
     print(f"wrote {json_path}")
     return 0
 
-  split = deep.load_split(train_subset=2048 if args.quick else None,
-                          eval_subset=1000 if args.quick else None)
+  split = deep.load_split(train_subset=deep.QUICK_TRAIN if args.quick else None,
+                          eval_subset=deep.QUICK_EVAL if args.quick else None)
   settings["data"] = split.note
   machine = common.machine_info()
   machine["load_average_start"] = common.load_average()

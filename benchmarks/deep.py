@@ -39,6 +39,8 @@ from benchmarks.common import RESULTS, cpu_model, write_json
 
 EVAL_BATCH = 2000
 CROP_DRAWS = 8  # random-crop draws of the training set for the augmented gradient
+# The quick modes (a check of the pipeline, run by the tests): the first images only.
+QUICK_TRAIN, QUICK_EVAL = 1024, 500
 
 
 def add_run_args(p: argparse.ArgumentParser, *, epochs: int, milestones) -> None:

@@ -432,8 +432,9 @@ def test_identification_deep_quick(tmp_path, mnist):
     for c, a, b in zip(r["support_changes"][1:], nz, nz[1:]):
       # Groups that changed status: at least the change in the count, and of its parity.
       assert isinstance(c, int) and c >= abs(b - a) and (c - abs(b - a)) % 2 == 0
-    # A fraction of the quick mode's 1000 test images.
-    assert all(abs(1000 * a - round(1000 * a)) < 1e-6 for a in r["test_accuracy"])
+    # A fraction of the quick mode's test images.
+    n = deep.QUICK_EVAL
+    assert all(abs(n * a - round(n * a)) < 1e-6 for a in r["test_accuracy"])
     # Every epoch's support, and at the end each group's distance to the threshold.
     sups = [deep.unpack_support(b, r["groups"]) for b in r["support_bits"]]
     assert [int(x.sum()) for x in sups] == nz
