@@ -476,7 +476,9 @@ def authors_budget(results) -> str:
             f"{r['seed']}): over the last stage the changes per 20 epochs went "
             f"{' -> '.join(map(str, w))}")
     if len(w) >= 2:
-      text += (" (fading)" if w[-1] < w[0] else " (not fading)")
+      text += (" (none in the last 20 epochs)" if w[-1] == 0 else
+               " (fading: the last 20 epochs at most half the first)" if 2 * w[-1] <= w[0]
+               else " (not fading: the last 20 epochs more than half the first)")
     if nt is not None:
       text += (f"; {nt['flipped_within_near_of_1']} of the {nt['flipped']} groups that changed "
                f"status in the last 20 epochs end within 0.1 of the threshold ratio 1 "

@@ -392,7 +392,8 @@ def test_authors_budget_section_sums_the_last_stage_and_says_what_ran():
   assert ("| RMDA | 0.001 | 0 | 60 40 20 0 1 | 0 | 181 | 99.00 | 70.0 | 1 | 1 | 0.999 | 1.000 "
           "| - | - | - |") in md  # no cropped-loss ratios in this record
   assert "finished: 1 run(s)" in md and "| RMDA | 0.001 | 1 |" not in md
-  assert ("the changes per 20 epochs went 60 -> 40 -> 20 -> 0 -> 1 (fading); 1 of the 1 "
+  assert ("the changes per 20 epochs went 60 -> 40 -> 20 -> 0 -> 1 (fading: the last 20 epochs at most half "
+          "the first); 1 of the 1 "
           "groups that changed status in the last 20 epochs end within 0.1 of the threshold "
           "ratio 1 (F0), and the nonzero groups' median ratio is 1.0") in md
   crop = {"flipped": 1, "flipped_within_near_of_1": 0, "max_ratio_of_a_zero_group": 0.5,
