@@ -396,6 +396,8 @@ def test_authors_budget_section_sums_the_last_stage_and_says_what_ran():
           "the first); 1 of the 1 "
           "groups that changed status in the last 20 epochs end within 0.1 of the threshold "
           "ratio 1 (F0), and the nonzero groups' median ratio is 1.0") in md
+  steady = dict(run, support_changes=[None] + [5] * 99 + [8] * 100)  # 160 per 20 epochs
+  assert "(not fading" in rd.authors_budget([dict(d, runs=[steady])])
   crop = {"flipped": 1, "flipped_within_near_of_1": 0, "max_ratio_of_a_zero_group": 0.5,
           "nonzero_ratio_median": 1.02}
   md = rd.authors_budget([dict(d, runs=[dict(run, near_threshold_crop=crop)])])
