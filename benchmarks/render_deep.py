@@ -486,4 +486,12 @@ def authors_budget(results) -> str:
                f"{nt['nonzero_ratio_median']} (1 at a stationary point)")
     said.append(text + ".")
   lines += [" ".join(said), ""]
+  if any(r["method"] in ("rmda", "ramda") for _, r in runs):
+    lines += ["RMDA's (and RAMDA's) prox thresholds its dual average (the weighted mean of "
+              "the stage's gradients, plus a vanishing proximal term), not the gradient at Z: "
+              "ratios far from 1 at Z say that the final Z is not a stationary point of "
+              "F + lambda psi, not that the prox's input is far from its threshold. That "
+              "input's own ratio, `||(W0 - V / beta)_g|| / ((alpha / beta) lambda w_g)` "
+              "from the optimizer state, is what decides RMDA's flips; it is not recorded "
+              "yet.", ""]
   return "\n".join(lines)
