@@ -336,6 +336,11 @@ def group_record(point, reg) -> dict:
           "weighted_group_sparsity": rj.group_sparsity(point, reg, weighted=True)}
 
 
+def per_leaf_groups(reg) -> bool:
+  """Whether ``reg`` splits each leaf into groups of its own (what the ratios read)."""
+  return isinstance(reg, rj.GroupRegularizer) and not hasattr(reg, "group_sets")
+
+
 def threshold_ratios(point, grad, reg) -> np.ndarray:
   r"""Per group, :math:`\|\nabla_g F\| / (\lambda w_g)`, flat in :func:`group_record`'s order.
 
@@ -345,7 +350,7 @@ def threshold_ratios(point, grad, reg) -> np.ndarray:
   identification theory excludes). ``reg``: a plain group regularizer
   (``rj.group_lasso``), whose groups and weights :func:`group_record` reads.
   """
-  if not isinstance(reg, rj.GroupRegularizer) or hasattr(reg, "group_sets"):
+  if not per_leaf_groups(reg):
     raise TypeError(f"threshold_ratios needs a per-leaf group regularizer, got {reg!r}")
   mask = reg.mask_tree(point)
   out = []
@@ -459,7 +464,7 @@ def observed_run(train, seed: int, epochs: int, reg, part: Path, meta: dict,
   train(seed, epochs, on_epoch)
   full_gradient = getattr(train, "full_gradient", None)
   if (ratios and full_gradient is not None and last_point[0] is not None
-      and isinstance(reg, rj.GroupRegularizer) and not hasattr(reg, "group_sets")):
+      and per_leaf_groups(reg)):
     point = last_point[0]
     ratios = threshold_ratios(point, full_gradient(point), reg)
     rec["final_ratios"] = [round(float(r), 5) for r in ratios]
