@@ -599,7 +599,7 @@ class CoupledGroupLasso(Regularizer):
         objective from), for RAMDA's inexact solver
         (:func:`rmda_jax._prox.warm_group_prox_pg` on each family's rows;
         needs ``metric`` and ``"pg"``).
-      return_steps: with ``init``, also return the inner iterations per
+      return_steps: with ``metric``, also return the inner iterations per
         leaf (a family's count on each of its leaves; 0 on leaves in no
         group).
 
@@ -648,12 +648,12 @@ class CoupledGroupLasso(Regularizer):
         u, n_steps = _prox.warm_group_prox_pg(
             y, d, tau, (1,), init=stack(init_leaves), origin=stack(origin_leaves),
             max_steps=max_steps, tol=tol)
-        for p in r.positions:
-          steps[p] = jnp.asarray(n_steps, jnp.int32)
       else:
         solve = (_prox.group_prox_newton if solver == _prox.NEWTON
                  else _prox.group_prox_pg)
-        u, _ = solve(y, d, tau, (1,), max_steps=max_steps, tol=tol)
+        u, n_steps = solve(y, d, tau, (1,), max_steps=max_steps, tol=tol)
+      for p in r.positions:
+        steps[p] = jnp.asarray(n_steps, jnp.int32)
       start = 0
       for p, s, part in zip(r.positions, r.family.slices, rows):
         width = part.shape[1]
@@ -667,16 +667,13 @@ class CoupledGroupLasso(Regularizer):
         x = leaves[i]
         if metric is None:
           out[i] = self.rest.prox_leaf(x, threshold)
-        elif x.size and init is None:
-          out[i] = self.rest.prox_metric_leaf(
-              x, d_leaves[i].astype(x.dtype), jnp.asarray(threshold, x.dtype),
-              solver=solver, max_steps=max_steps, tol=tol)
         elif x.size:
-          out[i], steps[i] = self.rest.prox_metric_leaf(
-              x, d_leaves[i].astype(x.dtype), jnp.asarray(threshold, x.dtype),
-              solver=solver, max_steps=max_steps, tol=tol,
+          warm = {} if init is None else dict(
               init=init_leaves[i].astype(x.dtype),
               origin=origin_leaves[i].astype(x.dtype))
+          out[i], steps[i] = self.rest.prox_metric_leaf(
+              x, d_leaves[i].astype(x.dtype), jnp.asarray(threshold, x.dtype),
+              solver=solver, max_steps=max_steps, tol=tol, **warm)
     u = jax.tree.unflatten(treedef, out)
     return (u, jax.tree.unflatten(treedef, steps)) if return_steps else u
 

@@ -326,16 +326,17 @@ class Regularizer(metaclass=_RegularizerMeta):
     leaf, using :meth:`prox_leaf` (see :func:`rmda_jax._prox.prox_pg`).
     ``solver`` has been checked against :attr:`solvers`. With a warm start
     ``init``, RAMDA's solver (:func:`rmda_jax._prox.warm_prox_pg`, which also
-    reads :meth:`value_leaf`) and the pair ``(u, steps)`` is returned.
+    reads :meth:`value_leaf`). Every override returns the pair
+    ``(u, steps)``: the solution and its inner iterations (an int32 scalar;
+    0 for a closed form).
     """
     del solver
     if init is not None:
       return _prox.warm_prox_pg(self.prox_leaf, self.value_leaf, x, d,
                                 threshold, init=init, origin=origin,
                                 max_steps=max_steps, tol=tol)
-    u, _ = _prox.prox_pg(self.prox_leaf, x, d, threshold, max_steps=max_steps,
+    return _prox.prox_pg(self.prox_leaf, x, d, threshold, max_steps=max_steps,
                          tol=tol)
-    return u
 
   def check_leaf(self, path, x) -> None:
     """Raises if the masked-in leaf ``x`` at ``path`` cannot be regularized."""
@@ -403,14 +404,20 @@ class Regularizer(metaclass=_RegularizerMeta):
 
     ``solver`` must be one of :attr:`solvers`; ``max_steps`` and ``tol`` bound
     the metric prox's inner solver (not the closed form); ``init`` (a warm
-    start) needs a ``metric`` and ``"pg"``; ``origin`` and ``return_steps``
-    need ``init``. Subclasses that override :meth:`prox` call it first.
+    start) needs a ``metric`` and ``"pg"``; ``origin`` needs ``init``;
+    ``return_steps`` needs a ``metric``. Subclasses that override
+    :meth:`prox` call it first.
     """
     self.check_solver(solver)
-    if init is None and (origin is not None or return_steps):
+    if init is None and origin is not None:
       raise ValueError(
-          f"{self.name} regularizer: origin= and return_steps= apply to the "
-          "warm-started solver; pass init= too.")
+          f"{self.name} regularizer: origin= applies to the warm-started "
+          "solver; pass init= too.")
+    if metric is None and return_steps:
+      raise ValueError(
+          f"{self.name} regularizer: return_steps= counts the inner "
+          "iterations of the metric prox; without metric= the prox is in "
+          "closed form.")
     if init is not None and (metric is None or solver != _prox.PG):
       raise ValueError(
           f"{self.name} regularizer: init= (a warm start) needs metric= and "
@@ -462,7 +469,7 @@ class Regularizer(metaclass=_RegularizerMeta):
       origin: with ``init``, ``None`` or a pytree like ``params``: the point
         the objective of that stop rule is measured from (RAMDA: its
         restart point :math:`W^0`); default ``params``.
-      return_steps: with ``init``, also return the number of inner
+      return_steps: with ``metric``, also return the number of inner
         iterations of every leaf (int32 scalars; 0 outside the mask, for a
         closed form, or when every group is screened out).
 
@@ -472,8 +479,8 @@ class Regularizer(metaclass=_RegularizerMeta):
 
     Raises:
       ValueError: for an unsupported ``solver``, or ``init`` without a
-        ``metric`` or with another solver than ``"pg"``, or ``origin`` /
-        ``return_steps`` without ``init``.
+        ``metric`` or with another solver than ``"pg"``, ``origin``
+        without ``init``, or ``return_steps`` without ``metric``.
     """
     self.check_prox_args(solver, metric, max_steps=max_steps, tol=tol, init=init,
                          origin=origin, return_steps=return_steps)
@@ -486,25 +493,17 @@ class Regularizer(metaclass=_RegularizerMeta):
     max_steps = default_steps if max_steps is None else max_steps
     tol = default_tol if tol is None else tol
 
-    if init is None:
-      def leaf(m, x, d):
-        if not m or x.size == 0:
-          return x
-        return self.prox_metric_leaf(
-            x, d.astype(x.dtype), jnp.asarray(threshold, x.dtype),
-            solver=solver, max_steps=max_steps, tol=tol)
-
-      return jax.tree.map(leaf, mask, params, metric)
-
-    def warm_leaf(m, x, d, w, o):
+    def leaf(m, x, d, w, o):
       if not m or x.size == 0:
         return x, jnp.zeros([], jnp.int32)
+      warm = {} if init is None else dict(init=w.astype(x.dtype),
+                                          origin=o.astype(x.dtype))
       return self.prox_metric_leaf(
           x, d.astype(x.dtype), jnp.asarray(threshold, x.dtype), solver=solver,
-          max_steps=max_steps, tol=tol, init=w.astype(x.dtype),
-          origin=o.astype(x.dtype))
+          max_steps=max_steps, tol=tol, **warm)
 
-    out = jax.tree.map(warm_leaf, mask, params, metric, init,
+    out = jax.tree.map(leaf, mask, params, metric,
+                       params if init is None else init,
                        params if origin is None else origin)
     u = jax.tree.map(lambda _, o: o[0], mask, out)
     if not return_steps:
@@ -573,8 +572,8 @@ class GroupRegularizer(Regularizer):
                        init=None, origin=None):
     """The per-group solvers :func:`rmda_jax._prox.group_prox_pg` / ``_newton``.
 
-    With a warm start ``init``: :func:`rmda_jax._prox.warm_group_prox_pg`,
-    returning ``(u, steps)``.
+    With a warm start ``init``: :func:`rmda_jax._prox.warm_group_prox_pg`.
+    Returns ``(u, steps)``.
     """
     if init is not None:
       return _prox.warm_group_prox_pg(
@@ -582,9 +581,8 @@ class GroupRegularizer(Regularizer):
           origin=origin, max_steps=max_steps, tol=tol)
     solve = (_prox.group_prox_newton if solver == _prox.NEWTON
              else _prox.group_prox_pg)
-    u, _ = solve(x, d, self._tau(x, threshold), self.group_axes(x),
+    return solve(x, d, self._tau(x, threshold), self.group_axes(x),
                  max_steps=max_steps, tol=tol)
-    return u
 
   def group_zero(self, x):
     """Boolean array, one entry per group of ``x``: True where the group is all 0."""
@@ -624,11 +622,11 @@ class L1(GroupRegularizer):
                        init=None, origin=None):
     """Closed form: soft thresholding of ``x_i`` at ``threshold / d_i``.
 
-    With a warm start ``init`` (ignored), ``(u, 0)``: no iteration.
+    Returns ``(u, 0)``: no iteration (a warm start ``init`` is ignored).
     """
-    del solver, max_steps, tol, origin
+    del solver, max_steps, tol, init, origin
     u = _prox.soft_threshold_metric(x, d, jnp.asarray(threshold, x.dtype))
-    return u if init is None else (u, jnp.zeros([], jnp.int32))
+    return u, jnp.zeros([], jnp.int32)
 
 
 _GROUP_AXES = {"input": -2, "output": -1}
@@ -1116,8 +1114,7 @@ class SparseGroupLasso(_AxisGroups):
           origin=origin, max_steps=max_steps, tol=tol)
     solve = (_prox.group_prox_newton if solver == _prox.NEWTON
              else _prox.group_prox_pg)
-    u, _ = solve(z, d, tau2, self.group_axes(x), max_steps=max_steps, tol=tol)
-    return u
+    return solve(z, d, tau2, self.group_axes(x), max_steps=max_steps, tol=tol)
 
   def with_strength(self, strength: float) -> "SparseGroupLasso":
     """A copy with total strength ``strength`` and the same mix ``l1_fraction``.

@@ -176,6 +176,68 @@ def test_subproblem_kkt_and_screening_at_tight_tolerance(x64, shape):
   np.testing.assert_allclose(u, z, rtol=0, atol=1e-6)
 
 
+def test_newton_inner_solver_solves_each_subproblem_exactly(x64):
+  # inner_solver="newton": with c = 1 the parameters are each update's Z.
+  # The subproblem (Y = W0 - V / D, D = U^(1/3) + eps, scale alpha) is
+  # rebuilt here from the gradients alone, and Z checked by its optimality
+  # conditions; the authors' solver run to a tight tolerance on the same
+  # gradients gives the same zero groups and the same point.
+  rng = np.random.default_rng(11)
+  params = make_params(rng)
+  grads = [make_params(rng) for _ in range(3)]
+  lr, lam, eps = 0.1, 2.0, 1e-6
+  reg = rj.group_lasso(lam)
+  newton, state = run(rj.ramda(lr, 1.0, reg, epsilon=eps, inner_solver="newton"),
+                      params, grads)
+  tight, _ = run(rj.ramda(lr, 1.0, reg, epsilon=eps, max_inner_steps=20000,
+                          inner_tol=1e-16), params, grads)
+  assert float(state.inner_steps) >= 1
+  v = {k: 0.0 for k in SHAPES}
+  u = {k: 0.0 for k in SHAPES}
+  alpha, zeros = 0.0, []
+  for k, (g, z, z_pg) in enumerate(zip(grads, newton, tight), start=1):
+    s = lr * np.sqrt(k)
+    alpha += s
+    for name in SHAPES:
+      v[name] = v[name] + s * g[name]
+      u[name] = u[name] + s * g[name] ** 2
+      d = np.cbrt(u[name]) + eps
+      y = params[name] - v[name] / d
+      if name == "bias":  # not regularized: Z = Y
+        np.testing.assert_allclose(z[name], y, rtol=1e-12, atol=1e-12)
+        continue
+      axes = group_axes(y)
+      tau = alpha * lam * np.sqrt(np.prod([y.shape[a] for a in axes]))
+      norms = np.sqrt(np.sum(z[name] ** 2, axis=axes, keepdims=True))
+      zero = norms == 0
+      screened = np.sqrt(np.sum((d * y) ** 2, axis=axes, keepdims=True)) <= tau
+      np.testing.assert_array_equal(zero, screened)
+      resid = d * (z[name] - y) + tau * z[name] / np.where(zero, 1, norms)
+      assert np.max(np.abs(np.where(zero, 0, resid))) <= 1e-9 * tau
+      np.testing.assert_array_equal(
+          np.all(z_pg[name] == 0, axis=axes, keepdims=True), zero)
+      np.testing.assert_allclose(z[name], z_pg[name], rtol=0, atol=1e-6)
+      zeros.append(zero.mean())
+  assert 0 < np.mean(zeros) < 1
+
+
+def test_inner_solver_is_checked():
+  with pytest.raises(ValueError, match="inner_solver"):
+    rj.ramda(1e-2, 0.1, rj.group_lasso(1e-3), inner_solver="bfgs")
+  with pytest.raises(ValueError, match="inner_solver 'newton'"):
+    rj.ramda_multistep(1e-2, 0.1, [10], regularizer=rj.nuclear_norm(1e-3),
+                       inner_solver="newton")
+  # the metric prox counts its iterations without a warm start too; the
+  # closed form has none to count.
+  rng = np.random.default_rng(5)
+  y, d, lam, _ = random_subproblem(rng, (8, 5))
+  _, steps = rj.group_lasso(lam).prox({"w": y}, 1.0, metric={"w": d},
+                                      solver="newton", return_steps=True)
+  assert int(steps["w"]) >= 1
+  with pytest.raises(ValueError, match="return_steps"):
+    rj.group_lasso(lam).prox({"w": y}, 1.0, return_steps=True)
+
+
 def test_all_groups_screened_and_iteration_bounds(x64):
   # Section 5.13: no active group, no step, exact zeros; with active groups
   # the count lies in [2, max_steps].
