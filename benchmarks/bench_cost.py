@@ -19,7 +19,8 @@ models; its time is the SVDs', with no bandwidth bound. Its runs go to
 ``--name`` (``cost_nuclear``), so that ``cost.json`` stays as it was.
 
 ``--ramda`` times RAMDA (``rj.ramda``, the authors' defaults lr 1e-2,
-c 1e-2, epsilon 1e-6) with no regularizer, L1 and group LASSO next to
+c 1e-2, epsilon 1e-6) with no regularizer, L1 and group LASSO (with the
+authors' inner solver and with ``inner_solver="newton"``) next to
 optax.sgd, optax.contrib.madgrad and ProxGen (``rj.prox_adam``, which shares
 RAMDA's inner solver) on the ResNet50 pytree, and writes ``cost_ramda.json``.
 RAMDA's state is first advanced by ``--ramda-warm-steps`` updates with fresh
@@ -27,7 +28,8 @@ random gradients (its inner solver needs up to 100 iterations in the first
 updates, when the cube-root metric is ill-conditioned; a warm step is what a
 training run pays). The mean number of inner iterations per regularized leaf
 is read from the state during the timed steps, and the group-LASSO bound
-counts ``RAMDA_GL_PASSES + RAMDA_PASSES_PER_ITER * iterations`` passes.
+counts ``RAMDA_GL_PASSES + RAMDA_PASSES_PER_ITER * iterations`` passes
+(``RAMDA_NEWTON_PASSES_PER_ITER`` per Newton iteration).
 
 Usage, from the repository root:
   python -m benchmarks.bench_cost --quick --out /tmp/cost   # < 2 minutes
@@ -97,6 +99,12 @@ MIN_PASSES = {
 # pass reading x, D, Y and writing x.
 RAMDA_GL_PASSES = 14
 RAMDA_PASSES_PER_ITER = 4
+# inner_solver="newton": the same 14 (D and Y written; one pass over D, Y for
+# the screening and each group's bracket; the last pass reading D, Y to form
+# Z); a Newton iteration reads D and Y once (both of its group sums).
+RAMDA_NEWTON_PASSES_PER_ITER = 2
+RAMDA_GL = {"ramda (group_lasso)": RAMDA_PASSES_PER_ITER,
+            "ramda (group_lasso, newton)": RAMDA_NEWTON_PASSES_PER_ITER}
 # The authors' defaults (lr, c, epsilon).
 RAMDA_SETTINGS = {"learning_rate": 1e-2, "momentum": 1e-2, "epsilon": 1e-6}
 
@@ -122,13 +130,15 @@ def nuclear_optimizers():
 def ramda_optimizers():
   """RAMDA with each regularizer, and ProxGen (sharing its inner solver)."""
   s = RAMDA_SETTINGS
-  ramda = lambda reg: rj.ramda(s["learning_rate"], s["momentum"], reg,
-                               epsilon=s["epsilon"])
+  ramda = lambda reg, **kw: rj.ramda(s["learning_rate"], s["momentum"], reg,
+                                     epsilon=s["epsilon"], **kw)
   return {"optax.sgd(momentum=0.9)": optax.sgd(0.1, momentum=0.9),
           "optax.contrib.madgrad": optax.contrib.madgrad(1e-2),
           "ramda (none)": ramda(None),
           "ramda (l1)": ramda(rj.l1(common.L1_STRENGTH)),
           "ramda (group_lasso)": ramda(rj.group_lasso(common.GL_STRENGTH)),
+          "ramda (group_lasso, newton)": ramda(rj.group_lasso(common.GL_STRENGTH),
+                                               inner_solver="newton"),
           "prox_adam (group_lasso)": rj.prox_adam(
               1e-3, regularizer=rj.group_lasso(common.GL_STRENGTH),
               inner_stop="objective")}
@@ -209,8 +219,8 @@ def run_ramda(model, repeats, warmup, warm_steps):
     mean, counts = inner_iterations(opts[name], params, grads, warmup + repeats)
     r = results[name]
     r["inner_iterations_mean"], r["inner_iterations_per_step"] = mean, counts
-    if name == "ramda (group_lasso)":
-      r["min_passes"] = RAMDA_GL_PASSES + RAMDA_PASSES_PER_ITER * mean
+    if name in RAMDA_GL:
+      r["min_passes"] = RAMDA_GL_PASSES + RAMDA_GL[name] * mean
       r["bound_ms"] = r["min_passes"] * out["param_pass_ms"]
       r["fraction_of_bound"] = r["bound_ms"] / r["median_ms"]
     r["ratio_to_madgrad"] = (r["median_ms"]
@@ -306,7 +316,9 @@ def main(argv=None):
                          if args.nuclear else {}),
                       **({"ramda": RAMDA_SETTINGS,
                           "ramda_gl_passes": f"{RAMDA_GL_PASSES} + "
-                                             f"{RAMDA_PASSES_PER_ITER} per inner iteration",
+                                             f"{RAMDA_PASSES_PER_ITER} per inner iteration "
+                                             f"({RAMDA_NEWTON_PASSES_PER_ITER} per Newton "
+                                             "iteration with inner_solver='newton')",
                           "prox_adam": "lr 1e-3, max_inner_steps 100, inner_tol 1e-8 "
                                        "(inner_stop='objective')"}
                          if args.ramda else {})},

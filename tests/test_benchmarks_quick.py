@@ -209,9 +209,21 @@ def _ramda_cost(gl_ms, madgrad_ms=100.0, bound_ms=50.0):
 ])
 def test_render_cost_ramda_goals(gl_ms, words):
   md = render.cost_ramda(_ramda_cost(gl_ms))
-  assert f"goals for RAMDA with group LASSO (the warm step at most 2x MADGRAD's and " \
+  assert f"goals for RAMDA with group LASSO and the authors' inner solver (the warm step " \
+         f"at most 2x MADGRAD's and " \
          f"within 1.5x of its own bound): {words}." in md
   assert f"Its step is {gl_ms / 100:.2f}x MADGRAD's" in md
   assert f"and {gl_ms / 50:.2f}x its bound of 50 ms" in md
   assert "| ramda (group_lasso) | " + f"{gl_ms:.1f} | {gl_ms / 10:.2f} | {gl_ms / 100:.2f} | 3.0 |" in md
   assert "Not run yet" in render.cost_ramda(None)
+  # the same row under inner_solver="newton" gets its own verdict
+  d = _ramda_cost(360.0)
+  res = d["models"]["resnet50"]["results"]
+  res["ramda (group_lasso, newton)"] = dict(res["ramda (group_lasso)"], median_ms=gl_ms,
+                                           ratio_to_madgrad=gl_ms / 100,
+                                           fraction_of_bound=50 / gl_ms)
+  md = render.cost_ramda(d)
+  assert "and the authors' inner solver (the warm step at most 2x MADGRAD's and within " \
+         "1.5x of its own bound): Neither goal is met." in md
+  assert "and `inner_solver=\"newton\"` (the warm step at most 2x MADGRAD's and within " \
+         f"1.5x of its own bound): {words}." in md
