@@ -514,6 +514,42 @@ def test_rmda_train_builds_ramda_with_the_authors_defaults():
     config.Config(optimizer="ramda", momentum=0.0)
 
 
+def test_rmda_train_inner_solver_flag():
+  pytest.importorskip("flax")
+  from rmda_jax.examples import config, train
+  cfg = config.parse_args(["--optimizer", "ramda", "--inner-solver", "newton",
+                           "--milestones", "1"])
+  assert cfg.inner_solver == "newton"
+  assert cfg.fingerprint() != config.Config(optimizer="ramda",
+                                            milestones=(1,)).fingerprint()
+  reg = rj.group_lasso(1e-2)
+  rng = np.random.default_rng(0)
+  grads = [{"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}
+           for _ in range(3)]
+  ran = {}
+  for name, tx in [
+      ("flag", train.build_optimizer(cfg, reg, steps_per_epoch=2)),
+      ("newton", rj.ramda_multistep(1e-2, 1e-2, [2], regularizer=reg,
+                                    inner_solver="newton")),
+      ("pg", rj.ramda_multistep(1e-2, 1e-2, [2], regularizer=reg))]:
+    params = {"w": jnp.ones((4, 3))}
+    state = tx.init(params)
+    for g in grads:
+      updates, state = tx.update(g, state, params)
+      params = optax.apply_updates(params, updates)
+    ran[name] = (np.asarray(params["w"]), float(state.inner_steps))
+  np.testing.assert_array_equal(ran["flag"][0], ran["newton"][0])
+  assert ran["flag"][1] == ran["newton"][1] != ran["pg"][1]
+  for argv, flag in [(["--inner-solver", "newton"], "inner-solver"),
+                     (["--optimizer", "ramda", "--regularizer", "nuclear",
+                       "--inner-solver", "newton"], "inner-solver"),
+                     (["--optimizer", "ramda", "--inner-solver", "bfgs"],
+                      "inner-solver")]:
+    with pytest.raises(SystemExit) as e:
+      config.parse_args(argv)
+    assert e.value.code == 2, flag
+
+
 def test_sparse_group_lasso_keeps_exact_zero_entries(x64):
   # The L1 part is closed form (soft thresholding at alpha lam1 / D_i); the
   # warm-started group part must keep those zeros exact inside kept groups.

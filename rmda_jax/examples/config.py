@@ -26,6 +26,9 @@ from rmda_jax.examples.models import TRANSFORMERS
 
 # How a sweep's program holds its runs (rmda_jax/examples/sweep.py: over_runs).
 BATCHINGS = ("auto", "vmap", "unroll")
+# RAMDA's subproblem solvers (rj.ramda's inner_solver): the authors' warm-started
+# proximal gradient, or Newton's method per group (exact).
+INNER_SOLVERS = ("pg", "newton")
 OPTIMIZERS = ("rmda", "ramda", "prox_sgd", "prox_adam", "prox_ssi", "sgd", "madgrad")
 REGULARIZERS = ("group_lasso", "l1", "nuclear", "sparse_group_lasso", "heads_and_neurons",
                 "none")
@@ -53,6 +56,7 @@ class Config:
   strength: float = 5e-4
   l1_strength: float | None = None  # sparse_group_lasso only: lambda of its L1 term
   groups: str = "input"
+  inner_solver: str | None = None  # ramda only: "pg" (the authors') or "newton"
   lr: float | None = None
   momentum: float | None = None
   epochs: int = 6
@@ -100,6 +104,8 @@ class Config:
     }
     if self.regularizer == "sparse_group_lasso":  # other runs keep their fingerprints
       fields["l1_strength"] = self.l1_strength
+    if self.inner_solver not in (None, "pg"):  # RAMDA's default solver: as before
+      fields["inner_solver"] = self.inner_solver
     return fields
 
   def fingerprint(self) -> str:
@@ -150,7 +156,8 @@ _OPTIONAL = ("l1_strength", "lr", "momentum", "num_processes", "process_id",
              "runs_per_program")
 _CHOICES = {"model": lambda: sorted(MODELS), "dataset": lambda: list(DATASETS),
             "optimizer": lambda: list(OPTIMIZERS), "regularizer": lambda: list(REGULARIZERS),
-            "batching": lambda: list(BATCHINGS)}
+            "batching": lambda: list(BATCHINGS),
+            "inner_solver": lambda: [None, *INNER_SOLVERS]}
 _SWITCHES = ("plot", "slim", "resume", "progress", "ynn_fusions", "offline")
 _PATHS = ("data_dir", "output_dir")  # str or os.PathLike (kept as str); data_dir may be None
 _STRINGS = ("mesh", "coordinator")   # str or None
@@ -196,7 +203,7 @@ def validate(cfg: Config) -> None:
   """
   for field, choices in _CHOICES.items():
     if getattr(cfg, field) not in choices():
-      raise ConfigError(field, f"must be one of {', '.join(choices())}; "
+      raise ConfigError(field, f"must be one of {', '.join(map(str, choices()))}; "
                                f"got {getattr(cfg, field)!r}")
   for field in _RANGES:
     v = getattr(cfg, field)
@@ -242,6 +249,11 @@ def validate(cfg: Config) -> None:
     raise ConfigError("regularizer", "heads_and_neurons groups the attention heads and MLP "
                                      f"units of a transformer ({', '.join(sorted(TRANSFORMERS))}"
                                      f"), not of --model {cfg.model}")
+  if cfg.inner_solver is not None and cfg.optimizer != "ramda":
+    raise ConfigError("inner_solver", "only for --optimizer ramda (its subproblem solver)")
+  if cfg.inner_solver == "newton" and cfg.regularizer == "nuclear":
+    raise ConfigError("inner_solver", "newton solves per group and has nothing for the "
+                                      "nuclear norm; use pg")
   if cfg.regularizer == "nuclear" and cfg.optimizer == "prox_ssi":
     raise ConfigError("optimizer", "prox_ssi's Newton solver is per group and has nothing "
                                    "for the nuclear norm; use prox_adam (ProxGen)")
@@ -337,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
                  help="sparse_group_lasso only, required: lambda of its L1 term")
   p.add_argument("--groups", type=groups_value, default=d.groups,
                  help="group LASSO groups: input (kernel axis -2), output (-1) or an axis")
+  p.add_argument("--inner-solver", choices=INNER_SOLVERS, default=None,
+                 help="ramda only: its subproblem solver, pg (the authors' warm-started "
+                      "proximal gradient; the default) or newton (exact per group, "
+                      "cheaper on large models; see rj.ramda)")
   p.add_argument("--lr", type=_flag_type("lr"), default=None,
                  help=f"learning rate (default per optimizer: {DEFAULT_LR})")
   p.add_argument("--momentum", type=_flag_type("momentum"), default=None,

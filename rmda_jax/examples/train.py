@@ -327,7 +327,8 @@ def build_optimizer(cfg: Config, reg, steps_per_epoch: int, *, lr=None,
   elif cfg.optimizer == "ramda":
     # The authors' schedule: lr and epsilon times gamma and a restart at every
     # milestone, c ramped to 1 after the last (with no milestones: from the start).
-    tx = rj.ramda_multistep(lr, mom, milestones, gamma=cfg.gamma, regularizer=reg)
+    tx = rj.ramda_multistep(lr, mom, milestones, gamma=cfg.gamma, regularizer=reg,
+                            inner_solver=cfg.inner_solver or "pg")
   elif cfg.optimizer in ("prox_sgd", "prox_adam", "prox_ssi"):
     kwargs = {} if mom is None else {"momentum": mom}
     if cfg.optimizer == "prox_sgd" and reg is not None:
