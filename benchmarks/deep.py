@@ -361,6 +361,45 @@ def threshold_ratios(point, grad, reg) -> np.ndarray:
   return np.concatenate(out)
 
 
+def dual_ratios(opt_state, reg) -> Optional[np.ndarray]:
+  r"""Per group, the ratio RMDA's (or RAMDA's) prox thresholds, read from its state.
+
+  RMDA's :math:`Z = \mathrm{prox}_{(\alpha/\beta)\psi}(Y)`, with the dual point
+  :math:`Y = W^0 - V/\beta` and :math:`\beta = \sqrt{k}` after ``k`` updates of
+  the stage, zeroes group ``g`` exactly when
+  :math:`\|Y_g\| / ((\alpha/\beta) \lambda w_g) \le 1`; RAMDA's screening
+  zeroes it when :math:`\|D_g Y_g\| / (\alpha \lambda w_g) \le 1`
+  (:math:`Y = W^0 - V/D`, :math:`D = U^{1/3} + \epsilon`). A group whose ratio
+  is near 1 sits on the threshold of the last update: a small change of the
+  dual average flips it. Flat in :func:`group_record`'s order; None when
+  ``opt_state`` holds no RMDA/RAMDA state or ``reg`` is not a per-leaf group
+  regularizer.
+  """
+  if not per_leaf_groups(reg):
+    return None
+  is_state = lambda x: isinstance(x, (rj.RMDAState, rj.RAMDAState))  # noqa: E731
+  states = [x for x in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(x)]
+  if len(states) != 1:
+    return None
+  st = states[0]
+  if isinstance(st, rj.RMDAState):
+    beta = float(np.sqrt(max(int(st.stage_count), 1)))
+    inputs, scale = st.dual_point, float(st.alpha) / beta
+  else:
+    eps = float(st.epsilon)
+    d = jax.tree.map(lambda u: jnp.cbrt(u.astype(jnp.float32)) + eps, st.grad_sum_sq)
+    inputs = jax.tree.map(lambda w0, v, d: d * (w0 - v / d), st.initial_params,
+                          st.grad_sum, d)
+    scale = float(st.alpha)
+  mask = reg.mask_tree(inputs)
+  out = []
+  for m, y in zip(jax.tree.leaves(mask), jax.tree.leaves(inputs)):
+    if m:
+      norms = np.asarray(reg.group_norms(jnp.asarray(y, jnp.float32)), np.float64)
+      out.append(norms.ravel() / (scale * float(reg.strength) * reg.group_weight(y)))
+  return np.concatenate(out)
+
+
 def pack_support(support: np.ndarray) -> str:
   """A flat bool support as a compact string (hex of its packed bits)."""
   return np.packbits(np.asarray(support, bool)).tobytes().hex()
@@ -432,7 +471,9 @@ def observed_run(train, seed: int, epochs: int, reg, part: Path, meta: dict,
   ``near_threshold`` (:func:`near_threshold`); for a cropping trainer also
   ``final_ratios_crop`` and ``near_threshold_crop``, the same with the gradient
   of the cropped loss (mean over :data:`CROP_DRAWS` crop draws of the training
-  set); and the final point in ``<part>.final.npz``.
+  set); for RMDA and RAMDA ``final_dual_ratios`` and ``near_threshold_dual``
+  (:func:`dual_ratios`: the ratio their last prox thresholded); and the final
+  point in ``<part>.final.npz``.
   ``meta`` is copied into the record; ``complete`` becomes True at the end.
   """
   acc_key = f"{train.eval_name}_accuracy"
@@ -461,7 +502,8 @@ def observed_run(train, seed: int, epochs: int, reg, part: Path, meta: dict,
       on_record(rec)
     write_json(part, rec)
 
-  train(seed, epochs, on_epoch)
+  out = train(seed, epochs, on_epoch)
+  opt_state = out[1] if isinstance(out, tuple) else None  # make_trainer's (params, state)
   full_gradient = getattr(train, "full_gradient", None)
   if (ratios and full_gradient is not None and last_point[0] is not None
       and per_leaf_groups(reg)):
@@ -476,6 +518,11 @@ def observed_run(train, seed: int, epochs: int, reg, part: Path, meta: dict,
       rec["final_ratios_crop"] = [round(float(r), 5) for r in ratios]
       rec["crop_draws"] = CROP_DRAWS
       rec["near_threshold_crop"] = near_threshold(rec, key="final_ratios_crop")
+    # What RMDA's (RAMDA's) last prox thresholded: its dual average's ratio.
+    dual = None if opt_state is None else dual_ratios(opt_state, reg)
+    if dual is not None:
+      rec["final_dual_ratios"] = [round(float(r), 5) for r in dual]
+      rec["near_threshold_dual"] = near_threshold(rec, key="final_dual_ratios")
     # The final point itself, so that other questions can be asked of it later.
     final = part.with_suffix(".final.npz")
     tmp = final.with_name(f".{final.stem}.tmp.npz")

@@ -248,6 +248,30 @@ def test_threshold_ratios_refuse_a_regularizer_without_per_leaf_groups():
                           rj.nuclear_norm(1.0))
 
 
+@pytest.mark.parametrize("which", ["rmda", "ramda"])
+def test_dual_ratios_threshold_exactly_the_zero_groups_of_z(which):
+  # The ratio read from the state is what the last prox thresholded: the
+  # groups at or under 1 are exactly the zero groups of rj.structured_params.
+  rng = np.random.default_rng(0)
+  params = {"conv": jnp.asarray(rng.normal(size=(3, 3, 8, 6)), jnp.float32),
+            "dense": jnp.asarray(rng.normal(size=(12, 5)), jnp.float32),
+            "bias": jnp.zeros(5, jnp.float32)}
+  reg = rj.group_lasso(0.7 if which == "rmda" else 2.0)
+  tx = (rj.rmda(0.5, 0.5, reg) if which == "rmda"
+        else rj.ramda(0.05, 0.5, reg))
+  state = tx.init(params)
+  for _ in range(4):
+    g = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+    updates, state = tx.update(g, state, params)
+    params = optax.apply_updates(params, updates)
+  ratios = deep.dual_ratios(optax.chain(optax.identity()).init(params) + (state,), reg)
+  support = deep.group_record(rj.structured_params(state), reg)["support"]
+  assert ratios.shape == support.shape
+  assert 0 < support.mean() < 1
+  np.testing.assert_array_equal(ratios > 1, support)
+  assert deep.dual_ratios(optax.sgd(0.1).init(params), reg) is None
+
+
 def test_support_bits_round_trip():
   rng = np.random.default_rng(0)
   for n in (1, 7, 8, 611):
