@@ -484,14 +484,27 @@ def authors_budget(results) -> str:
                f"status in the last 20 epochs end within 0.1 of the threshold ratio 1 "
                f"({f_name}), and the nonzero groups' median ratio is "
                f"{nt['nonzero_ratio_median']} (1 at a stationary point)")
+    nd = r.get("near_threshold_dual")
+    if nd is not None:
+      fr = nd["flipped_ratios"]
+      text += (f". By the ratio its last prox thresholded (dual, from the optimizer state) "
+               f"{nd['flipped_within_near_of_1']} of the {nd['flipped']} late flips lie within "
+               f"0.1 of 1" + (f" (their ratios {min(fr):.3f} to {max(fr):.3f})" if fr else "")
+               + f"; of the {nd['stable_zero_groups']} zero groups that did not change, "
+               f"{nd['stable_zero_within_near_of_1']} lie within 0.1 of 1, the largest zero "
+               f"ratio is {nd['max_ratio_of_a_zero_group']} and the nonzero groups' median "
+               f"{nd['nonzero_ratio_median']}")
     said.append(text + ".")
   lines += [" ".join(said), ""]
   if any(r["method"] in ("rmda", "ramda") for _, r in runs):
+    recorded = any(r.get("near_threshold_dual") for _, r in runs)
     lines += ["RMDA's (and RAMDA's) prox thresholds its dual average (the weighted mean of "
               "the stage's gradients, plus a vanishing proximal term), not the gradient at Z: "
               "ratios far from 1 at Z say that the final Z is not a stationary point of "
               "F + lambda psi, not that the prox's input is far from its threshold. That "
               "input's own ratio, `||(W0 - V / beta)_g|| / ((alpha / beta) lambda w_g)` "
-              "from the optimizer state, is what decides RMDA's flips; it is not recorded "
-              "yet.", ""]
+              "from the optimizer state (RAMDA: `||D_g Y_g|| / (alpha lambda w_g)`), is what "
+              "decides the flips: a group is zero in Z exactly when it is at most 1"
+              + (" (`deep.dual_ratios`; the dual sentences above)." if recorded else
+                 "; it is not recorded yet."), ""]
   return "\n".join(lines)

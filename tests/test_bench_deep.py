@@ -426,6 +426,16 @@ def test_authors_budget_section_sums_the_last_stage_and_says_what_ran():
           "nonzero_ratio_median": 1.02}
   md = rd.authors_budget([dict(d, runs=[dict(run, near_threshold_crop=crop)])])
   assert "| 1 | 1 | 0.999 | 1.000 | 0 | 0.500 | 1.020 |" in md and "(Fc)" in md
+  assert "it is not recorded yet" in md
+  dual = {"flipped": 2, "flipped_ratios": [0.98, 1.04], "flipped_within_near_of_1": 2,
+          "stable_zero_groups": 7, "stable_zero_within_near_of_1": 1,
+          "max_ratio_of_a_zero_group": 0.99, "nonzero_ratio_median": 3.1}
+  md = rd.authors_budget([dict(d, runs=[dict(run, near_threshold_dual=dual)])])
+  assert ("By the ratio its last prox thresholded (dual, from the optimizer state) 2 of the "
+          "2 late flips lie within 0.1 of 1 (their ratios 0.980 to 1.040); of the 7 zero "
+          "groups that did not change, 1 lie within 0.1 of 1, the largest zero ratio is 0.99 "
+          "and the nonzero groups' median 3.1.") in md
+  assert "not recorded yet" not in md
 
 
 def _quick(module, tmp_path, *flags):
