@@ -30,6 +30,14 @@ after each.
 
     python -m benchmarks.bench_rigl_converged                       # hours
     python -m benchmarks.bench_rigl_converged --quick --out /tmp/q  # < 2 min
+
+Issue 19, part 5, after the final stage: ``--stage matched`` runs RigL, for
+every seed and target, at the kernel sparsity RMDA + L1's final run of that
+seed reached (RigL hits a given sparsity exactly, so the two are matched run
+by run), and the dense model (``optax.sgd`` with momentum 0.9 and the same
+schedule, lr chosen on validation among ``--lrs-rigl``) on every seed:
+
+    python -m benchmarks.bench_rigl_converged --stage matched
 """
 
 from __future__ import annotations
@@ -64,6 +72,8 @@ def _run(kind, lr, target_or_lam, seed, args, split, part, total_steps, spe,
   start = None
   if kind == "rmda_l1":
     tx, reported = common.build_method("rmda", rj.l1(target_or_lam), rates)
+  elif kind == "msgd":  # the dense reference: RigL's optimizer without masks
+    tx, reported = common.build_method("msgd", None, rates)
   else:
     msgd, _ = common.build_method("msgd", None, rates)
     tx = rigl.rigl(msgd, target_or_lam, total_steps, delta_t=args.delta_t, alpha=0.3,
@@ -74,7 +84,8 @@ def _run(kind, lr, target_or_lam, seed, args, split, part, total_steps, spe,
   acc_key = f"{split.eval_name}_accuracy"
   rec = {"kind": kind, "lr": lr, "seed": seed, "device": deep.device_name(), "complete": False,
          acc_key: [], "kernel_sparsity": [], "train_loss": [], "wall_s": []}
-  rec["lam" if kind == "rmda_l1" else "target"] = target_or_lam
+  if kind != "msgd":
+    rec["lam" if kind == "rmda_l1" else "target"] = target_or_lam
 
   def on_epoch(r: deep.EpochRecord):
     rec[acc_key].append(r.eval_accuracy)
@@ -111,7 +122,11 @@ def main(argv=None) -> int:
                  help="secant steps per (lr, target) after the grid")
   p.add_argument("--tol", type=float, default=0.005, help="|sparsity - target| accepted")
   p.add_argument("--delta-t", type=int, default=100, help="RigL mask update period (steps)")
-  p.add_argument("--stage", choices=("tune", "final", "all"), default="all")
+  p.add_argument("--stage", choices=("tune", "final", "all", "matched"), default="all",
+                 help="matched (issue 19, part 5; after final): per seed, RigL at the kernel "
+                      "sparsity RMDA + L1 reached in that seed, and the dense model (SGD "
+                      "momentum 0.9, its lr chosen on validation from --lrs-rigl) at the "
+                      "same budget")
   p.add_argument("--shard", type=deep.shard_arg, default=None, metavar="K/N",
                  help="run only the units of work whose index is K modulo N")
   p.add_argument("--merge-only", action="store_true",
@@ -194,6 +209,38 @@ def main(argv=None) -> int:
             "kernel_sparsity": r["kernel_sparsity"][-1], "device": r.get("device"),
             "test_accuracy_per_epoch": r["test_accuracy"]}
 
+  def dense_tune(lr, load_only=False):
+    part = parts_dir / "tune" / f"msgd_lr{lr:g}.json"
+    return _run("msgd", lr, None, 0, args, val, part, total, spe, load_only)
+
+  def matched(t, seed, lr_rigl, load_only=False):
+    """RigL at the sparsity RMDA + L1's final run (target ``t``, ``seed``) reached."""
+    r = deep.load_part(parts_dir / "final" / f"rmda_l1_t{t:g}_seed{seed}.json")
+    if r is None:
+      raise Unfinished(f"rmda_l1 t{t:g} seed {seed}")
+    reached = round(r["kernel_sparsity"][-1], 4)
+    part = parts_dir / "matched" / f"rigl_t{t:g}_seed{seed}.json"
+    m = _run("rigl", lr_rigl, reached, seed, args, test, part, total, spe, load_only)
+    return {"target": t, "seed": seed, "rmda_l1_kernel_sparsity": r["kernel_sparsity"][-1],
+            "rmda_l1_test_accuracy": r["test_accuracy"][-1], "rigl_lr": lr_rigl,
+            "rigl_kernel_sparsity": m["kernel_sparsity"][-1],
+            "rigl_test_accuracy": m["test_accuracy"][-1], "device": m.get("device")}
+
+  def dense(load_only=False):
+    """The dense reference: its lr chosen on validation (seed 0), then every seed."""
+    scores = {lr: dense_tune(lr, load_only)["validation_accuracy"][-1] for lr in args.lrs_rigl}
+    lr = max(args.lrs_rigl, key=lambda lr: scores[lr])
+    runs = []
+    for seed in args.seeds:
+      part = parts_dir / "matched" / f"msgd_seed{seed}.json"
+      try:
+        r = _run("msgd", lr, None, seed, args, test, part, total, spe, load_only)
+      except Unfinished:
+        continue
+      runs.append({"seed": seed, "lr": lr, "test_accuracy": r["test_accuracy"][-1],
+                   "device": r.get("device")})
+    return {"lr": lr, "validation_accuracy": scores, "runs": runs}
+
   def choice():
     """The chosen learning rates and each target's lam, from the tuning runs on disk
     (``Unfinished`` if one is missing)."""
@@ -241,7 +288,20 @@ def main(argv=None) -> int:
               result["runs"].append(final(kind, lr, arg, t, seed, load_only=True))
             except Unfinished:
               pass
-    result["devices"] = sorted({r["device"] for r in result["runs"] if r.get("device")})
+    # Part 5 of issue 19: matched per seed, and the dense model at the same budget.
+    result["matched"] = []
+    for seed in args.seeds:
+      for t in args.targets:
+        try:
+          result["matched"].append(matched(t, seed, lr_rigl, load_only=True))
+        except Unfinished:
+          pass
+    try:
+      result["dense"] = dense(load_only=True)
+    except Unfinished:
+      result.pop("dense", None)
+    result["devices"] = sorted({r["device"] for r in result["runs"] + result["matched"]
+                                + result.get("dense", {}).get("runs", []) if r.get("device")})
     save()
 
   t0 = args.targets[0]
@@ -269,6 +329,19 @@ def main(argv=None) -> int:
     units += [lambda s=s, t=t: final("rigl", lr_rigl, t, t, s)
               for s in args.seeds for t in args.targets]
     deep.run_shard(units, args.shard, collect)
+  if args.stage == "matched":
+    try:
+      _, lr_rigl, *_ = choice()
+    except Unfinished as e:
+      print(f"tuning is unfinished ({e}): run --stage tune first", file=sys.stderr)
+      return 2
+    units = [lambda: dense()]
+    units += [lambda s=s, t=t: matched(t, s, lr_rigl) for s in args.seeds for t in args.targets]
+    try:
+      deep.run_shard(units, args.shard, collect)
+    except Unfinished as e:
+      print(f"the final stage is unfinished ({e}): run --stage final first", file=sys.stderr)
+      return 2
   collect()
   for row in result["table"]:
     a, s = row["test_accuracy"], row["kernel_sparsity"]

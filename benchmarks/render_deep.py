@@ -268,7 +268,46 @@ def rigl_converged(d):
                      ", ".join(map(str, r["seeds"])), _pm(r["test_accuracy"]),
                      _pm(r["kernel_sparsity"])] for r in d["table"]]), ""]
   lines += [rigl_reading(d), ""]
+  lines += [rigl_matched(d), ""]
   return "\n".join(lines)
+
+
+def rigl_matched(d) -> str:
+  """Issue 19, part 5: RigL at the sparsity each RMDA + L1 run reached, seed by seed,
+  and the dense model at the same budget (``--stage matched``)."""
+  m, dense = d.get("matched") or [], d.get("dense") or {}
+  head = ("**Matched per seed** (issue 19, part 5; `python -m benchmarks.bench_rigl_converged "
+          "--stage matched`): RigL (its chosen lr) trained, for every seed and target, to the "
+          "kernel sparsity the RMDA + L1 run of that seed reached, so each pair has the same "
+          "sparsity; the dense model is SGD with momentum 0.9 on the same schedule and budget, "
+          "its lr chosen on validation among RigL's grid.")
+  if not m and not dense.get("runs"):
+    return head + " Not run yet."
+  rows = [[f"{r['target']:g}", str(r["seed"]), f"{100 * r['rmda_l1_kernel_sparsity']:.2f}",
+           f"{100 * r['rigl_kernel_sparsity']:.2f}", f"{100 * r['rmda_l1_test_accuracy']:.2f}",
+           f"{100 * r['rigl_test_accuracy']:.2f}",
+           f"{100 * (r['rmda_l1_test_accuracy'] - r['rigl_test_accuracy']):+.2f}"]
+          for r in sorted(m, key=lambda r: (r["target"], r["seed"]))]
+  out = [head, "", _table(["target", "seed", "RMDA + L1 kernel sparsity %",
+                           "RigL kernel sparsity %", "RMDA + L1 test acc %", "RigL test acc %",
+                           "gap (points)"], rows), ""]
+  said = []
+  for t in sorted({r["target"] for r in m}):
+    gaps = [100 * (r["rmda_l1_test_accuracy"] - r["rigl_test_accuracy"])
+            for r in m if r["target"] == t]
+    wins = sum(g > 0 for g in gaps)
+    said.append(f"At target {100 * t:g}%: RMDA + L1 ahead in {wins} of {len(gaps)} seeds, mean "
+                f"gap {sum(gaps) / len(gaps):+.2f} points (range {min(gaps):+.2f} to "
+                f"{max(gaps):+.2f}).")
+  if dense.get("runs"):
+    accs = [100 * r["test_accuracy"] for r in dense["runs"]]
+    mean = sum(accs) / len(accs)
+    said.append(f"The dense model (lr {dense['lr']:g}) reaches {mean:.2f}% test accuracy "
+                f"(seeds {', '.join(str(r['seed']) for r in dense['runs'])}: "
+                f"{', '.join(f'{a:.2f}' for a in accs)}).")
+  else:
+    said.append("The dense reference has not run yet.")
+  return "\n".join(out + [" ".join(said)])
 
 
 def _ran_on(d) -> str:

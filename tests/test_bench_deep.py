@@ -211,6 +211,20 @@ def test_equal_tuning_chooses_the_best_validation_accuracy(tmp_path):
   assert bench_equal_tuning.chosen(tmp_path, grid)["prox_sgd"] is None
 
 
+def test_rigl_matched_reads_each_seeds_pair():
+  pair = lambda t, seed, a, b: {"target": t, "seed": seed, "rmda_l1_kernel_sparsity": 0.9,  # noqa: E731
+                                "rigl_kernel_sparsity": 0.9, "rmda_l1_test_accuracy": a,
+                                "rigl_test_accuracy": b}
+  d = {"matched": [pair(0.9, 0, 0.99, 0.98), pair(0.9, 1, 0.97, 0.98), pair(0.9, 2, 0.99, 0.985)],
+       "dense": {"lr": 0.03, "runs": [{"seed": 0, "test_accuracy": 0.993}]}}
+  md = render_deep.rigl_matched(d)
+  assert "| 0.9 | 1 | 90.00 | 90.00 | 97.00 | 98.00 | -1.00 |" in md
+  assert ("At target 90%: RMDA + L1 ahead in 2 of 3 seeds, mean gap +0.17 points (range -1.00 "
+          "to +1.00).") in md
+  assert "The dense model (lr 0.03) reaches 99.30% test accuracy (seeds 0: 99.30)." in md
+  assert "Not run yet." in render_deep.rigl_matched({"matched": [], "dense": {}})
+
+
 def test_rigl_converged_needs_equal_tuning_budgets():
   proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_rigl_converged",
                          "--lrs-rmda", "0.1", "0.3", "--lrs-rigl", "0.1"], cwd=ROOT,
@@ -521,6 +535,19 @@ def test_rigl_converged_quick(tmp_path, mnist):
   assert d["tuning_runs"]["rigl"] == len(d["settings"]["lrs_rigl"])
   md = render_deep.rigl_converged(d)
   assert f"{100 * rigl_row['test_accuracy']['mean']:.2f} ± 0.00" in md
+  assert "Not run yet." in md  # the matched stage
+  # Part 5 of issue 19: RigL at the sparsity each RMDA + L1 run reached, and the dense model.
+  _quick("bench_rigl_converged", tmp_path, "--stage", "matched")
+  d = json.loads((tmp_path / "rigl_converged_quick.json").read_text())
+  assert len(d["matched"]) == len(d["settings"]["targets"]) * len(d["settings"]["seeds"])
+  for m in d["matched"]:
+    assert abs(m["rigl_kernel_sparsity"] - m["rmda_l1_kernel_sparsity"]) < 0.005
+    final = next(r for r in d["runs"] if r["method"] == "rmda_l1" and r["target"] == m["target"]
+                 and r["seed"] == m["seed"])
+    assert m["rmda_l1_kernel_sparsity"] == final["kernel_sparsity"]
+  assert [r["seed"] for r in d["dense"]["runs"]] == d["settings"]["seeds"]
+  md = render_deep.rigl_converged(d)
+  assert "Not run yet." not in md and "The dense model (lr" in md
 
 
 def test_shard_arg_reads_k_of_n_and_refuses_the_rest():
