@@ -438,6 +438,16 @@ RAMDA_BOUND_GOAL = 1.5  # ... and at most 1.5x its own bandwidth bound
 RAMDA_GL_KEYS = ("ramda (group_lasso)", "ramda (group_lasso, newton)")
 
 
+def ramda_headline(d) -> list:
+  """Headline rows: RAMDA's step against MADGRAD's (section 4f), per inner solver."""
+  res = ((d or {}).get("models", {}).get("resnet50") or {}).get("results", {})
+  return [[f"step time x optax.contrib.madgrad, resnet50-shaped pytree (section 4f; inner "
+           f"iterations)", name, f"{res[name]['ratio_to_madgrad']:.2f} "
+           f"({res[name].get('inner_iterations_mean', 0):.1f})"]
+          for name in ("ramda (none)", *RAMDA_GL_KEYS)
+          if "ratio_to_madgrad" in res.get(name, {})]
+
+
 def cost_ramda(d, before=None):
   """Section 4f: RAMDA's step against optax.sgd and MADGRAD, its inner iterations and bound.
 
@@ -923,7 +933,8 @@ def main(argv=None):
   block = ("<!-- headline:start -->\n" + headline_table(
       ident_h, cost_h, train_h, _load("sparsity_accuracy_lenet5_full6ep.json"),
       deep_h + render_deep.equal_headline(equal) + render_vit.headline(vit)
-      + render_deep.rigl_headline(rigl_conv) + denormal_h,
+      + render_deep.rigl_headline(rigl_conv) + denormal_h
+      + ramda_headline(_load("cost_ramda.json")),
       claims=render_deep.claims(ident_deep, equal, rigl_conv) + " "
       + render_front.claim(render_front.load(RESULTS)),
       deep_status=render_deep.status(ident_deep, equal, rigl_conv))

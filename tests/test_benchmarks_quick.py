@@ -202,6 +202,13 @@ def _ramda_cost(gl_ms, madgrad_ms=100.0, bound_ms=50.0):
                                bound_ms=bound_ms, fraction_of_bound=bound_ms / gl_ms)}}}}
 
 
+def test_ramda_headline_rows():
+  rows = render.ramda_headline(_ramda_cost(150.0))
+  assert rows == [["step time x optax.contrib.madgrad, resnet50-shaped pytree (section 4f; "
+                   "inner iterations)", "ramda (group_lasso)", "1.50 (3.0)"]]
+  assert render.ramda_headline(None) == []
+
+
 @pytest.mark.parametrize("gl_ms, words", [
     (60.0, "Both goals are met"),  # 0.6x madgrad, 1.2x its bound
     (150.0, "Only the MADGRAD goal is met"),  # 1.5x madgrad, 3x its bound
