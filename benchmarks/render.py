@@ -869,6 +869,7 @@ def main(argv=None):
       "| bench_identification | 1. identification | results/identification.json, .png |",
       "| bench_identification_deep | 1b. identification in a deep net (crop, dropout) | results/identification_deep.json, .png, identification_deep/ (one file per run) |",
       "| bench_identification_deep (200 epochs, flags in 1c) | 1c. identification at the authors' budget, groups on the threshold | results/identification_200_*.json, .png, identification_200_*/ |",
+      "| bench_identification_deep (200 epochs, --name ablation_200) | 1d. what the averaging does: ProxSGD's rho, plain RDA, RMDA's c rules | results/ablation_200.json, ablation_200/ |",
       "| bench_sparsity_accuracy | 2. structured sparsity at accuracy | results/sparsity_accuracy.json, .png |",
       "| bench_sparsity_accuracy (flags in 2b) | 2b. the same on all of MNIST, 6 epochs | results/sparsity_accuracy_lenet5_full6ep.json, .png |",
       "| bench_equal_tuning | 2d. equal tuning on a validation split, lambda sweep of all four | results/equal_tuning.json, .png, equal_tuning/ |",
@@ -897,6 +898,7 @@ def main(argv=None):
       deep_md,
       render_deep.authors_budget([_load(f) for f in sorted(os.listdir(RESULTS))
                                   if f.startswith("identification_200_") and f.endswith(".json")]),
+      render_deep.ablation([d for d in [_load("ablation_200.json")] if d]),
       generic("2. Structured sparsity at accuracy", _load("sparsity_accuracy.json"),
               "python -m benchmarks.bench_sparsity_accuracy", "sparsity_accuracy",
               exclude=("sparsity_accuracy_lenet5_full6ep",)),

@@ -473,7 +473,13 @@ def authors_budget(results) -> str:
       f"({s.get('augmentation')}); LeNet5 (small), {s.get('data')}. Planned: "
       f"{BUDGET_PLANNED}; finished: {len(runs)} run(s), listed below. Machine: "
       f"{_machine(results[0].get('machine'))}.", ""]
-  rows = []
+  return "\n".join(lines + _last_stage(runs))
+
+
+def _last_stage(runs) -> list:
+  """The table and sentences of sections 1c and 1d: per finished run, its last stage's
+  support changes, accuracy, sparsity and threshold ratios."""
+  lines, rows = [], []
   for d, r in runs:
     ch = r["support_changes"]
     e = len(ch)
@@ -546,4 +552,30 @@ def authors_budget(results) -> str:
               "decides the flips: a group is zero in Z exactly when it is at most 1"
               + (" (`deep.dual_ratios`; the dual sentences above)." if recorded else
                  "; it is not recorded yet."), ""]
-  return "\n".join(lines)
+  return lines
+
+
+ABLATION_TITLE = "## 1d. What the averaging does: an ablation at the authors' budget (issue 19, part 4)"
+ABLATION_PLANNED = ("ProxSGD with rho 0.1, 0.01, 0.001; plain RDA (c = 1, no restarts); RMDA "
+                    "with the divide and the ramp rules; 3 seeds")
+
+
+def ablation(results) -> str:
+  """Section 1d from ``ablation_200.json`` (``bench_identification_deep --name
+  ablation_200``): the same last-stage table as 1c for each averaging variant."""
+  lines = [ABLATION_TITLE, ""]
+  runs = [(d, r) for d in results for r in d.get("runs", []) if r.get("complete")]
+  if not runs:
+    return "\n".join(lines + ["Not run yet: the command is in "
+                              "`benchmarks/bench_identification_deep.py`'s docstring.", ""])
+  s = results[0]["settings"]
+  methods = s.get("methods", {})
+  lines += [
+      "`python -m benchmarks.bench_identification_deep --configs crop --epochs 200 "
+      "--milestones 50 100 --lam 1e-3 --methods ... --name ablation_200`: the setting of 1c "
+      f"(lambda {s.get('lam'):g}, crop, LeNet5 small, {s.get('data')}) with the averaging "
+      "varied: " + "; ".join(f"{LABELS.get(m, m)}: {methods[m]}" for m in dict.fromkeys(
+          r["method"] for _, r in runs) if m in methods)
+      + f". Planned: {ABLATION_PLANNED}; finished: {len(runs)} run(s). Machine: "
+      f"{_machine(results[0].get('machine'))}.", ""]
+  return "\n".join(lines + _last_stage(runs))

@@ -452,6 +452,21 @@ def test_authors_budget_section_sums_the_last_stage_and_says_what_ran():
   assert "not recorded yet" not in md
 
 
+def test_ablation_section_lists_the_variants_that_ran():
+  from benchmarks import render_deep as rd
+  assert "Not run yet" in rd.ablation([])
+  ch = [None] + [5] * 99 + [4] * 100
+  run = {"complete": True, "method": "rda", "seed": 0, "support_changes": ch,
+         "test_accuracy": [0.98] * 200, "weighted_group_sparsity": [0.6] * 200}
+  d = {"settings": {"lam": 1e-3, "data": "mnist", "methods": {"rda": "plain RDA"}},
+       "runs": [run]}
+  md = rd.ablation([d])
+  assert "varied: RDA (c 1, no restarts): plain RDA. Planned:" in md
+  assert "finished: 1 run(s)" in md
+  assert "| 0.001 | 0 | 80 80 80 80 80 | 40 | 200 | 98.00 | 60.0 |" in md
+  assert "(not fading" in md
+
+
 def _quick(module, tmp_path, *flags):
   proc = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--quick", "--out",
                          str(tmp_path), *flags], cwd=ROOT, capture_output=True, text=True,
