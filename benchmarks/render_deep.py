@@ -7,6 +7,8 @@ when the file does not exist yet) and returns markdown, plus headline rows
 
 from __future__ import annotations
 
+import numpy as np
+
 from benchmarks._md import _machine, _table
 
 LABELS = {"rmda": "RMDA", "prox_sgd": "ProxSGD", "prox_adam": "ProxGen", "prox_ssi": "ProxSSI",
@@ -476,9 +478,10 @@ def authors_budget(results) -> str:
   return "\n".join(lines + _last_stage(runs))
 
 
-def _last_stage(runs) -> list:
+def _last_stage(runs, explain: bool = True) -> list:
   """The table and sentences of sections 1c and 1d: per finished run, its last stage's
-  support changes, accuracy, sparsity and threshold ratios."""
+  support changes, accuracy, sparsity and threshold ratios (``explain``: and what the
+  dual ratio is)."""
   lines, rows = [], []
   for d, r in runs:
     ch = r["support_changes"]
@@ -532,16 +535,23 @@ def _last_stage(runs) -> list:
     nd = r.get("near_threshold_dual")
     if nd is not None:
       fr = nd["flipped_ratios"]
+      band = ""
+      if fr and r.get("final_dual_ratios"):
+        dual = np.asarray(r["final_dual_ratios"], np.float64)
+        width = max(abs(x - 1) for x in fr)
+        band = (f"; every late flip lies within {width:.3f} of 1, a band that holds "
+                f"{int(np.sum(np.abs(dual - 1) <= width + 5e-5))} of the {dual.size} groups")
       text += (f". By the ratio its last prox thresholded (dual, from the optimizer state) "
                f"{nd['flipped_within_near_of_1']} of the {nd['flipped']} late flips lie within "
                f"0.1 of 1" + (f" (their ratios {min(fr):.3f} to {max(fr):.3f})" if fr else "")
+               + band
                + f"; of the {nd['stable_zero_groups']} zero groups that did not change, "
                f"{nd['stable_zero_within_near_of_1']} lie within 0.1 of 1, the largest zero "
                f"ratio is {nd['max_ratio_of_a_zero_group']} and the nonzero groups' median "
                f"{nd['nonzero_ratio_median']}")
     said.append(text + ".")
   lines += [" ".join(said), ""]
-  if any(r["method"] in ("rmda", "ramda") for _, r in runs):
+  if explain and any(r["method"] in ("rmda", "ramda") for _, r in runs):
     recorded = any(r.get("near_threshold_dual") for _, r in runs)
     lines += ["RMDA's (and RAMDA's) prox thresholds its dual average (the weighted mean of "
               "the stage's gradients, plus a vanishing proximal term), not the gradient at Z: "
@@ -577,5 +587,12 @@ def ablation(results) -> str:
       "varied: " + "; ".join(f"{LABELS.get(m, m)}: {methods[m]}" for m in dict.fromkeys(
           r["method"] for _, r in runs) if m in methods)
       + f". Planned: {ABLATION_PLANNED}; finished: {len(runs)} run(s). Machine: "
-      f"{_machine(results[0].get('machine'))}.", ""]
-  return "\n".join(lines + _last_stage(runs))
+      f"{_machine(results[0].get('machine'))}."]
+  copied = [r for _, r in runs if r.get("copied_from")]
+  if copied:
+    lines[-1] += (" Taken from 1c, as the same command with the same settings ran them: "
+                  + "; ".join(f"{LABELS.get(r['method'], r['method'])} seed {r['seed']} "
+                              f"({r['copied_from'].split(' ')[0]})" for r in copied) + ".")
+  lines.append("")
+  return "\n".join(lines + _last_stage(runs, explain=False)
+                   + ["The ratios are those of 1c (the dual ratio is explained there).", ""])

@@ -450,6 +450,10 @@ def test_authors_budget_section_sums_the_last_stage_and_says_what_ran():
           "groups that did not change, 1 lie within 0.1 of 1, the largest zero ratio is 0.99 "
           "and the nonzero groups' median 3.1.") in md
   assert "not recorded yet" not in md
+  with_ratios = dict(run, near_threshold_dual=dual, final_dual_ratios=[0.98, 1.04, 0.5, 1.2, 1.01])
+  md = rd.authors_budget([dict(d, runs=[with_ratios])])
+  assert ("(their ratios 0.980 to 1.040); every late flip lies within 0.040 of 1, a band that "
+          "holds 3 of the 5 groups; of the 7 zero groups") in md
 
 
 def test_ablation_section_lists_the_variants_that_ran():
@@ -464,7 +468,12 @@ def test_ablation_section_lists_the_variants_that_ran():
   assert "varied: RDA (c 1, no restarts): plain RDA. Planned:" in md
   assert "finished: 1 run(s)" in md
   assert "| 0.001 | 0 | 80 80 80 80 80 | 40 | 200 | 98.00 | 60.0 |" in md
-  assert "(not fading" in md
+  assert "(not fading" in md and "Taken from 1c" not in md
+  copied = dict(run, method="rmda", copied_from="identification_200_lam1e-3/crop/rmda_seed0.json "
+                "(the same command)")
+  md = rd.ablation([dict(d, runs=[run, copied])])
+  assert ("Taken from 1c, as the same command with the same settings ran them: RMDA seed 0 "
+          "(identification_200_lam1e-3/crop/rmda_seed0.json).") in md
 
 
 def _quick(module, tmp_path, *flags):
