@@ -560,7 +560,11 @@ def _last_stage(runs, explain: bool = True) -> list:
               "input's own ratio, `||(W0 - V / beta)_g|| / ((alpha / beta) lambda w_g)` "
               "from the optimizer state (RAMDA: `||D_g Y_g|| / (alpha lambda w_g)`), is what "
               "decides the flips: a group is zero in Z exactly when it is at most 1"
-              + (" (`deep.dual_ratios`; the dual sentences above)." if recorded else
+              + (" (`deep.dual_ratios`; the dual sentences above). For a nonzero group it "
+                 "equals 1 + ||Z_g|| / ((alpha / beta) lambda w_g), and alpha / beta grows "
+                 "linearly with the updates of the stage, so every nonzero group's ratio "
+                 "drifts toward 1 as the stage lengthens; the number of groups in the late "
+                 "flips' band says whether they are special." if recorded else
                  "; it is not recorded yet."), ""]
   return lines
 
