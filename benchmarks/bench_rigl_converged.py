@@ -224,7 +224,8 @@ def main(argv=None) -> int:
     return {"target": t, "seed": seed, "rmda_l1_kernel_sparsity": r["kernel_sparsity"][-1],
             "rmda_l1_test_accuracy": r["test_accuracy"][-1], "rigl_lr": lr_rigl,
             "rigl_kernel_sparsity": m["kernel_sparsity"][-1],
-            "rigl_test_accuracy": m["test_accuracy"][-1], "device": m.get("device")}
+            "rigl_test_accuracy": m["test_accuracy"][-1], "device": m.get("device"),
+            "rmda_l1_device": r.get("device")}
 
   def dense(load_only=False):
     """The dense reference: its lr chosen on validation (seed 0), then every seed."""

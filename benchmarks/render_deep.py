@@ -309,6 +309,13 @@ def rigl_matched(d) -> str:
                 f"{', '.join(f'{a:.2f}' for a in accs)}).")
   else:
     said.append("The dense reference has not run yet.")
+  devices = {k: sorted({r[k] for r in m if r.get(k)}) for k in ("rmda_l1_device", "device")}
+  devices["dense"] = sorted({r["device"] for r in dense.get("runs", []) if r.get("device")})
+  if len({d for v in devices.values() for d in v}) > 1:
+    said.append("Devices: RMDA + L1 on " + (", ".join(devices["rmda_l1_device"]) or "?")
+                + "; matched RigL on " + (", ".join(devices["device"]) or "?")
+                + "; dense on " + (", ".join(devices["dense"]) or "?")
+                + " (the same programs; float32 results can differ slightly between devices).")
   return "\n".join(out + [" ".join(said)])
 
 

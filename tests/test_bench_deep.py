@@ -223,6 +223,12 @@ def test_rigl_matched_reads_each_seeds_pair():
           "to +1.00).") in md
   assert "The dense model (lr 0.03) reaches 99.30% test accuracy (seeds 0: 99.30)." in md
   assert "Not run yet." in render_deep.rigl_matched({"matched": [], "dense": {}})
+  assert "Devices:" not in md
+  for r in d["matched"]:
+    r.update(rmda_l1_device="GPU", device="CPU")
+  d["dense"]["runs"][0]["device"] = "CPU"
+  assert ("Devices: RMDA + L1 on GPU; matched RigL on CPU; dense on CPU (the same programs; "
+          "float32 results can differ slightly between devices).") in render_deep.rigl_matched(d)
 
 
 def test_rigl_converged_needs_equal_tuning_budgets():
