@@ -300,6 +300,11 @@ def _front(points) -> list:
   return [i for i, on in enumerate(sweep_lib.pareto_front(points)) if on]
 
 
+def collapsed(point) -> bool:
+  """Whether every group of the point is zero (mean weighted group sparsity 1)."""
+  return point["weighted_group_sparsity"]["mean"] >= 1.0
+
+
 def load_chunks(parts: Path) -> list:
   """The finished chunk records under ``parts``."""
   out = []
@@ -367,11 +372,15 @@ def render(parts: Path, expected_methods=METHODS, expected_seeds=(0, 1, 2)) -> d
     dense = max(points["msgd"], key=lambda p: p["validation_accuracy"]["mean"])
   out["dense"] = dense
   regularized = [m for m in methods if m in REGULARIZED]
-  joint = [(m, i) for m in regularized for i in range(len(points[m]))]
+  # A point whose every group is zero is the empty network (a constant output,
+  # chance accuracy): no point beats its sparsity, so it would sit on every
+  # front. It is counted apart and left out of the fronts.
+  kept = {m: [i for i, p in enumerate(points[m]) if not collapsed(p)] for m in regularized}
+  joint = [(m, i) for m in regularized for i in kept[m]]
   joint_on = set(joint[j] for j in _front([key(points[m][i]) for m, i in joint]))
   for m in regularized:
     ps = points[m]
-    front = _front([key(p) for p in ps])
+    front = [kept[m][j] for j in _front([key(ps[i]) for i in kept[m]])]
     edges = []
     lrs = sorted({p["lr"] for p in ps})
     for lam in sorted({p["lam"] for p in ps}):
@@ -391,6 +400,7 @@ def render(parts: Path, expected_methods=METHODS, expected_seeds=(0, 1, 2)) -> d
         "points": ps, "front": sorted((ps[i] for i in front),
                                       key=lambda p: p["weighted_group_sparsity"]["mean"]),
         "on_joint_front": sum((m, i) in joint_on for i in range(len(ps))),
+        "collapsed": [{"lr": p["lr"], "lam": p["lam"]} for p in ps if collapsed(p)],
         "lrs": lrs, "best_lr_on_grid_edge": edges, "sparsity_near_dense": near}
   return out
 

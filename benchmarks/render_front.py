@@ -88,6 +88,12 @@ def section(result: dict | None, png: str = "results/front.png") -> str:
             "model's validation accuracy:", "",
             _table(["method", "points", "on its front", "on the joint front",
                     *(f"sparsity within {d:g}" for d in bench_front.DELTAS)], rows), ""]
+  gone = [f"{labels[m]} at " + ", ".join(f"(lr {c['lr']:g}, λ {c['lam']:g})" for c in cs)
+          for m, r in result["methods"].items() if (cs := r.get("collapsed"))]
+  if gone:
+    lines += ["Points with every group zero (the empty network: a constant output at chance "
+              "accuracy), counted in `points` but left out of every front: "
+              + "; ".join(gone) + ".", ""]
   edges = [f"{labels[m]} at λ {e['lam']:g} (best lr {e['best_lr']:g}, {e['edge']} end of "
            f"{r['lrs']})" for m, r in result["methods"].items()
            for e in r["best_lr_on_grid_edge"]]

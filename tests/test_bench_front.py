@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from benchmarks import bench_front as bf
+from benchmarks import render_front
 from rmda_jax.examples import data as data_lib
 from rmda_jax.examples import sweep as sweep_lib
 from rmda_jax.examples import train as train_lib
@@ -113,6 +114,25 @@ def test_an_extended_grid_chunk_joins_its_method_and_seed(parts):
   assert r["done"]["rmda"] == [0, 1]
   p = next(p for p in r["methods"]["rmda"]["points"] if p["lr"] == 3.0)
   assert p["seeds"] == [0] and r["methods"]["rmda"]["lrs"] == [0.1, 0.3, 1.0, 3.0]
+
+
+def test_a_point_with_every_group_zero_is_left_out_of_the_fronts(parts):
+  # The empty network (weighted sparsity 1, chance accuracy) beats every point's
+  # sparsity: counted, named, but on no front; the other counts are unchanged.
+  (parts / "rmda_lr3_seed0.json").write_text(json.dumps(
+      _chunk("rmda", 0, [(3.0, 1e-3, .1064, 1.0, .1135)])))
+  r = bf.render(parts, ("rmda", "prox_sgd", "msgd"), (0, 1))
+  m = r["methods"]["rmda"]
+  assert m["collapsed"] == [{"lr": 3.0, "lam": 1e-3}]
+  assert (3.0, 1e-3) not in _pts(m["front"]) and len(m["points"]) == 7
+  assert m["on_joint_front"] == 3 and r["methods"]["prox_sgd"]["on_joint_front"] == 2
+  md = render_front.section(r)
+  assert ("left out of every front: RMDA at (lr 3, λ 0.001).") in md
+  # Without the rule the point would be on both fronts:
+  assert (3.0, 1e-3) in [(p["lr"], p["lam"]) for i, p in enumerate(m["points"])
+                         if sweep_lib.pareto_front([(q["validation_accuracy"]["mean"],
+                                                     q["weighted_group_sparsity"]["mean"])
+                                                    for q in m["points"]])[i]]
 
 
 def test_section_shows_each_front_point_and_says_partial(parts):
