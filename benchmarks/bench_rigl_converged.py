@@ -336,7 +336,7 @@ def main(argv=None) -> int:
     except Unfinished as e:
       print(f"tuning is unfinished ({e}): run --stage tune first", file=sys.stderr)
       return 2
-    units = [lambda: dense()]
+    units = [dense]
     units += [lambda s=s, t=t: matched(t, s, lr_rigl) for s in args.seeds for t in args.targets]
     try:
       deep.run_shard(units, args.shard, collect)

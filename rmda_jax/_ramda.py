@@ -31,9 +31,10 @@ class RAMDAState(NamedTuple):
       epsilon``; kept so that :func:`rmda_jax.structured_params` can rebuild
       that update's subproblem).
     inner_steps: mean number of inner iterations (proximal gradient, or
-      Newton with ``inner_solver="newton"``) of the most recent update, over the leaves the regularizer acts on (0 with no
-      regularizer; 0 for a leaf whose groups were all screened out, and for
-      closed-form proxes such as L1).
+      Newton with ``inner_solver="newton"``) of the most recent update, over
+      the leaves the regularizer acts on (0 with no regularizer; 0 for a leaf
+      whose groups were all screened out, and for closed-form proxes such as
+      L1).
     initial_params: ``W0``, the point of the last (re)start.
     grad_sum: ``V = sum_i s_i g_i`` since the last (re)start.
     grad_sum_sq: ``U = sum_i s_i g_i * g_i`` since the last (re)start.
