@@ -235,15 +235,23 @@ def equal_headline(d) -> list:
 
 def rigl_headline(d) -> list:
   """Headline rows: test accuracy and kernel sparsity per target, RMDA + L1 and RigL."""
-  if not d or not d.get("table"):
+  if not d or not (d.get("table") or d.get("matched")):
     return []
   s, out = d["settings"], []
-  for i, r in enumerate(d["table"]):
+  for i, r in enumerate(d.get("table") or []):
     measure = (f"unstructured sparsity, LeNet5 (large) / MNIST, {s['epochs']} epochs, tuned "
                "alike on validation: test accuracy; kernel sparsity (mean ± std, "
                f"{len(s['seeds'])} seeds)") if i == 0 else ""
     out.append([measure, r["method"], f"{_pm(r['test_accuracy'])}%; "
                 f"{100 * r['kernel_sparsity']['mean']:.2f}% (target {100 * r['target']:g}%)"])
+  matched = d.get("matched") or []
+  for t in sorted({m["target"] for m in matched}):
+    gaps = [100 * (m["rmda_l1_test_accuracy"] - m["rigl_test_accuracy"])
+            for m in sorted(matched, key=lambda m: m["seed"]) if m["target"] == t]
+    out.append([("the same, RigL matched per seed to the sparsity RMDA + L1 reached (3b): "
+                 "test accuracy gap, RMDA + L1 minus RigL, per seed (points)")
+                if t == min(m["target"] for m in matched) else "", "rmda_l1 - rigl",
+                ", ".join(f"{g:+.2f}" for g in gaps) + f" (target {100 * t:g}%)"])
   return out
 
 

@@ -224,6 +224,8 @@ def test_rigl_matched_reads_each_seeds_pair():
   assert "The dense model (lr 0.03) reaches 99.30% test accuracy (seeds 0: 99.30)." in md
   assert "Not run yet." in render_deep.rigl_matched({"matched": [], "dense": {}})
   assert "Devices:" not in md
+  rows = render_deep.rigl_headline(dict(d, table=[], settings={}))
+  assert rows[0][1:] == ["rmda_l1 - rigl", "+1.00, -1.00, +0.50 (target 90%)"]
   for r in d["matched"]:
     r.update(rmda_l1_device="GPU", device="CPU")
   d["dense"]["runs"][0]["device"] = "CPU"
