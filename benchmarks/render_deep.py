@@ -493,6 +493,40 @@ def authors_budget(results) -> str:
   return "\n".join(lines + _last_stage(runs))
 
 
+def _fading(w) -> bool:
+  """The last stage's changes fade: its last 20 epochs hold at most half its first 20."""
+  return len(w) >= 2 and 2 * w[-1] <= w[0]
+
+
+def _across_seeds(runs) -> list:
+  """One sentence per (method, lambda) that finished more than one seed: in how many
+  seeds the last stage's changes fade and stop over the last 10 epochs, and (RMDA,
+  RAMDA) how many late flips lie within 0.1 of the dual threshold, all seeds pooled."""
+  groups = {}
+  for d, r in runs:
+    groups.setdefault((r["method"], d["settings"]["lam"]), []).append(r)
+  said = []
+  for (method, lam), rs in groups.items():
+    if len(rs) < 2:
+      continue
+    rs = sorted(rs, key=lambda r: r["seed"])
+    ws = [_windows(r["support_changes"], 101, len(r["support_changes"]) + 1, 20) for r in rs]
+    last10 = [sum(c or 0 for c in r["support_changes"][-10:]) for r in rs]
+    text = (f"{LABELS.get(method, method)} (lambda {lam:g}), seeds "
+            f"{', '.join(str(r['seed']) for r in rs)}: the last stage's changes per 20 "
+            f"epochs fade in {sum(map(_fading, ws))} of {len(rs)} seeds (epochs 101-120 "
+            f"against 181-200: {', '.join(f'{w[0]} -> {w[-1]}' for w in ws)}); the last 10 "
+            f"epochs hold {', '.join(map(str, last10))} changes (none in "
+            f"{sum(n == 0 for n in last10)} of {len(rs)})")
+    duals = [r["near_threshold_dual"] for r in rs if r.get("near_threshold_dual")]
+    if duals:
+      text += (f"; by the dual ratio, {sum(x['flipped_within_near_of_1'] for x in duals)} of "
+               f"the {sum(x['flipped'] for x in duals)} late flips of the {len(duals)} seeds "
+               f"that record it lie within 0.1 of 1")
+    said.append(text + ".")
+  return [" ".join(["Across seeds:"] + said), ""] if said else []
+
+
 def _last_stage(runs, explain: bool = True) -> list:
   """The table and sentences of sections 1c and 1d: per finished run, its last stage's
   support changes, accuracy, sparsity and threshold ratios (``explain``: and what the
@@ -530,6 +564,7 @@ def _last_stage(runs, explain: bool = True) -> list:
               "F0: largest zero-group ratio", "F0: median nonzero-group ratio",
               "Fc: late flips within 0.1 of 1", "Fc: largest zero-group ratio",
               "Fc: median nonzero-group ratio"], rows), ""]
+  lines += _across_seeds(runs)
   said = []
   for d, r in runs:
     w = _windows(r["support_changes"], 101, len(r["support_changes"]) + 1, 20)
@@ -540,7 +575,7 @@ def _last_stage(runs, explain: bool = True) -> list:
             f"{' -> '.join(map(str, w))}")
     if len(w) >= 2:
       text += (" (none in the last 20 epochs)" if w[-1] == 0 else
-               " (fading: the last 20 epochs at most half the first)" if 2 * w[-1] <= w[0]
+               " (fading: the last 20 epochs at most half the first)" if _fading(w)
                else " (not fading: the last 20 epochs more than half the first)")
     if nt is not None:
       text += (f"; {nt['flipped_within_near_of_1']} of the {nt['flipped']} groups that changed "

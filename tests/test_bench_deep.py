@@ -486,6 +486,29 @@ def test_authors_budget_section_sums_the_last_stage_and_says_what_ran():
           "holds 3 of the 5 groups; of the 7 zero groups") in md
 
 
+def test_authors_budget_pools_the_seeds_of_each_method():
+  from benchmarks import render_deep as rd
+  def run(seed, last, dual=None):
+    ch = [None] + [5] * 99 + [6] * 20 + [4] * 60 + [last] * 20  # 120 ... 20 * last
+    return {"complete": True, "method": "rmda", "seed": seed, "support_changes": ch,
+            "test_accuracy": [0.99] * 200, "weighted_group_sparsity": [0.7] * 200,
+            **({"near_threshold_dual": dual} if dual else {})}
+  dual = lambda near, n: {"flipped": n, "flipped_ratios": [1.0] * n,
+                          "flipped_within_near_of_1": near, "stable_zero_groups": 3,
+                          "stable_zero_within_near_of_1": 0, "max_ratio_of_a_zero_group": 0.9,
+                          "nonzero_ratio_median": 2.0}
+  d = {"settings": {"lam": 1e-3, "gamma": 0.1, "augmentation": "crop", "data": "mnist"},
+       "runs": [run(1, 4, dual(3, 4)), run(0, 0, dual(2, 2)), run(2, 3)]}
+  md = rd.authors_budget([d])
+  assert ("Across seeds: RMDA (lambda 0.001), seeds 0, 1, 2: the last stage's changes per 20 "
+          "epochs fade in 2 of 3 seeds (epochs 101-120 against 181-200: 120 -> 0, 120 -> 80, "
+          "120 -> 60); the last 10 epochs hold 0, 40, 30 changes (none in 1 of 3); by the "
+          "dual ratio, 5 of the 6 late flips of the 2 seeds that record it lie within 0.1 "
+          "of 1.") in md
+  one = dict(d, runs=d["runs"][:1])  # a single seed: no pooled sentence
+  assert "Across seeds" not in rd.authors_budget([one])
+
+
 def test_ablation_section_lists_the_variants_that_ran():
   from benchmarks import render_deep as rd
   assert "Not run yet" in rd.ablation([])
