@@ -851,6 +851,8 @@ def main(argv=None):
       ident_deep, _load("identification_deep_rmda90.json"))
   equal_md = render_deep.equal_tuning(equal)
   vit = _load("vit.json")
+  budget = [_load(f) for f in sorted(os.listdir(RESULTS))
+            if f.startswith("identification_200_") and f.endswith(".json")]
   denormal_md, denormal_h = render_deep.torch_denormal(_load("torch_denormal.json"))
   parts = [
       "# Benchmarks",
@@ -896,8 +898,7 @@ def main(argv=None):
       "",
       ident_md,
       deep_md,
-      render_deep.authors_budget([_load(f) for f in sorted(os.listdir(RESULTS))
-                                  if f.startswith("identification_200_") and f.endswith(".json")]),
+      render_deep.authors_budget(budget),
       render_deep.ablation([d for d in [_load("ablation_200.json")] if d]),
       generic("2. Structured sparsity at accuracy", _load("sparsity_accuracy.json"),
               "python -m benchmarks.bench_sparsity_accuracy", "sparsity_accuracy",
@@ -934,7 +935,8 @@ def main(argv=None):
     text = f.read()
   block = ("<!-- headline:start -->\n" + headline_table(
       ident_h, cost_h, train_h, _load("sparsity_accuracy_lenet5_full6ep.json"),
-      deep_h + render_deep.equal_headline(equal) + render_vit.headline(vit)
+      deep_h + render_deep.budget_headline(budget) + render_deep.equal_headline(equal)
+      + render_front.headline(render_front.load(RESULTS)) + render_vit.headline(vit)
       + render_deep.rigl_headline(rigl_conv) + denormal_h
       + ramda_headline(_load("cost_ramda.json")),
       claims=render_deep.claims(ident_deep, equal, rigl_conv) + " "

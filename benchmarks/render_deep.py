@@ -527,6 +527,35 @@ def _across_seeds(runs) -> list:
   return [" ".join(["Across seeds:"] + said), ""] if said else []
 
 
+def budget_headline(results) -> list:
+  """Headline rows of section 1c, one per (method, lambda): per seed, the changes of the
+  last stage's first and last 20 epochs and of the last 10; mean accuracy and sparsity."""
+  groups = {}
+  for d in results:
+    for r in d.get("runs", []):
+      if r.get("complete"):
+        groups.setdefault((d["settings"]["lam"], r["method"]), []).append(r)
+  out = []
+  for i, ((lam, method), rs) in enumerate(sorted(
+      groups.items(), key=lambda kv: (-kv[0][0], list(LABELS).index(kv[0][1])
+                                      if kv[0][1] in LABELS else 99))):
+    rs = sorted(rs, key=lambda r: r["seed"])
+    ws = [_windows(r["support_changes"], 101, len(r["support_changes"]) + 1, 20) for r in rs]
+    last10 = [sum(c or 0 for c in r["support_changes"][-10:]) for r in rs]
+    measure = ("deep identification at the authors' MNIST schedule and lambda (Huang & Lee "
+               "2022: 200 epochs, lr x 0.1 at epochs 50 and 100), with this project's random "
+               "crop, LeNet5 (small) (1c): groups changing status in epochs 101-120 -> "
+               "181-200, and in the last 10 epochs (per seed); test accuracy; weighted group "
+               "sparsity (means)") if i == 0 else ""
+    out.append([measure, f"{LABELS.get(method, method)}, lambda {lam:g}, seeds "
+                f"{', '.join(str(r['seed']) for r in rs)}",
+                f"{', '.join(f'{w[0]} -> {w[-1]}' for w in ws)}; "
+                f"{', '.join(map(str, last10))}; "
+                f"{100 * np.mean([r['test_accuracy'][-1] for r in rs]):.2f}%; "
+                f"{100 * np.mean([r['weighted_group_sparsity'][-1] for r in rs]):.1f}%"])
+  return out
+
+
 def _last_stage(runs, explain: bool = True) -> list:
   """The table and sentences of sections 1c and 1d: per finished run, its last stage's
   support changes, accuracy, sparsity and threshold ratios (``explain``: and what the

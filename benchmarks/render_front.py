@@ -122,6 +122,30 @@ def claim(result: dict | None) -> str:
   return text + "."
 
 
+def headline(result: dict | None) -> list:
+  """Headline rows, one per method: its points on the joint front, and the sparsest
+  point within 0.1, 0.3 and 0.5 points of the dense model's validation accuracy."""
+  if result is None or not result["methods"] or not result.get("dense"):
+    return []
+  labels, s, out = bench_front.LABELS, result["settings"] or {}, []
+  dense = result["dense"]
+  for i, (m, r) in enumerate(result["methods"].items()):
+    near = " / ".join("none" if p is None else
+                      f"{100 * p['weighted_group_sparsity']['mean']:.1f}%"
+                      for p in r["sparsity_near_dense"].values())
+    measure = (f"joint front over each method's whole (lr, lambda) plane (2f), LeNet5 (small) "
+               f"/ MNIST crop, {s.get('epochs')} epochs, chosen on validation"
+               + (", partial (seeds in the section)" if result["partial"] else "")
+               + ": points on the joint front of all points; weighted group sparsity of the "
+               "sparsest point within " + " / ".join(r["sparsity_near_dense"])
+               + " points of the dense model's validation accuracy "
+               f"({100 * dense['validation_accuracy']['mean']:.2f}%)") if i == 0 else ""
+    seeds = sorted({x for p in r["points"] for x in p["seeds"]})
+    out.append([measure, labels[m], f"{r['on_joint_front']} of {len(r['points'])}; {near} "
+                f"(seeds {', '.join(map(str, seeds))})"])
+  return out
+
+
 def load(results: Path) -> dict | None:
   """The fronts from ``results/front/`` (None when no chunk has finished)."""
   parts = Path(results) / "front"

@@ -509,6 +509,26 @@ def test_authors_budget_pools_the_seeds_of_each_method():
   assert "Across seeds" not in rd.authors_budget([one])
 
 
+def test_budget_headline_has_a_row_per_method_and_lambda_with_its_seeds():
+  from benchmarks import render_deep as rd
+  def run(method, seed, first, last, acc):
+    ch = [None] + [9] * 99 + [first] * 20 + [1] * 60 + [last] * 20
+    return {"complete": True, "method": method, "seed": seed, "support_changes": ch,
+            "test_accuracy": [acc] * 200, "weighted_group_sparsity": [0.5] * 200}
+  lam1 = {"settings": {"lam": 1e-3}, "runs": [
+      run("prox_sgd", 0, 7, 6, 0.98), run("rmda", 1, 5, 0, 0.99), run("rmda", 0, 6, 2, 0.97),
+      dict(run("rmda", 2, 1, 1, 0.5), complete=False)]}
+  lam2 = {"settings": {"lam": 5e-4}, "runs": [run("rmda", 0, 3, 1, 0.96)]}
+  rows = rd.budget_headline([lam2, lam1])
+  assert [r[1] for r in rows] == ["RMDA, lambda 0.001, seeds 0, 1", "ProxSGD, lambda 0.001, seeds 0",
+                                  "RMDA, lambda 0.0005, seeds 0"]
+  assert "Huang & Lee 2022" in rows[0][0] and rows[1][0] == rows[2][0] == ""
+  # Epochs 101-120 hold 20 x first, 181-200 20 x last, the last 10 epochs 10 x last.
+  assert rows[0][2] == "120 -> 40, 100 -> 0; 20, 0; 98.00%; 50.0%"
+  assert rows[1][2] == "140 -> 120; 60; 98.00%; 50.0%"
+  assert rd.budget_headline([]) == []
+
+
 def test_ablation_section_lists_the_variants_that_ran():
   from benchmarks import render_deep as rd
   assert "Not run yet" in rd.ablation([])

@@ -163,6 +163,18 @@ def test_section_shows_each_front_point_and_says_partial(parts):
   assert "Not run yet" in render_front.section(None)
 
 
+def test_headline_rows_count_the_joint_front_and_the_points_near_dense(parts):
+  r = bf.render(parts, ("rmda", "prox_sgd", "msgd"), (0, 1))
+  rows = render_front.headline(r)
+  assert [row[1] for row in rows] == ["RMDA", "ProxSGD"]
+  assert "partial" in rows[0][0] and "(99.00%)" in rows[0][0] and rows[1][0] == ""
+  # Hand-counted in the tests above: on the joint front RMDA 3 of its 6 points,
+  # ProxSGD 2 of 4; near dense (.990): RMDA none / 55% / 55%, ProxSGD 30 / 50 / 50%.
+  assert rows[0][2] == "3 of 6; none / 55.0% / 55.0% (seeds 0, 1)"
+  assert rows[1][2] == "2 of 4; 30.0% / 50.0% / 50.0% (seeds 0)"
+  assert render_front.headline(None) == []
+
+
 def test_main_skips_finished_chunks_and_renders(parts, capsys):
   out = parts.parent / "out"
   (out / "front_quick").mkdir(parents=True)
