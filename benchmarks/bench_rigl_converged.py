@@ -140,6 +140,11 @@ def main(argv=None) -> int:
     args.lrs_rmda, args.lrs_rigl, args.targets, args.delta_t = (0.1,), (0.03,), (0.9, 0.95), 8
   stem = args.name or ("rigl_converged_quick" if args.quick else "rigl_converged")
   json_path, parts_dir = args.out / f"{stem}.json", args.out / stem
+  if args.stage in ("final", "matched") and not any((parts_dir / "tune").glob("*.json")):
+    # Before the data are read: no tuning run at all has finished.
+    print(f"tuning is unfinished (no run in {parts_dir / 'tune'}): run --stage tune first",
+          file=sys.stderr)
+    return 2
   split = deep.load_split(validation=True, train_subset=deep.QUICK_TRAIN if args.quick else None,
                           eval_subset=deep.QUICK_EVAL if args.quick else None)
   spe = int(split.y_train.shape[0]) // args.batch_size

@@ -690,9 +690,11 @@ def test_sharded_shards_run_each_run_once(tmp_path, mnist):
   assert all(t["complete"] for t in d["tuning"]) and len(d["tuning"]) == 2
 
 
-def test_rigl_converged_final_stage_needs_the_tuning(tmp_path, mnist):
+@pytest.mark.parametrize("stage", ["final", "matched"])
+def test_rigl_converged_later_stages_need_the_tuning(tmp_path, stage):
+  # Refused before the data are read (no tuning file at all).
   proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_rigl_converged", "--quick",
-                         "--out", str(tmp_path), "--stage", "final"], cwd=ROOT,
+                         "--out", str(tmp_path), "--stage", stage], cwd=ROOT,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2
   assert "tuning is unfinished" in proc.stderr and "Traceback" not in proc.stderr
