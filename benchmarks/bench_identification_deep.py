@@ -53,7 +53,11 @@ c = 1 without restarts; RMDA with the divide and the ramp rules):
 
     python -m benchmarks.bench_identification_deep --configs crop --epochs 200 \
         --milestones 50 100 --lam 1e-3 --methods prox_sgd prox_sgd_rho0.01 \
-        prox_sgd_rho0.001 rda rmda rmda_ramp --name ablation_200
+        prox_sgd_rho0.001 rda rmda rmda_ramp --name ablation_200 \
+        --reuse identification_200_lam1e-3
+
+``--reuse`` takes RMDA's and ProxSGD's runs from part 3's results where they
+have finished with the same settings (the same command would rerun them).
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ from matplotlib.figure import Figure
 
 import rmda_jax as rj
 from benchmarks import common, deep
+from rmda_jax.examples._files import atomic_open
 
 METHODS = ("rmda", "prox_sgd", "prox_adam", "prox_ssi", "ramda")
 # The averaging ablation (issue 19, part 4; common.build_method): not run by default.
@@ -219,6 +224,37 @@ def plot(result: dict, path: Path) -> None:
   fig.savefig(path, dpi=100)
 
 
+# The settings a reused run must share with this command's (the data note included).
+SAME = ("model", "data", "epochs", "milestones_epochs", "gamma", "lam", "regularizer",
+        "batch_size", "augmentation", "dropout")
+
+
+def reuse(out: Path, name: str, part: Path, settings: dict, config: str, method: str) -> bool:
+  """Copies the finished run of ``part``'s (config, method, seed) from the results
+  ``name`` into ``part`` (with its ``.final.npz``) when ``name``'s settings for it equal
+  ``settings``; False (nothing written) otherwise."""
+  src = out / name / config / part.name
+  rec = deep.load_part(src)
+  try:
+    theirs = json.loads((out / f"{name}.json").read_text())["settings"]
+  except (OSError, ValueError, KeyError):
+    return False
+  same = (all(theirs.get(k) == settings.get(k) for k in SAME)
+          and theirs.get("configs", {}).get(config) == settings["configs"][config]
+          and theirs.get("methods", {}).get(method) == settings["methods"][method])
+  if rec is None or not same:
+    return False
+  part.parent.mkdir(parents=True, exist_ok=True)
+  final = src.with_suffix(".final.npz")
+  if final.exists():
+    with atomic_open(part.with_suffix(".final.npz"), "wb") as f:
+      f.write(final.read_bytes())
+  rec["copied_from"] = (f"{name}/{config}/{part.name} (the same command and settings; "
+                        f"--reuse)")
+  common.write_json(part, rec)
+  return True
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   deep.add_run_args(p, epochs=60, milestones=(15, 30))
@@ -227,6 +263,10 @@ def main(argv=None) -> int:
   p.add_argument("--methods", nargs="+", default=METHODS, choices=ALL_METHODS)
   p.add_argument("--lam", type=float, default=5e-4)
   p.add_argument("--dropout-rate", type=float, default=0.25)
+  p.add_argument("--reuse", nargs="+", default=(), metavar="NAME",
+                 help="before training a run, take it from results NAME (e.g. "
+                      "identification_200_lam1e-3) when that file holds it finished with "
+                      "the same settings (recorded as copied_from)")
   args = p.parse_args(argv)
   common.cpu_speed_flags()
   if args.quick:
@@ -285,8 +325,15 @@ def main(argv=None) -> int:
           for method in args.methods]
   def unit(seed, config, method):
     part = parts_dir / config / f"{method}_seed{seed}.json"
-    return lambda: deep.run_once(part, f"{config} {method} seed {seed}",
-                                 lambda: run_one(config, method, seed, args, split, part))
+    def go():
+      if deep.load_part(part) is None:
+        for name in args.reuse:
+          if reuse(args.out, name, part, settings, config, method):
+            print(f"  {config} {method} seed {seed}: taken from {name}", flush=True)
+            return
+      deep.run_once(part, f"{config} {method} seed {seed}",
+                    lambda: run_one(config, method, seed, args, split, part))
+    return go
 
   deep.run_shard([unit(*r) for r in runs], args.shard,
                  lambda: merge(parts_dir, json_path, settings, machine))

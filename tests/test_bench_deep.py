@@ -437,6 +437,34 @@ def test_adam_like_methods_are_the_library_optimizers_with_the_stepped_lr():
     chex.assert_trees_all_close(w, ref, rtol=1e-6, atol=1e-7)
 
 
+def test_reuse_copies_a_finished_run_only_under_the_same_settings(tmp_path):
+  from benchmarks.bench_identification_deep import SAME, reuse
+  settings = {k: f"value of {k}" for k in SAME}
+  settings.update(lam=1e-3, configs={"crop": {"crop_padding": 2, "dropout": 0.0}},
+                  methods={"rmda": "rmda as built"})
+  src = tmp_path / "first" / "crop" / "rmda_seed1.json"
+  src.parent.mkdir(parents=True)
+  src.write_text(json.dumps({"complete": True, "seed": 1, "support_changes": [None, 3]}))
+  src.with_suffix(".final.npz").write_bytes(b"final point")
+  (tmp_path / "first.json").write_text(json.dumps({"settings": settings}))
+  part = tmp_path / "second" / "crop" / "rmda_seed1.json"
+  for other in (dict(settings, lam=5e-4), dict(settings, epochs=60),
+                dict(settings, methods={"rmda": "another rule"}),
+                dict(settings, configs={"crop": {"crop_padding": 4, "dropout": 0.0}})):
+    assert not reuse(tmp_path, "first", part, other, "crop", "rmda")
+    assert not part.exists()
+  assert not reuse(tmp_path, "missing", part, settings, "crop", "rmda")
+  assert not reuse(tmp_path, "first", part.with_name("rmda_seed2.json"), settings, "crop", "rmda")
+  assert reuse(tmp_path, "first", part, settings, "crop", "rmda")
+  rec = json.loads(part.read_text())
+  assert rec["support_changes"] == [None, 3] and rec["copied_from"].startswith(
+      "first/crop/rmda_seed1.json")
+  assert part.with_suffix(".final.npz").read_bytes() == b"final point"
+  src.write_text(json.dumps({"complete": False}))  # an unfinished run is not taken
+  part.unlink()
+  assert not reuse(tmp_path, "first", part, settings, "crop", "rmda") and not part.exists()
+
+
 def test_identification_deep_accepts_the_ablation_and_labels_it():
   assert set(common.ABLATION) <= set(bench_identification_deep.ALL_METHODS)
   assert not set(common.ABLATION) & set(bench_identification_deep.METHODS)  # not by default
