@@ -58,6 +58,8 @@ c = 1 without restarts; RMDA with the divide and the ramp rules):
 
 ``--reuse`` takes RMDA's and ProxSGD's runs from part 3's results where they
 have finished with the same settings (the same command would rerun them).
+``benchmarks/run_issue19.sh`` runs everything issue 19 plans (parts 2 to 4)
+in order of need, skipping what has finished.
 """
 
 from __future__ import annotations

@@ -465,6 +465,33 @@ def test_reuse_copies_a_finished_run_only_under_the_same_settings(tmp_path):
   assert not reuse(tmp_path, "first", part, settings, "crop", "rmda") and not part.exists()
 
 
+def test_issue19_queue_script_runs_commands_their_parsers_accept(tmp_path, monkeypatch):
+  # The script with a stand-in python that records its arguments; each command is then
+  # parsed by its module's own parser (stopped right after parsing).
+  import importlib
+  log = tmp_path / "argv.log"
+  fake = tmp_path / "python"
+  fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+  fake.chmod(0o755)
+  subprocess.run(["bash", str(ROOT / "benchmarks" / "run_issue19.sh")], check=True, cwd=ROOT,
+                 env={"PATH": "/usr/bin:/bin", "PYTHON": str(fake), "SEEDS": "0 1"})
+  commands = [line.split() for line in log.read_text().splitlines()]
+  assert len(commands) == 2 * 2 + 2 + 3 * 2 + 2  # budget x lam x seed, ablation, front, renders
+
+  class Parsed(Exception):
+    pass
+  parse = argparse.ArgumentParser.parse_args
+  def stop(self, args=None, namespace=None):
+    raise Parsed(parse(self, args, namespace))
+  monkeypatch.setattr(argparse.ArgumentParser, "parse_args", stop)
+  for argv in commands:
+    assert argv[0] == "-m" and argv[1].startswith("benchmarks.")
+    with pytest.raises(Parsed) as e:
+      importlib.import_module(argv[1]).main(argv[2:])
+    if argv[1].endswith("bench_identification_deep"):
+      assert e.value.args[0].epochs == 200 and e.value.args[0].milestones == [50, 100]
+
+
 def test_identification_deep_accepts_the_ablation_and_labels_it():
   assert set(common.ABLATION) <= set(bench_identification_deep.ALL_METHODS)
   assert not set(common.ABLATION) & set(bench_identification_deep.METHODS)  # not by default
