@@ -473,6 +473,11 @@ def _windows(changes, start, stop, width):
           for a in range(start, stop, width)]
 
 
+def _sci(x: float) -> str:
+  """``1e-3`` for 0.001: a lambda as the results' names spell it."""
+  return np.format_float_scientific(x, trim="-", exp_digits=1)
+
+
 def authors_budget(results) -> str:
   """Section 1c from the ``identification_200_*.json`` files (``bench_identification_deep``
   with ``--epochs 200 --milestones 50 100``), whatever has finished."""
@@ -482,11 +487,14 @@ def authors_budget(results) -> str:
     return "\n".join(lines + ["Not run yet: the commands are in "
                               "`benchmarks/bench_identification_deep.py`'s docstring.", ""])
   s = results[0]["settings"]
+  lams = sorted({d["settings"]["lam"] for d, _ in runs}, reverse=True)
   lines += [
       "`python -m benchmarks.bench_identification_deep --configs crop --epochs 200 "
-      "--milestones 50 100 --lam 1e-3 --methods ... --name identification_200_lam1e-3`: "
+      "--milestones 50 100 --lam LAM --methods ... --name identification_200_lamLAM` "
+      f"(LAM {', '.join(_sci(x) for x in lams)}): "
       f"the authors' MNIST schedule (200 epochs, lr x {s.get('gamma')} at epochs 50 and 100, "
-      "RMDA restarting there) and their MNIST lambda 1e-3, with this project's random crop "
+      "RMDA restarting there) and their MNIST lambda 1e-3 (then 5e-4), with this project's "
+      "random crop "
       f"({s.get('augmentation')}); LeNet5 (small), {s.get('data')}. Planned: "
       f"{BUDGET_PLANNED}; finished: {len(runs)} run(s), listed below. Machine: "
       f"{_machine(results[0].get('machine'))}.", ""]
