@@ -482,7 +482,7 @@ def authors_budget(results) -> str:
   """Section 1c from the ``identification_200_*.json`` files (``bench_identification_deep``
   with ``--epochs 200 --milestones 50 100``), whatever has finished."""
   lines = [BUDGET_TITLE, ""]
-  runs = [(d, r) for d in results for r in d.get("runs", []) if r.get("complete")]
+  runs = _finished(results)
   if not runs:
     return "\n".join(lines + ["Not run yet: the commands are in "
                               "`benchmarks/bench_identification_deep.py`'s docstring.", ""])
@@ -501,6 +501,28 @@ def authors_budget(results) -> str:
   return "\n".join(lines + _last_stage(runs))
 
 
+def _stage_windows(r) -> list:
+  """A run's changes per 20 epochs from epoch 101 (its last stage at the authors' budget)."""
+  return _windows(r["support_changes"], 101, len(r["support_changes"]) + 1, 20)
+
+
+def _last10(r) -> int:
+  return sum(c or 0 for c in r["support_changes"][-10:])
+
+
+def _finished(results) -> list:
+  """``(result, run)`` for every finished run of ``results``."""
+  return [(d, r) for d in results for r in d.get("runs", []) if r.get("complete")]
+
+
+def _by_method_and_lambda(runs) -> dict:
+  """``(method, lam) -> [run, ...]`` sorted by seed, in the order first seen."""
+  groups = {}
+  for d, r in runs:
+    groups.setdefault((r["method"], d["settings"]["lam"]), []).append(r)
+  return {k: sorted(rs, key=lambda r: r["seed"]) for k, rs in groups.items()}
+
+
 def _fading(w) -> bool:
   """The last stage's changes fade: its last 20 epochs hold at most half its first 20."""
   return len(w) >= 2 and 2 * w[-1] <= w[0]
@@ -510,16 +532,11 @@ def _across_seeds(runs) -> list:
   """One sentence per (method, lambda) that finished more than one seed: in how many
   seeds the last stage's changes fade and stop over the last 10 epochs, and (RMDA,
   RAMDA) how many late flips lie within 0.1 of the dual threshold, all seeds pooled."""
-  groups = {}
-  for d, r in runs:
-    groups.setdefault((r["method"], d["settings"]["lam"]), []).append(r)
   said = []
-  for (method, lam), rs in groups.items():
+  for (method, lam), rs in _by_method_and_lambda(runs).items():
     if len(rs) < 2:
       continue
-    rs = sorted(rs, key=lambda r: r["seed"])
-    ws = [_windows(r["support_changes"], 101, len(r["support_changes"]) + 1, 20) for r in rs]
-    last10 = [sum(c or 0 for c in r["support_changes"][-10:]) for r in rs]
+    ws, last10 = [_stage_windows(r) for r in rs], [_last10(r) for r in rs]
     text = (f"{LABELS.get(method, method)} (lambda {lam:g}), seeds "
             f"{', '.join(str(r['seed']) for r in rs)}: the last stage's changes per 20 "
             f"epochs fade in {sum(map(_fading, ws))} of {len(rs)} seeds (epochs 101-120 "
@@ -538,18 +555,11 @@ def _across_seeds(runs) -> list:
 def budget_headline(results) -> list:
   """Headline rows of section 1c, one per (method, lambda): per seed, the changes of the
   last stage's first and last 20 epochs and of the last 10; mean accuracy and sparsity."""
-  groups = {}
-  for d in results:
-    for r in d.get("runs", []):
-      if r.get("complete"):
-        groups.setdefault((d["settings"]["lam"], r["method"]), []).append(r)
+  order = lambda kv: (-kv[0][1], list(LABELS).index(kv[0][0]) if kv[0][0] in LABELS else 99)
   out = []
-  for i, ((lam, method), rs) in enumerate(sorted(
-      groups.items(), key=lambda kv: (-kv[0][0], list(LABELS).index(kv[0][1])
-                                      if kv[0][1] in LABELS else 99))):
-    rs = sorted(rs, key=lambda r: r["seed"])
-    ws = [_windows(r["support_changes"], 101, len(r["support_changes"]) + 1, 20) for r in rs]
-    last10 = [sum(c or 0 for c in r["support_changes"][-10:]) for r in rs]
+  for i, ((method, lam), rs) in enumerate(sorted(
+      _by_method_and_lambda(_finished(results)).items(), key=order)):
+    ws, last10 = [_stage_windows(r) for r in rs], [_last10(r) for r in rs]
     measure = ("deep identification at the authors' MNIST schedule and lambda (Huang & Lee "
                "2022: 200 epochs, lr x 0.1 at epochs 50 and 100), with this project's random "
                "crop, LeNet5 (small) (1c): groups changing status in epochs 101-120 -> "
@@ -571,13 +581,12 @@ def _last_stage(runs, explain: bool = True) -> list:
   lines, rows = [], []
   for d, r in runs:
     ch = r["support_changes"]
-    e = len(ch)
     nt = r.get("near_threshold") or {}
     nc = r.get("near_threshold_crop") or {}
     last_change = max((i + 1 for i, c in enumerate(ch) if c), default=None)
     rows.append([
         LABELS.get(r["method"], r["method"]), f"{d['settings']['lam']:g}", str(r["seed"]),
-        " ".join(map(str, _windows(ch, 101, e + 1, 20))), str(sum(c or 0 for c in ch[-10:])),
+        " ".join(map(str, _stage_windows(r))), str(_last10(r)),
         "-" if last_change is None else str(last_change),
         f"{100 * r['test_accuracy'][-1]:.2f}", f"{100 * r['weighted_group_sparsity'][-1]:.1f}",
         str(nt.get("flipped", "-")),
@@ -604,7 +613,7 @@ def _last_stage(runs, explain: bool = True) -> list:
   lines += _across_seeds(runs)
   said = []
   for d, r in runs:
-    w = _windows(r["support_changes"], 101, len(r["support_changes"]) + 1, 20)
+    w = _stage_windows(r)
     nt = r.get("near_threshold_crop") or r.get("near_threshold")
     f_name = "Fc" if r.get("near_threshold_crop") else "F0"
     text = (f"{LABELS.get(r['method'], r['method'])} (lambda {d['settings']['lam']:g}, seed "
@@ -665,7 +674,7 @@ def ablation(results) -> str:
   """Section 1d from ``ablation_200.json`` (``bench_identification_deep --name
   ablation_200``): the same last-stage table as 1c for each averaging variant."""
   lines = [ABLATION_TITLE, ""]
-  runs = [(d, r) for d in results for r in d.get("runs", []) if r.get("complete")]
+  runs = _finished(results)
   if not runs:
     return "\n".join(lines + ["Not run yet: the command is in "
                               "`benchmarks/bench_identification_deep.py`'s docstring.", ""])
