@@ -1,5 +1,6 @@
 """Renders benchmarks/results/*.json into benchmarks/README.md and the main
-README's headline table (between the ``<!-- headline:start/end -->`` markers).
+README's headline table (between the ``<!-- headline:start/end -->`` markers) and the
+measured part of its opening paragraph (``<!-- measured:start/end -->``).
 
 Every number printed here is read from a committed results file; a missing
 file is reported as "not run".
@@ -943,6 +944,12 @@ def main(argv=None):
       + render_front.claim(render_front.load(RESULTS)),
       deep_status=render_deep.status(ident_deep, equal, rigl_conv))
            + "\n<!-- headline:end -->")
+  measured = ("<!-- measured:start -->\n" + render_deep.opening(
+      ident_deep, budget, [d for d in [_load("ablation_200.json")] if d])
+               + "\n<!-- measured:end -->")
+  if "<!-- measured:start -->" in text:
+    text = re.sub(r"<!-- measured:start -->.*?<!-- measured:end -->", lambda _: measured,
+                  text, flags=re.S)
   if "<!-- headline:start -->" in text:
     text = re.sub(r"<!-- headline:start -->.*?<!-- headline:end -->", lambda _: block,
                   text, flags=re.S)
