@@ -835,7 +835,8 @@ def test_opening_paragraph_says_what_each_budget_measured():
           "changed in 0 to 3 groups (0 in 1 of 2 runs), the proximal baselines' in 9 to 40 "
           "groups (2 runs).") in text
   # The authors' lambda first; every count read from the runs.
-  assert ("lambda 1e-3 (their MNIST value), with the crop (benchmarks section 1c; 2 seeds of "
+  assert ("lambda 1e-3 (their MNIST value), published for logistic regression and applied "
+          "here to LeNet5 with the crop (benchmarks section 1c; 2 seeds of "
           "RMDA, 1 of ProxSGD and ProxGen) RMDA's changes per 20 epochs over the last stage "
           "went from 100 to 20 and 80 to 60 (seeds 0 and 1; fading, the last 20 epochs at most "
           "half the first 20, in 1 of 2), and its last 10 epochs held 10 and 30 changes: it "
