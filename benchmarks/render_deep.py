@@ -423,14 +423,20 @@ def status(ident, equal, rigl) -> str:
   return "; ".join(parts)
 
 
+def _last_changes(ident):
+  """1b's changes over the last epochs per run: RMDA's, and the baselines' (not RAMDA)."""
+  rm = [c for t in ident["table"] if t["method"] == "rmda" for c in t["changes_last_epochs"]]
+  base = [c for t in ident["table"] if t["method"] not in ("rmda", "ramda")
+          for c in t["changes_last_epochs"]]
+  return rm, base
+
+
 def claims(ident, equal, rigl) -> str:
   """The issue-10 claims as the results stand, one sentence each, for the headline's note."""
   out = []
   if ident and ident.get("table"):
     last = ident["claim_last_epochs"]
-    rm = [c for t in ident["table"] if t["method"] == "rmda" for c in t["changes_last_epochs"]]
-    base = [c for t in ident["table"] if t["method"] not in ("rmda", "ramda")
-            for c in t["changes_last_epochs"]]
+    rm, base = _last_changes(ident)
     out.append(
         f"Identification (1b, {ident['settings']['epochs']} epochs): RMDA's support did not "
         f"change over the last {last} epochs in {sum(c == 0 for c in rm)} of its {len(rm)} runs "
@@ -737,6 +743,11 @@ def _counts(groups) -> str:
                                                                          reverse=True)))
 
 
+def _lead(lead, groups) -> str:
+  """The paragraph's opening clause, closed with the runs it covers ("" after the first)."""
+  return f"{lead}{_counts(groups)}) " if lead else ""
+
+
 def _budget_paragraph(groups, lead) -> list:
   """Sentences on one lambda of section 1c: the identifying methods' last stage per seed,
   the baselines' range, and where the late flips sit against the dual threshold."""
@@ -746,7 +757,7 @@ def _budget_paragraph(groups, lead) -> list:
     ws, last10 = [_stage_windows(r) for r in rs], [_last10(r) for r in rs]
     name = LABELS.get(method, method)
     out.append(
-        f"{lead + _counts(groups) + ') ' if lead else ''}{name}'s changes per 20 epochs over the last stage went "
+        f"{_lead(lead, groups)}{name}'s changes per 20 epochs over the last stage went "
         f"from {_and(f'{w[0]} to {w[-1]}' for w in ws)} ({_seeds(rs)}; fading, the last 20 "
         f"epochs at most half the first 20, in {sum(map(_fading, ws))} of {len(rs)}), and "
         f"its last 10 epochs held {_and(last10)} changes: it stopped in "
@@ -778,7 +789,8 @@ def _budget_paragraph(groups, lead) -> list:
     ws, last10 = [_stage_windows(r) for r in rs], [_last10(r) for r in rs]
     names = _and(f"{LABELS.get(m, m)}'s" for m in base)
     out.append(
-        f"{lead + _counts(groups) + ') ' if lead else ''}{names} changes stayed at {min(min(w) for w in ws)} or more in every 20 epochs of "
+        f"{_lead(lead, groups)}{names} changes stayed at {min(min(w) for w in ws)} or more "
+        "in every 20 epochs of "
         f"the last stage in each of their {len(rs)} run{'s' if len(rs) > 1 else ''} (fading in "
         f"{sum(map(_fading, ws))} of {len(rs)}), with {min(last10)} to {max(last10)} changes "
         "in the last 10 epochs.")
@@ -791,9 +803,7 @@ def opening(ident, budget, ablation_results) -> str:
   out = []
   if ident and ident.get("table"):
     last = ident["claim_last_epochs"]
-    rm = [c for t in ident["table"] if t["method"] == "rmda" for c in t["changes_last_epochs"]]
-    base = [c for t in ident["table"] if t["method"] not in IDENTIFYING
-            for c in t["changes_last_epochs"]]
+    rm, base = _last_changes(ident)
     configs = {t["config"] for t in ident["table"]}
     s = ident["settings"]
     if rm and base:
