@@ -790,10 +790,12 @@ def _budget_paragraph(groups, lead) -> list:
     names = _and(f"{LABELS.get(m, m)}'s" for m in base)
     out.append(
         f"{_lead(lead, groups)}{names} changes stayed at {min(min(w) for w in ws)} or more "
-        "in every 20 epochs of "
-        f"the last stage in each of their {len(rs)} run{'s' if len(rs) > 1 else ''} (fading in "
-        f"{sum(map(_fading, ws))} of {len(rs)}), with {min(last10)} to {max(last10)} changes "
-        "in the last 10 epochs.")
+        "in every 20 epochs of the last stage "
+        + (f"in each of their {len(rs)} runs (fading in {sum(map(_fading, ws))} of {len(rs)}), "
+           f"with {min(last10)} to {max(last10)} changes in the last 10 epochs."
+           if len(rs) > 1 else
+           f"in its one run ({'fading' if _fading(ws[0]) else 'not fading'}), with "
+           f"{last10[0]} changes in the last 10 epochs."))
   return out
 
 

@@ -849,7 +849,8 @@ def test_opening_paragraph_says_what_each_budget_measured():
           "stage in each of their 2 runs (fading in 1 of 2), with 0 to 60 changes") in text
   # A lambda with baselines only still says which schedule and which runs.
   assert ("At lambda 5e-4 (the same schedule; 1 seed of ProxSSI) ProxSSI's changes stayed at "
-          "40 or more") in text
+          "40 or more in every 20 epochs of the last stage in its one run (not fading), with 60 "
+          "changes in the last 10 epochs.") in text
   assert text.index("lambda 1e-3") < text.index("lambda 5e-4")
   # A late flip far from the threshold, or a crowded band: no claim of degeneracy.
   far = dict(lam1, runs=[_budget_run("rmda", 0, 5, 1, dual=dual([0.5, 1.01], 1),
