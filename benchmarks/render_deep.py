@@ -426,7 +426,7 @@ def status(ident, equal, rigl) -> str:
 def _last_changes(ident):
   """1b's changes over the last epochs per run: RMDA's, and the baselines' (not RAMDA)."""
   rm = [c for t in ident["table"] if t["method"] == "rmda" for c in t["changes_last_epochs"]]
-  base = [c for t in ident["table"] if t["method"] not in ("rmda", "ramda")
+  base = [c for t in ident["table"] if t["method"] not in IDENTIFYING
           for c in t["changes_last_epochs"]]
   return rm, base
 
