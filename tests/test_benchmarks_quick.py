@@ -207,6 +207,17 @@ def test_ramda_headline_rows():
   assert rows == [["step time x optax.contrib.madgrad, resnet50-shaped pytree (section 4f; "
                    "inner iterations)", "ramda (group_lasso)", "1.50 (3.0)"]]
   assert render.ramda_headline(None) == []
+  d = _ramda_cost(150.0)
+  d["models"]["resnet50"]["results"]["prox_adam (group_lasso)"] = {"median_ms": 147.0,
+                                                                   "ratio_to_sgd": 14.7}
+  assert render.ramda_headline(d)[-1] == [
+      "step time x optax.sgd(momentum=0.9), resnet50-shaped pytree (section 4f)",
+      "prox_adam (group_lasso, inner_stop='objective')", "14.70"]
+
+
+def test_headline_names_prox_adams_inner_solver():
+  table = render.headline_table(None, {("resnet50", "prox_adam (group_lasso)"): 134.2}, None)
+  assert "| prox_adam (group_lasso, inner_stop='change', the default) | 134.20 |" in table
 
 
 @pytest.mark.parametrize("gl_ms, words", [
