@@ -124,6 +124,13 @@ def test_metric_prox_optimality_conditions(solver):
     t = lam * scale
     reg = rj.head_and_neuron_lasso(lam, x)
     xj, dj = jax.tree.map(jnp.asarray, x), jax.tree.map(jnp.asarray, d)
+    # PG and Newton stop on their steps' size (tol 1e-14): residuals of 1e-14 and
+    # 1e-15 here. The warm solver stops, as RAMDA's authors' does, when the
+    # objective stops decreasing: in float64 that is a relative decrease near
+    # 1e-16, so the point is accurate to about its square root (4e-8 here after
+    # 41 steps; 2e-7 after 37 with XLA:CPU's LLVM at -O0, 2026-12-05). Its
+    # bound is set by that floor, not by this machine's rounding.
+    atol = 1e-6 if solver == "warm" else 1e-12
     if solver == "warm":  # RAMDA's warm-started solver, from a point away from X
       u, steps = reg.prox(xj, scale, dj, init=jax.tree.map(lambda a: 0.5 * a, xj),
                           max_steps=20000, tol=1e-30, return_steps=True)
@@ -141,7 +148,7 @@ def test_metric_prox_optimality_conditions(solver):
       else:
         n_nonzero += 1
         np.testing.assert_allclose(dg * (ug - xg) + t * w * ug / np.linalg.norm(ug), 0,
-                                   atol=1e-7)
+                                   atol=atol)
     assert n_zero >= 2 and n_nonzero >= 2
 
 
