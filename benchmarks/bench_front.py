@@ -343,10 +343,13 @@ def render(parts: Path, expected_methods=METHODS, expected_seeds=(0, 1, 2)) -> d
   """Fronts, joint-front counts, sparsity near the dense accuracy and lr-edge flags.
 
   Every choice is made on the validation split: a point (lr, lambda) of a
-  method is the mean over its finished seeds; a method's front is the set of
-  its points that no other of its points beats in both mean validation
-  accuracy and mean weighted group sparsity; the joint front is the same over
-  every regularized method's points. The dense reference is msgd's point of
+  method is the mean over the seeds that every point of every method has
+  finished (``common_seeds``; the others are listed in ``unused_seeds``), so
+  that all methods are compared on the same seeds (only if no seed is common
+  is each point its own seeds' mean); a method's front is the set of its
+  points that no other of its points beats in both mean validation accuracy
+  and mean weighted group sparsity; the joint front is the same over every
+  regularized method's points. The dense reference is msgd's point of
   highest mean validation accuracy. "Sparsity at delta": the sparsest point
   of the method whose mean validation accuracy is at least the dense
   reference's minus ``delta`` points. Test accuracies are reported for the
@@ -354,12 +357,25 @@ def render(parts: Path, expected_methods=METHODS, expected_seeds=(0, 1, 2)) -> d
   """
   chunks = load_chunks(parts)
   methods = [m for m in METHODS if any(c["method"] == m for c in chunks)]
-  points = {m: [_summary(lr, lam, runs) for (lr, lam), runs in sorted(
-      _points(chunks, m).items(), key=lambda kv: (kv[0][0], kv[0][1] or 0))] for m in methods}
+  by_point = {m: sorted(_points(chunks, m).items(), key=lambda kv: (kv[0][0], kv[0][1] or 0))
+              for m in methods}
+  # Every point of every method is summarised over the same seeds: those that
+  # every point has finished. While seeds are missing (a method, or an
+  # extended grid's chunk, not run yet), another seed of some methods would
+  # otherwise move their means and not the others'.
+  seed_sets = [set(runs) for m in methods for _, runs in by_point[m]]
+  common = sorted(set.intersection(*seed_sets)) if seed_sets else []
+  use = (lambda runs: {s: runs[s] for s in common}) if common else (lambda runs: runs)
+  points = {m: [_summary(lr, lam, use(runs)) for (lr, lam), runs in by_point[m]]
+            for m in methods}
   key = lambda p: (p["validation_accuracy"]["mean"], p["weighted_group_sparsity"]["mean"])  # noqa: E731
   out = {"benchmark": "bench_front", "parts": str(parts), "methods": {}, "done": {},
          "devices": sorted({c["device"] for c in chunks}),
-         "settings": chunks[0]["settings"] if chunks else None}
+         "settings": chunks[0]["settings"] if chunks else None,
+         "common_seeds": common,
+         "unused_seeds": {m: sorted(set().union(*(set(runs) for _, runs in by_point[m]))
+                                    - set(common)) for m in methods}}
+  out["unused_seeds"] = {m: v for m, v in out["unused_seeds"].items() if v}
   for m in expected_methods:
     out["done"][m] = sorted({c["seed"] for c in chunks if c["method"] == m})
   missing = {m: sorted(set(expected_seeds) - set(out["done"].get(m, [])))

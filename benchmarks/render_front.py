@@ -22,6 +22,11 @@ def _pct(ms, seeds, digits=2):
   return f"{100 * ms['mean']:.{digits}f} ± {100 * ms['std']:.{digits}f}"
 
 
+def _seeds(seeds) -> str:
+  """'seed 0' or 'seeds 0, 1'."""
+  return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
+
+
 def _point_row(label, p):
   return [label, f"{p['lr']:g}", f"{p['lam']:g}", f"{100 * p['validation_accuracy']['mean']:.2f}",
           _pct(p["test_accuracy"], p["seeds"]), _pct(p["weighted_group_sparsity"], p["seeds"], 1),
@@ -57,6 +62,19 @@ def section(result: dict | None, png: str = "results/front.png") -> str:
               f"{missing}. The statements below hold for the runs done only.", ""]
   else:
     lines += [f"Done: {done}.", ""]
+  common = result.get("common_seeds")
+  if common:
+    text = (f"Every number below is a mean over {_seeds(common)}, the seeds that every "
+            "point of every method has finished, so that the methods are compared on the "
+            "same seeds.")
+    unused = result.get("unused_seeds") or {}
+    if unused:
+      text += (" Finished but not used until every method has them: "
+               + "; ".join(f"{labels[m]} {_seeds(v)}" for m, v in unused.items()) + ".")
+    lines += [text, ""]
+  elif result["methods"]:
+    lines += ["No seed has finished for every point: each point is the mean over its own "
+              "seeds, and the methods are not compared on the same seeds.", ""]
   dense = result["dense"]
   if dense is not None:
     lines += [f"Dense reference (MSGD, `optax.sgd` momentum 0.9, no regularizer; its lr of "
@@ -116,7 +134,10 @@ def claim(result: dict | None) -> str:
   text = (f"Joint front over each method's whole (lr, lambda) plane, chosen on validation "
           f"(2f): points on it: {counts}")
   if result["partial"]:
-    text += f" (partial: only {done} have run)"
+    text += f" (partial: only {done} have run"
+    if result.get("common_seeds"):
+      text += f"; compared on {_seeds(result['common_seeds'])}"
+    text += ")"
   if edge:
     text += f"; best lr on its grid's edge for {', '.join(edge)} (grid to extend)"
   return text + "."

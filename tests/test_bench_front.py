@@ -44,13 +44,24 @@ MSGD = [(0.01, None, .990, 0.0, .991), (0.1, None, .985, 0.0, .986)]
 
 @pytest.fixture
 def parts(tmp_path):
+  """Seeds 0 and 1 of rmda, prox_sgd and msgd (the last two: seed 1 = seed 0)."""
   for seed, rows in RMDA.items():
     (tmp_path / f"rmda_seed{seed}.json").write_text(json.dumps(_chunk("rmda", seed, rows)))
-  (tmp_path / "prox_sgd_seed0.json").write_text(json.dumps(_chunk("prox_sgd", 0, PROX_SGD)))
-  (tmp_path / "msgd_seed0.json").write_text(json.dumps(_chunk("msgd", 0, MSGD)))
+  for seed in (0, 1):
+    (tmp_path / f"prox_sgd_seed{seed}.json").write_text(
+        json.dumps(_chunk("prox_sgd", seed, PROX_SGD)))
+    (tmp_path / f"msgd_seed{seed}.json").write_text(json.dumps(_chunk("msgd", seed, MSGD)))
   unfinished = dict(_chunk("prox_adam", 0, PROX_SGD), complete=False)
   (tmp_path / "prox_adam_seed0.json").write_text(json.dumps(unfinished))
   return tmp_path
+
+
+@pytest.fixture
+def partial_parts(parts):
+  """As ``parts`` without seed 1 of prox_sgd and msgd: only RMDA has two seeds."""
+  (parts / "prox_sgd_seed1.json").unlink()
+  (parts / "msgd_seed1.json").unlink()
+  return parts
 
 
 def _pts(ps):
@@ -69,6 +80,26 @@ def test_each_methods_front_over_its_plane(parts):
   np.testing.assert_allclose(p["test_accuracy"]["std"], np.sqrt(2 * 0.001 ** 2))
   np.testing.assert_allclose(p["weighted_group_sparsity"]["mean"], 0.55)
   assert "prox_adam" not in r["methods"]  # its chunk is unfinished
+  assert r["common_seeds"] == [0, 1] and r["unused_seeds"] == {}
+
+
+def test_methods_are_compared_on_the_seeds_every_point_has(partial_parts):
+  # Only RMDA has seed 1: every point is then the mean over seed 0 alone, and
+  # RMDA's seed 1 waits (mixed, RMDA's (0.1, 1e-3) would be .988 / 55% on
+  # validation, under the 0.1-point threshold .989, instead of .989 / 50%).
+  r = bf.render(partial_parts, ("rmda", "prox_sgd", "msgd"), (0, 1))
+  assert r["common_seeds"] == [0] and r["unused_seeds"] == {"rmda": [1]}
+  p = next(p for p in r["methods"]["rmda"]["points"] if (p["lr"], p["lam"]) == (0.1, 1e-3))
+  assert p["seeds"] == [0]
+  np.testing.assert_allclose([p["validation_accuracy"]["mean"], p["test_accuracy"]["mean"],
+                              p["weighted_group_sparsity"]["mean"]], [.989, .988, .5])
+  near = r["methods"]["rmda"]["sparsity_near_dense"]["0.1"]
+  assert (near["lr"], near["lam"]) == (0.1, 1e-3)
+  md = render_front.section(r)
+  assert "over seed 0, the seeds that every point of every method has" in md
+  assert "| RMDA | 0.1 | 0.001 | 98.90 | 98.80 | 50.0 | 0 |" in md  # one seed: the mean alone
+  assert "Finished but not used until every method has them: RMDA seed 1." in md
+  assert "compared on seed 0" in render_front.claim(r)
 
 
 def test_joint_front_counts(parts):
@@ -80,7 +111,7 @@ def test_joint_front_counts(parts):
 
 def test_sparsity_near_the_dense_accuracy(parts):
   r = bf.render(parts, ("rmda", "prox_sgd", "msgd"), (0, 1))
-  assert (r["dense"]["lr"], r["dense"]["seeds"]) == (0.01, [0])
+  assert (r["dense"]["lr"], r["dense"]["seeds"]) == (0.01, [0, 1])
   near = {m: {d: None if p is None else p["weighted_group_sparsity"]["mean"]
               for d, p in r["methods"][m]["sparsity_near_dense"].items()}
           for m in ("rmda", "prox_sgd")}
@@ -97,7 +128,8 @@ def test_best_lr_on_the_grid_edge_is_flagged(parts):
       {"lam": 1e-3, "best_lr": 0.1, "edge": "low"}]  # 2e-3's best, 0.3, is inside
 
 
-def test_partial_results_are_labelled(parts, tmp_path):
+def test_partial_results_are_labelled(partial_parts, tmp_path):
+  parts = partial_parts
   r = bf.render(parts, ("rmda", "prox_sgd", "msgd"), (0, 1))
   assert r["partial"] and r["missing_seeds"] == {"prox_sgd": [1], "msgd": [1]}
   assert r["done"] == {"rmda": [0, 1], "prox_sgd": [0], "msgd": [0]}
@@ -136,11 +168,11 @@ def test_a_point_with_every_group_zero_is_left_out_of_the_fronts(parts):
 
 
 def test_section_shows_each_front_point_and_says_partial(parts):
-  from benchmarks import render_front
-  r = bf.render(parts, ("rmda", "prox_sgd", "msgd"), (0, 1))
+  r = bf.render(parts, ("rmda", "prox_sgd", "msgd"), (0, 1, 2))
   md = render_front.section(r)
   assert md.startswith(render_front.TITLE) and "**Partial" in md
-  assert "ProxSGD [1]" in md and "MSGD (dense) [1]" in md
+  assert "ProxSGD [2]" in md and "MSGD (dense) [2]" in md
+  assert "over seeds 0, 1, the seeds that every point" in md and "not used until" not in md
   front_md, summary_md = md.split("Points on the joint front")
 
   def rows(text):
@@ -150,9 +182,9 @@ def test_section_shows_each_front_point_and_says_partial(parts):
   front = [(r_[0][2:], float(r_[1]), float(r_[2])) for r_ in rows(front_md)]
   assert front == [("RMDA", 0.1, 1e-3), ("RMDA", 0.3, 2e-3), ("RMDA", 1.0, 2e-3),
                    ("ProxSGD", 0.01, 1e-3), ("ProxSGD", 0.03, 1e-3), ("ProxSGD", 0.01, 2e-3)]
-  # Two seeds: mean +- sample std; one seed: the mean alone (RMDA (0.1, 1e-3): test .988
-  # and .986, std sqrt(2) * 0.1 points; ProxSGD (0.01, 1e-3): .99).
-  assert "| 98.70 ± 0.14 |" in md and "| 99.00 |" in md
+  # Mean +- sample std over the two seeds (RMDA (0.1, 1e-3): test .988 and .986, std
+  # sqrt(2) * 0.1 points; ProxSGD (0.01, 1e-3): .99 twice).
+  assert "| 98.70 ± 0.14 |" in md and "| 99.00 ± 0.00 |" in md
   summary = {r_[0][2:]: r_[3] for r_ in rows(summary_md)}
   assert summary == {"RMDA": "3", "ProxSGD": "2"}  # on the joint front (hand-counted above)
   assert "RMDA at λ 0.001 (best lr 0.1, low end" in md
@@ -164,14 +196,14 @@ def test_section_shows_each_front_point_and_says_partial(parts):
 
 
 def test_headline_rows_count_the_joint_front_and_the_points_near_dense(parts):
-  r = bf.render(parts, ("rmda", "prox_sgd", "msgd"), (0, 1))
+  r = bf.render(parts, ("rmda", "prox_sgd", "msgd"), (0, 1, 2))
   rows = render_front.headline(r)
   assert [row[1] for row in rows] == ["RMDA", "ProxSGD"]
   assert "partial" in rows[0][0] and "(99.00%)" in rows[0][0] and rows[1][0] == ""
   # Hand-counted in the tests above: on the joint front RMDA 3 of its 6 points,
   # ProxSGD 2 of 4; near dense (.990): RMDA none / 55% / 55%, ProxSGD 30 / 50 / 50%.
   assert rows[0][2] == "3 of 6; none / 55.0% / 55.0% (seeds 0, 1)"
-  assert rows[1][2] == "2 of 4; 30.0% / 50.0% / 50.0% (seeds 0)"
+  assert rows[1][2] == "2 of 4; 30.0% / 50.0% / 50.0% (seeds 0, 1)"
   assert render_front.headline(None) == []
 
 
