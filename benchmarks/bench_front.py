@@ -263,32 +263,6 @@ def run_chunk(method: str, seed: int, lrs, lams, settings: dict, split, path: Pa
   return rec
 
 
-def claim(lock: Path):
-  """``lock`` (a file holding this process's id) if no live process holds it, else False.
-
-  Lets several processes (``nice``-d, one per core) share the chunks of one
-  results folder: each trains the chunks it claims.
-  """
-  lock.parent.mkdir(parents=True, exist_ok=True)
-  for _ in range(2):
-    try:
-      fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-      try:
-        pid = int(lock.read_text() or 0)
-        os.kill(pid, 0)
-        return False  # alive
-      except ProcessLookupError:
-        lock.unlink(missing_ok=True)  # its process is gone: take it over
-      except (ValueError, OSError):
-        return False  # being written, or not ours to check
-      continue
-    with os.fdopen(fd, "w") as f:
-      f.write(str(os.getpid()))
-    return lock
-  return False
-
-
 def _device() -> str:
   d = jax.devices()[0]
   return f"{common.cpu_model() if d.platform == 'cpu' else d.device_kind} ({d.platform})"
@@ -555,7 +529,7 @@ def main(argv=None) -> int:
       if path.exists():
         print(f"  {path.stem}: done, skipped")
         continue
-      lock = None if ckpt_dir is None else claim(ckpt_dir / f"{name}_{path.stem}.lock")
+      lock = None if ckpt_dir is None else common.claim(ckpt_dir / f"{name}_{path.stem}.lock")
       if lock is False:
         print(f"  {path.stem}: being trained by another process, skipped")
         continue

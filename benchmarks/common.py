@@ -494,6 +494,46 @@ def aggregate(runs, keys, metrics, carry=()) -> list:
   return out
 
 
+def _start_time(pid: int) -> str:
+  """When process ``pid`` started (clock ticks since boot, from /proc); '' if unknown."""
+  try:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+  except (OSError, IndexError):
+    return ""
+
+
+def claim(lock: Path):
+  """``lock`` (a file naming this process) if no live process holds it, else False.
+
+  Lets several processes (``nice``-d, one per core) share the runs of one
+  results folder: each trains the runs it claims, and the caller removes the
+  lock when the run ends. The file holds the process id and its start time,
+  so that a lock left by a process that is gone (a session cut off) is taken
+  over even when a new process has reused its id.
+  """
+  lock.parent.mkdir(parents=True, exist_ok=True)
+  for _ in range(2):
+    try:
+      fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+      try:
+        pid, *tag = lock.read_text().split()
+        pid = int(pid)
+        os.kill(pid, 0)
+        if tag and _start_time(pid) not in ("", tag[0]):
+          raise ProcessLookupError  # the id now names another process
+        return False  # alive
+      except ProcessLookupError:
+        lock.unlink(missing_ok=True)  # its process is gone: take it over
+      except (ValueError, OSError):
+        return False  # being written, or not ours to check
+      continue
+    with os.fdopen(fd, "w") as f:
+      f.write(f"{os.getpid()} {_start_time(os.getpid())}".strip())
+    return lock
+  return False
+
+
 def write_json(path: Path, obj, indent: int = 1) -> None:
   """Writes ``obj`` to ``path`` through a temporary file (a reader never sees half of it)."""
   path = Path(path)

@@ -35,7 +35,7 @@ import rmda_jax as rj
 from rmda_jax.examples import data as data_lib
 from rmda_jax.examples import models as models_lib
 from rmda_jax.examples import train as train_lib
-from benchmarks.common import RESULTS, cpu_model, write_json
+from benchmarks.common import RESULTS, claim, cpu_model, write_json
 
 EVAL_BATCH = 2000
 CROP_DRAWS = 8  # random-crop draws of the training set for the augmented gradient
@@ -95,15 +95,30 @@ def run_shard(units: Sequence[Callable[[], Any]], shard: Optional[tuple],
 
 
 def run_once(part: Path, label: str, run: Callable[[], Any]) -> Optional[dict]:
-  """``run()`` unless ``part`` holds a finished run (then its record, unrun)."""
+  """``run()`` unless ``part`` holds a finished run (then its record, unrun).
+
+  The run is claimed first (``<part>.lock``, :func:`benchmarks.common.claim`):
+  while another live process trains it, it is skipped here, so that two
+  copies of one command (one per core) share its runs instead of training
+  each twice.
+  """
   rec = load_part(part)
-  if rec is not None:
-    print(f"  {label}: done, skipped", flush=True)
-    return rec
-  t0 = time.perf_counter()
-  run()
-  print(f"  {label}: {time.perf_counter() - t0:.0f}s", flush=True)
-  return None
+  if rec is None:
+    lock = claim(Path(part).with_name(Path(part).name + ".lock"))
+    if lock is False:
+      print(f"  {label}: being trained by another process, skipped", flush=True)
+      return None
+    try:
+      rec = load_part(part)  # finished between the two looks?
+      if rec is None:
+        t0 = time.perf_counter()
+        run()
+        print(f"  {label}: {time.perf_counter() - t0:.0f}s", flush=True)
+        return None
+    finally:
+      lock.unlink(missing_ok=True)
+  print(f"  {label}: done, skipped", flush=True)
+  return rec
 
 
 def device_name() -> str:

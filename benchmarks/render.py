@@ -917,7 +917,9 @@ def main(argv=None):
       "`nice benchmarks/run_issue19.sh` queues every run that sections 1c, 1d and 2f plan, "
       "in the order the evidence needs them, the front's seeds first (each run is its own "
       "file and a finished run is "
-      "skipped, so it can be cut and started again; `SEEDS=\"0 1\"` for fewer seeds), then "
+      "skipped, so it can be cut and started again; a run being trained is claimed by a lock "
+      "file, so a second copy started beside the first trains the other runs; "
+      "`SEEDS=\"0 1\"` for fewer seeds), then "
       "renders. On this 2-core CPU a 200-epoch run took 13 to 50 minutes and a front's "
       "(method, seed) 10 to 125 minutes (the wall times in the results files).",
       "",

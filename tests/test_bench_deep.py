@@ -8,6 +8,7 @@ synthetic run files, and each ``--quick`` mode end to end (form, not values).
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -727,6 +728,25 @@ def test_sharded_reads_jobs():
   for bad in ("x:bench_x", "0:bench_x", "3:", "bench_x"):
     with pytest.raises(argparse.ArgumentTypeError):
       sharded.parse_job(bad)
+
+
+def test_run_once_skips_a_run_another_live_process_trains(tmp_path, capsys):
+  part = tmp_path / "crop" / "rmda_seed0.json"
+  lock = part.with_name("rmda_seed0.json.lock")
+  ran = []
+
+  def run():
+    assert lock.exists()  # held while it runs
+    ran.append(1)
+    part.write_text(json.dumps({"complete": True, "seed": 0}))
+
+  lock.parent.mkdir(parents=True)
+  lock.write_text(str(os.getpid()))  # a live process (this one) trains it
+  assert deep.run_once(part, "r", run) is None and ran == []
+  assert "r: being trained by another process, skipped" in capsys.readouterr().out
+  lock.write_text("999999999")  # its process is gone: taken over, run, released
+  assert deep.run_once(part, "r", run) is None and ran == [1] and not lock.exists()
+  assert deep.run_once(part, "r", run) == {"complete": True, "seed": 0} and ran == [1]
 
 
 @pytest.mark.slow

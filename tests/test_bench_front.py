@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from benchmarks import bench_front as bf
+from benchmarks import common
 from benchmarks import render_front
 from rmda_jax.examples import data as data_lib
 from rmda_jax.examples import sweep as sweep_lib
@@ -335,8 +336,14 @@ def test_a_cut_chunk_resumes_to_the_same_runs(chunks):
 
 
 def test_claim_lets_one_live_process_hold_a_chunk(tmp_path):
+  pid = __import__("os").getpid()
   lock = tmp_path / "locks" / "front_rmda_seed0.lock"
-  assert bf.claim(lock) == lock and lock.read_text() == str(__import__("os").getpid())
-  assert bf.claim(lock) is False  # held by a live process (this one)
+  assert common.claim(lock) == lock and lock.read_text().split()[0] == str(pid)
+  assert common.claim(lock) is False  # held by a live process (this one)
   lock.write_text("999999999")  # no such process: taken over
-  assert bf.claim(lock) == lock
+  assert common.claim(lock) == lock
+  lock.write_text(str(pid))  # a lock of the former format (the id alone): alive
+  assert common.claim(lock) is False
+  if common._start_time(pid):  # Linux: a lock left by a process whose id was reused
+    lock.write_text(f"{pid} 1")
+    assert common.claim(lock) == lock
