@@ -106,12 +106,14 @@ def section(result: dict | None, png: str = "results/front.png") -> str:
             "model's validation accuracy:", "",
             _table(["method", "points", "on its front", "on the joint front",
                     *(f"sparsity within {d:g}" for d in bench_front.DELTAS)], rows), ""]
-  gone = [f"{labels[m]} at " + ", ".join(f"(lr {c['lr']:g}, λ {c['lam']:g})" for c in cs)
-          for m, r in result["methods"].items() if (cs := r.get("collapsed"))]
+  gone = [f"{labels[m]} at " + ", ".join(
+      f"(lr {c['lr']:g}, λ {c['lam']:g}" + (f": {_seeds(c['seeds'])}" if c.get("seeds") else "")
+      + ")" for c in cs) for m, r in result["methods"].items() if (cs := r.get("collapsed"))]
   if gone:
-    lines += ["Points with every group zero (the empty network: a constant output at chance "
-              "accuracy), counted in `points` but left out of every front: "
-              + "; ".join(gone) + ".", ""]
+    lines += ["Points with every group zero in at least one seed (the empty network: a "
+              "constant output at chance accuracy; averaged with a seed that kept groups it "
+              "would be a point no run reached), counted in `points` but left out of every "
+              "front, with the seeds that collapsed: " + "; ".join(gone) + ".", ""]
   edges = [f"{labels[m]} at λ {e['lam']:g} (best lr {e['best_lr']:g}, {e['edge']} end of "
            f"{r['lrs']})" for m, r in result["methods"].items()
            for e in r["best_lr_on_grid_edge"]]

@@ -152,15 +152,20 @@ def test_an_extended_grid_chunk_joins_its_method_and_seed(parts):
 def test_a_point_with_every_group_zero_is_left_out_of_the_fronts(parts):
   # The empty network (weighted sparsity 1, chance accuracy) beats every point's
   # sparsity: counted, named, but on no front; the other counts are unchanged.
+  # Here seed 0 collapsed and seed 1 did not: their mean (val .528, sparsity .95)
+  # is a point no run reached, left out too.
   (parts / "rmda_lr3_seed0.json").write_text(json.dumps(
       _chunk("rmda", 0, [(3.0, 1e-3, .1064, 1.0, .1135)])))
+  (parts / "rmda_lr3_seed1.json").write_text(json.dumps(
+      _chunk("rmda", 1, [(3.0, 1e-3, .95, .9, .949)])))
   r = bf.render(parts, ("rmda", "prox_sgd", "msgd"), (0, 1))
+  assert r["common_seeds"] == [0, 1]
   m = r["methods"]["rmda"]
-  assert m["collapsed"] == [{"lr": 3.0, "lam": 1e-3}]
+  assert m["collapsed"] == [{"lr": 3.0, "lam": 1e-3, "seeds": [0]}]
   assert (3.0, 1e-3) not in _pts(m["front"]) and len(m["points"]) == 7
   assert m["on_joint_front"] == 3 and r["methods"]["prox_sgd"]["on_joint_front"] == 2
   md = render_front.section(r)
-  assert ("left out of every front: RMDA at (lr 3, λ 0.001).") in md
+  assert ("with the seeds that collapsed: RMDA at (lr 3, λ 0.001: seed 0).") in md
   # Without the rule the point would be on both fronts:
   assert (3.0, 1e-3) in [(p["lr"], p["lam"]) for i, p in enumerate(m["points"])
                          if sweep_lib.pareto_front([(q["validation_accuracy"]["mean"],
