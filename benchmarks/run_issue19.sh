@@ -19,9 +19,10 @@ PY=${PYTHON:-python}
 for seed in $SEEDS; do
   $PY -m benchmarks.bench_front --methods rmda prox_sgd prox_adam prox_ssi msgd --seeds $seed
   # The grids' extensions where a best lr sat on an edge (section 2f): seed 0,
-  # then seeds 0 and 1 (RMDA's lr 0.01).
+  # then seeds 0 and 1 (RMDA's lr 0.01, then lr 0.003 at lambda 2e-3).
   $PY -m benchmarks.bench_front --methods rmda --seeds $seed --lrs rmda=3
   $PY -m benchmarks.bench_front --methods rmda --seeds $seed --lrs rmda=0.01
+  $PY -m benchmarks.bench_front --methods rmda --seeds $seed --lams 2e-3 --lrs rmda=0.003
   $PY -m benchmarks.bench_front --methods prox_adam prox_ssi --seeds $seed --lams 2e-3 \
       --lrs prox_adam=1e-4 --lrs prox_ssi=1e-4
 done

@@ -481,7 +481,7 @@ def test_issue19_queue_script_runs_commands_their_parsers_accept(tmp_path, monke
   subprocess.run(["bash", str(ROOT / "benchmarks" / "run_issue19.sh")], check=True, cwd=ROOT,
                  env={"PATH": "/usr/bin:/bin", "PYTHON": str(fake), "SEEDS": "0 1"})
   commands = [line.split() for line in log.read_text().splitlines()]
-  assert len(commands) == 2 * 2 + 2 + 4 * 2 + 2  # budget x lam x seed, ablation, front, renders
+  assert len(commands) == 2 * 2 + 2 + 5 * 2 + 2  # budget x lam x seed, ablation, front, renders
 
   class Parsed(Exception):
     pass
