@@ -408,9 +408,19 @@ def plot(result: dict, path: Path) -> None:
   from matplotlib.figure import Figure  # noqa: PLC0415
   fig = Figure(figsize=(6.5, 4.8))
   ax = fig.subplots()
+  # The accuracy axis spans the fronts (and the dense line), not the collapsed
+  # or diverged points far below them, which would flatten every front.
+  fronts = [p for r in result["methods"].values() for p in r["front"]]
+  accs = [100 * (p["test_accuracy"]["mean"] - p["test_accuracy"]["std"]) for p in fronts]
+  low = min(accs) - 0.5 if accs else None
+  hidden = 0
   for m, r in result["methods"].items():
-    xs = [100 * p["weighted_group_sparsity"]["mean"] for p in r["points"]]
-    ys = [100 * p["test_accuracy"]["mean"] for p in r["points"]]
+    shown = [p for p in r["points"] if not collapsed(p)]
+    hidden += len(r["points"]) - len(shown)
+    xs = [100 * p["weighted_group_sparsity"]["mean"] for p in shown]
+    ys = [100 * p["test_accuracy"]["mean"] for p in shown]
+    if low is not None:
+      hidden += sum(y < low for y in ys)
     ax.scatter(xs, ys, s=8, color=COLORS[m], alpha=0.25)
     f = r["front"]
     ax.errorbar([100 * p["weighted_group_sparsity"]["mean"] for p in f],
@@ -425,7 +435,13 @@ def plot(result: dict, path: Path) -> None:
     ax.axhline(acc, color="k", lw=0.8, label=f"MSGD dense, lr {dense['lr']:g}")
     for d in DELTAS:
       ax.axhline(acc - d, color="k", lw=0.4, ls=":")
-  ax.set_xlabel("weighted group sparsity (%)")
+  if low is not None:
+    top = max([100 * (p["test_accuracy"]["mean"] + p["test_accuracy"]["std"]) for p in fronts]
+              + ([100 * dense["test_accuracy"]["mean"]] if dense is not None else []))
+    ax.set_ylim(low, top + 0.3)
+  ax.set_xlabel("weighted group sparsity (%)"
+                + (f"; {hidden} points not shown (collapsed in a seed, or below the axis)"
+                   if hidden else ""), fontsize=8)
   ax.set_ylabel("test accuracy (%)")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=6)
