@@ -281,7 +281,7 @@ def collapsed(point) -> bool:
   kept groups, it would make a point no run reached (half the accuracy, nearly
   all the sparsity) that beats every other point's sparsity.
   """
-  return bool(point.get("collapsed_seeds")) or point["weighted_group_sparsity"]["mean"] >= 1.0
+  return bool(point["collapsed_seeds"])
 
 
 def load_chunks(parts: Path) -> list:
@@ -353,10 +353,10 @@ def render(parts: Path, expected_methods=METHODS, expected_seeds=(0, 1, 2)) -> d
   out = {"benchmark": "bench_front", "parts": str(parts), "methods": {}, "done": {},
          "devices": sorted({c["device"] for c in chunks}),
          "settings": chunks[0]["settings"] if chunks else None,
-         "common_seeds": common,
-         "unused_seeds": {m: sorted(set().union(*(set(runs) for _, runs in by_point[m]))
-                                    - set(common)) for m in methods}}
-  out["unused_seeds"] = {m: v for m, v in out["unused_seeds"].items() if v}
+         "common_seeds": common, "unused_seeds": {}}
+  for m in methods:
+    if extra := set().union(*(set(runs) for _, runs in by_point[m])) - set(common):
+      out["unused_seeds"][m] = sorted(extra)
   for m in expected_methods:
     out["done"][m] = sorted({c["seed"] for c in chunks if c["method"] == m})
   missing = {m: sorted(set(expected_seeds) - set(out["done"].get(m, [])))
@@ -397,7 +397,7 @@ def render(parts: Path, expected_methods=METHODS, expected_seeds=(0, 1, 2)) -> d
         "points": ps, "front": sorted((ps[i] for i in front),
                                       key=lambda p: p["weighted_group_sparsity"]["mean"]),
         "on_joint_front": sum((m, i) in joint_on for i in range(len(ps))),
-        "collapsed": [{"lr": p["lr"], "lam": p["lam"], "seeds": p.get("collapsed_seeds", [])}
+        "collapsed": [{"lr": p["lr"], "lam": p["lam"], "seeds": p["collapsed_seeds"]}
                       for p in ps if collapsed(p)],
         "lrs": lrs, "best_lr_on_grid_edge": edges, "sparsity_near_dense": near}
   return out
