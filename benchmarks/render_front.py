@@ -12,7 +12,7 @@ from benchmarks._md import _table
 TITLE = ("## 2f. The joint front: every method over its whole (learning rate, lambda) "
          "plane (issue 19)")
 COMMAND = ("nice python -m benchmarks.bench_front --methods rmda prox_sgd prox_adam prox_ssi "
-           "ramda msgd --seeds 0 1 2   # then --render")
+           "msgd --seeds 0 1 2   # then --render")
 
 
 def _pct(ms, seeds, digits=2):
@@ -62,6 +62,9 @@ def section(result: dict | None, png: str = "results/front.png") -> str:
               f"{missing}. The statements below hold for the runs done only.", ""]
   else:
     lines += [f"Done: {done}.", ""]
+  if not_run := [labels[m] for m in bench_front.METHODS if m not in result["done"]]:
+    lines += [f"Not run on this front (optional; `--methods {' '.join(not_run).lower()}`): "
+              f"{', '.join(not_run)}.", ""]
   common = result.get("common_seeds")
   if common:
     text = (f"Every number below is a mean over {_seeds(common)}, the seeds that every "

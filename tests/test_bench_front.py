@@ -221,7 +221,19 @@ def test_main_skips_finished_chunks_and_renders(parts, capsys):
   assert bf.main(["--quick", "--methods", "msgd", "--out", str(out)]) == 0
   assert "msgd_lr0.003-0.1_seed0: done, skipped" in capsys.readouterr().out
   result = json.loads((out / "front_quick.json").read_text())
-  assert result["dense"]["lr"] == 0.01 and not result["partial"]
+  assert result["dense"]["lr"] == 0.01
+  # The file describes the folder, not this invocation: the other required
+  # methods have not run (an optional one, RAMDA, is not expected).
+  assert result["done"] == {"rmda": [], "prox_sgd": [], "prox_adam": [], "prox_ssi": [],
+                            "msgd": [0]}
+  assert result["partial"] and result["missing_seeds"] == {
+      m: [0] for m in ("rmda", "prox_sgd", "prox_adam", "prox_ssi")}
+  # Once RAMDA has run a seed, it is expected on the others too.
+  (out / "front_quick" / "ramda_lr0.001-0.03_seed1.json").write_text(
+      json.dumps(_chunk("ramda", 1, [(0.01, 2e-3, .9, .5, .9)])))
+  assert bf.main(["--render", "--quick", "--out", str(out)]) == 0
+  result = json.loads((out / "front_quick.json").read_text())
+  assert result["done"]["ramda"] == [1] and result["missing_seeds"]["ramda"] == [0]
 
 
 def test_bad_lrs_flag_is_a_usage_error(capsys):
