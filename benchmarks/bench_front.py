@@ -530,8 +530,9 @@ def main(argv=None) -> int:
   name = args.name or ("front_quick" if args.quick else
                        "front" if args.epochs == 20 else f"front_e{args.epochs}")
   parts = args.out / name
-  # What the folder should hold: the required methods (and any other that has
-  # run) on the default seeds and those asked for; not only this invocation's.
+  # What the folder should hold, not only this invocation's part: the required
+  # methods and those asked for (render adds any other with a finished chunk),
+  # on the default seeds and those asked for.
   expected = ((*REQUIRED, *(m for m in args.methods if m not in REQUIRED)),
               tuple(sorted({*(QUICK["seeds"] if args.quick else SEEDS), *args.seeds})))
   if args.render:

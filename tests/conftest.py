@@ -13,9 +13,10 @@ import tempfile
 # instead of 0.5 s) saved 9% more: 5.5 against 6.1 user CPU minutes, two runs
 # of each, same load (the many small programs of a model's initialisation and
 # metrics, compiled again by every process). A JAX_COMPILATION_CACHE_DIR set
-# before the run is used as it is (.ci/run shares one between its test runs). The 8-device mesh child that once hung with it
-# on hung without it too: an XLA:CPU thread-pool deadlock, fixed in
-# rmda_jax/examples/sharding.py (Layout.serial), not a cache problem.
+# before the run is used as it is (.ci/run shares one between its test runs).
+# The 8-device mesh child that once hung with it on hung without it too: an
+# XLA:CPU thread-pool deadlock, fixed in rmda_jax/examples/sharding.py
+# (Layout.serial), not a cache problem.
 _CACHE_PREFIX = "rmda_jax-tests-xla-"
 if (os.environ.get("RMDA_JAX_TEST_XLA_CACHE", "1") == "1"
     and "JAX_COMPILATION_CACHE_DIR" not in os.environ):
