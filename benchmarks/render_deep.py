@@ -549,8 +549,8 @@ def _across_seeds(runs) -> list:
             f"{', '.join(str(r['seed']) for r in rs)}: the last stage's changes per 20 "
             f"epochs fade in {sum(map(_fading, ws))} of {len(rs)} seeds (epochs 101-120 "
             f"against 181-200: {', '.join(f'{w[0]} -> {w[-1]}' for w in ws)}); the last 10 "
-            f"epochs hold {', '.join(map(str, last10))} changes (none in "
-            f"{sum(n == 0 for n in last10)} of {len(rs)})")
+            f"epochs hold {', '.join(map(str, last10))} changes (zero in "
+            f"{sum(n == 0 for n in last10)} of {len(rs)} seeds)")
     duals = [r["near_threshold_dual"] for r in rs if r.get("near_threshold_dual")]
     if duals:
       text += (f"; by the dual ratio, {sum(x['flipped_within_near_of_1'] for x in duals)} of "

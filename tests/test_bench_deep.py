@@ -562,7 +562,7 @@ def test_authors_budget_pools_the_seeds_of_each_method():
   md = rd.authors_budget([d])
   assert ("Across seeds: RMDA (lambda 0.001), seeds 0, 1, 2: the last stage's changes per 20 "
           "epochs fade in 2 of 3 seeds (epochs 101-120 against 181-200: 120 -> 0, 120 -> 80, "
-          "120 -> 60); the last 10 epochs hold 0, 40, 30 changes (none in 1 of 3); by the "
+          "120 -> 60); the last 10 epochs hold 0, 40, 30 changes (zero in 1 of 3 seeds); by the "
           "dual ratio, 5 of the 6 late flips of the 2 seeds that record it lie within 0.1 "
           "of 1.") in md
   one = dict(d, runs=d["runs"][:1])  # a single seed: no pooled sentence
