@@ -21,7 +21,9 @@ extrapolated to a full run of ``--full-epochs`` epochs (compile + that many
 steps at the measured step time). A third column, derived from the K=1
 program, is that program reused for the K runs one after another (one
 compilation: the hyperparameters are inputs), what ``bench_front`` does on
-CPU. Results: ``results/sweep_throughput.json``
+CPU. Results: ``results/sweep_throughput.json`` (``_unroll`` for ``--batching
+unroll``; on an accelerator ``sweep_throughput_gpu.json`` or ``_tpu``), rendered
+as section 8 of ``benchmarks/README.md`` by ``benchmarks/render_sweep.py``,
 with the device and the load averages at start and end (the machine is
 shared).
 
@@ -209,7 +211,9 @@ def main(argv=None) -> int:
                       "data": res.pop("data"), "full_epochs": args.full_epochs,
                       "full_steps": full_steps},
          **res}
-  name = "sweep_throughput" + ("" if args.batching == "vmap" else f"_{args.batching}")
+  # The CPU's files keep their names; an accelerator's carry its platform (gpu, tpu).
+  name = ("sweep_throughput" + ("" if d.platform == "cpu" else f"_{d.platform}")
+          + ("" if args.batching == "vmap" else f"_{args.batching}"))
   name += "_quick.json" if args.quick else ".json"
   common.write_json(args.out / name, out)
   print(f"{'K':>3} {'compile 1 prog':>14} {'compile K sep':>13} {'ms/step 1 prog':>14} "

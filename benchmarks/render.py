@@ -16,6 +16,7 @@ import re
 
 from benchmarks import render_deep
 from benchmarks import render_front
+from benchmarks import render_sweep
 from benchmarks import render_vit
 from benchmarks._md import _machine, _table
 
@@ -907,6 +908,7 @@ def main(argv=None):
       "| bench_slim | 5. slimming: parameters, multiply-adds, inference time | results/slim.json |",
       "| bench_scale | 6. scaling out on a mesh: bytes and step time, 1-8 devices | results/scale.json |",
       "| gpu (an accelerator; PyTorch optional) | 7. one accelerator: update vs bandwidth, epoch vs PyTorch | results/gpu.json |",
+      "| bench_sweep (--batching vmap, unroll) | 8. many runs in one program: runs per hour for K = 1, 4, 16 | results/sweep_throughput*.json |",
       "",
       "`benchmarks/common.py` holds what several of them share (machine record, "
       "optimizer tables, model shapes read from `rmda_jax.examples.models`, step "
@@ -951,6 +953,7 @@ def main(argv=None):
       slim_section(_load("slim.json")),
       scale(_load("scale.json")),
       gpu(_load("gpu.json")),
+      render_sweep.section(render_sweep.load(RESULTS)),
   ]
   with open(os.path.join(HERE, "README.md"), "w") as f:
     f.write("\n".join(parts).rstrip() + "\n")
@@ -973,6 +976,11 @@ def main(argv=None):
   measured = ("<!-- measured:start -->\n" + render_deep.opening(
       ident_deep, budget, [d for d in [_load("ablation_200.json")] if d])
                + "\n<!-- measured:end -->")
+  sweep = ("<!-- sweep:start -->\n" + render_sweep.readme_sentence(render_sweep.load(RESULTS))
+           + "\n<!-- sweep:end -->")
+  if "<!-- sweep:start -->" in text:
+    text = re.sub(r"<!-- sweep:start -->.*?<!-- sweep:end -->", lambda _: sweep,
+                  text, flags=re.S)
   if "<!-- measured:start -->" in text:
     text = re.sub(r"<!-- measured:start -->.*?<!-- measured:end -->", lambda _: measured,
                   text, flags=re.S)
