@@ -774,8 +774,9 @@ def _budget_paragraph(groups, lead) -> list:
               f"epochs: {_and(x['flipped'] for _, x in duals)} in "
               f"{_seeds([r for r, _ in duals])}) end with a ratio within 0.1 of 1, the "
               "threshold of its prox's input (the dual average)")
-      if ratios:
-        text += f", namely {min(ratios):.3f} to {max(ratios):.3f}"
+      if ratios:  # "namely" only when the range is that of the flips within 0.1
+        text += (f", namely {min(ratios):.3f} to {max(ratios):.3f}" if near == n else
+                 f" (all {n}: {min(ratios):.3f} to {max(ratios):.3f})")
       if ratios and all(bands):
         text += (f"; the band around 1 of that width holds {_and(b[1] for b in bands)} of the "
                  f"{bands[0][2]} groups")

@@ -875,7 +875,9 @@ def test_opening_paragraph_says_what_each_budget_measured():
   # A late flip far from the threshold, or a crowded band: no claim of degeneracy.
   far = dict(lam1, runs=[_budget_run("rmda", 0, 5, 1, dual=dual([0.5, 1.01], 1),
                                      ratios=ratios)])
-  assert "1 of its 2 late flips" in rd.opening(None, [far], [])
+  assert ("1 of its 2 late flips (groups that changed status in the last 20 epochs: 2 in "
+          "seed 0) end with a ratio within 0.1 of 1, the threshold of its prox's input (the "
+          "dual average) (all 2: 0.500 to 1.010)") in rd.opening(None, [far], [])
   assert "on the threshold" not in rd.opening(None, [far], [])
   crowded = dict(lam1, runs=[_budget_run("rmda", 0, 5, 1, dual=dual([0.99], 1),
                                          ratios=[0.99, 1.0, 1.005] + [3.0] * 7)])
