@@ -611,8 +611,10 @@ def _last_stage(runs, explain: bool = True) -> list:
       "(1 for a nonzero group at a stationary point of F + lambda psi, at most 1 for a zero "
       "group), with F the training loss over all training images either without "
       "augmentation (F0) or averaged over random-crop draws of them (Fc, the loss the runs "
-      "minimize; 8 draws; runs before this column existed show -). Late flips: groups that "
-      "changed status in the last 20 epochs.", "",
+      "minimize; 8 draws"
+      + ("; runs before this column existed show -"
+         if any(not r.get("near_threshold_crop") for _, r in runs) else "")
+      + "). Late flips: groups that changed status in the last 20 epochs.", "",
       _table(["method", "lambda", "seed", "changes per 20 epochs, epochs 101-200",
               "changes, last 10 epochs", "last epoch with a change", "test acc %",
               "weighted group sp %", "late flips", "F0: late flips within 0.1 of 1",

@@ -567,6 +567,10 @@ def test_authors_budget_pools_the_seeds_of_each_method():
           "of 1.") in md
   one = dict(d, runs=d["runs"][:1])  # a single seed: no pooled sentence
   assert "Across seeds" not in rd.authors_budget([one])
+  # The Fc columns' dashes are explained only while a run lacks them.
+  assert "runs before this column existed show -" in md
+  crop = dict(d, runs=[dict(r, near_threshold_crop=dual(1, 1)) for r in d["runs"]])
+  assert "runs before this column existed" not in rd.authors_budget([crop])
 
 
 def test_budget_headline_has_a_row_per_method_and_lambda_with_its_seeds():
