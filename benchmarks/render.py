@@ -854,6 +854,14 @@ FULL6EP_CMD = ("python -m benchmarks.bench_sparsity_accuracy --models lenet5_sma
                "--name sparsity_accuracy_lenet5_full6ep")
 
 
+def _fill(text: str, name: str, body: str) -> str:
+  """``text`` with the block between ``<!-- name:start -->`` and ``<!-- name:end -->``
+  replaced by ``body`` (unchanged where ``text`` has no such block)."""
+  return re.sub(rf"<!-- {name}:start -->.*?<!-- {name}:end -->",
+                lambda _: f"<!-- {name}:start -->\n{body}\n<!-- {name}:end -->", text,
+                flags=re.S)
+
+
 def main(argv=None):
   import argparse
   ap = argparse.ArgumentParser(description="benchmarks/results/*.json -> README tables")
@@ -873,6 +881,7 @@ def main(argv=None):
   budget = [_load(f) for f in sorted(os.listdir(RESULTS))
             if f.startswith("identification_200_") and f.endswith(".json")]
   denormal_md, denormal_h = render_deep.torch_denormal(_load("torch_denormal.json"))
+  front, sweeps = render_front.load(RESULTS), render_sweep.load(RESULTS)
   parts = [
       "# Benchmarks",
       "",
@@ -940,7 +949,7 @@ def main(argv=None):
                 if f.startswith(LOW_RANK_EXTRA) and f.endswith(".json")]),
       equal_md,
       render_vit.section(vit),
-      render_front.section(render_front.load(RESULTS)),
+      render_front.section(front),
       generic("3. Unstructured sparsity against RigL", _load("rigl.json"),
               "python -m benchmarks.bench_rigl", "rigl"),
       render_deep.rigl_converged(rigl_conv),
@@ -953,7 +962,7 @@ def main(argv=None):
       slim_section(_load("slim.json")),
       scale(_load("scale.json")),
       gpu(_load("gpu.json")),
-      render_sweep.section(render_sweep.load(RESULTS)),
+      render_sweep.section(sweeps),
   ]
   with open(os.path.join(HERE, "README.md"), "w") as f:
     f.write("\n".join(parts).rstrip() + "\n")
@@ -963,32 +972,22 @@ def main(argv=None):
   readme = os.path.join(ROOT, "README.md")
   with open(readme) as f:
     text = f.read()
-  block = ("<!-- headline:start -->\n" + headline_table(
+  headline = headline_table(
       ident_h, cost_h, train_h, _load("sparsity_accuracy_lenet5_full6ep.json"),
       deep_h + render_deep.budget_headline(budget) + render_deep.equal_headline(equal)
-      + render_front.headline(render_front.load(RESULTS)) + render_vit.headline(vit)
+      + render_front.headline(front) + render_vit.headline(vit)
       + render_deep.rigl_headline(rigl_conv) + denormal_h
       + ramda_headline(_load("cost_ramda.json")),
       claims=render_deep.claims(ident_deep, equal, rigl_conv) + " "
-      + render_front.claim(render_front.load(RESULTS)),
+      + render_front.claim(front),
       deep_status=render_deep.status(ident_deep, equal, rigl_conv))
-           + "\n<!-- headline:end -->")
-  measured = ("<!-- measured:start -->\n" + render_deep.opening(
-      ident_deep, budget, [d for d in [_load("ablation_200.json")] if d])
-               + "\n<!-- measured:end -->")
-  sweep = ("<!-- sweep:start -->\n" + render_sweep.readme_sentence(render_sweep.load(RESULTS))
-           + "\n<!-- sweep:end -->")
-  if "<!-- sweep:start -->" in text:
-    text = re.sub(r"<!-- sweep:start -->.*?<!-- sweep:end -->", lambda _: sweep,
-                  text, flags=re.S)
-  if "<!-- measured:start -->" in text:
-    text = re.sub(r"<!-- measured:start -->.*?<!-- measured:end -->", lambda _: measured,
-                  text, flags=re.S)
+  measured = render_deep.opening(ident_deep, budget,
+                                 [d for d in [_load("ablation_200.json")] if d])
+  text = _fill(text, "sweep", render_sweep.readme_sentence(sweeps))
+  text = _fill(text, "measured", measured)
   if "<!-- headline:start -->" in text:
-    text = re.sub(r"<!-- headline:start -->.*?<!-- headline:end -->", lambda _: block,
-                  text, flags=re.S)
     with open(readme, "w") as f:
-      f.write(text)
+      f.write(_fill(text, "headline", headline))
   print("wrote benchmarks/README.md and the README headline")
 
 
